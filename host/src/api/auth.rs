@@ -1,0 +1,264 @@
+//! Bearer-key authentication and authorisation.
+//!
+//! The admin key (setting `auth.admin_key`) works on every tenant. Tenant
+//! keys look like `vtr_<id>_<secret>`: the id finds the stored record, and
+//! only a SHA-256 hash of the secret is stored, compared in constant time.
+//! The secret is 256 random bits, so a fast hash is enough (no password
+//! stretching is needed for keys nobody chose).
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::model::now;
+use crate::store::ApiKeyRecord;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    Search,
+    Write,
+    Plugins,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Search, Scope::Write, Scope::Plugins, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Search => "search",
+            Scope::Write => "write",
+            Scope::Plugins => "plugins",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The admin key, or anyone while authentication is off (development
+    /// without an admin key).
+    Admin,
+    Tenant {
+        tenant: String,
+        key_id: String,
+        scopes: Vec<Scope>,
+    },
+}
+
+impl Principal {
+    /// Allows the call if the caller may act on `tenant` with `scope`. A
+    /// tenant key's `admin` scope covers every scope of its own tenant.
+    pub fn require(&self, tenant: &str, scope: Scope) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Tenant {
+                tenant: own, scopes, ..
+            } => {
+                if own != tenant {
+                    return Err(ApiError::forbidden(
+                        "tenant_forbidden",
+                        "this key does not belong to the requested tenant",
+                    ));
+                }
+                if scopes.contains(&scope) || scopes.contains(&Scope::Admin) {
+                    Ok(())
+                } else {
+                    Err(ApiError::forbidden(
+                        "insufficient_scope",
+                        format!("this key lacks the `{}` scope", scope.as_str()),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Reads (products, jobs) are allowed with a `search` or a `write` key.
+    pub fn require_read(&self, tenant: &str) -> Result<(), ApiError> {
+        match self.require(tenant, Scope::Search) {
+            Err(e) if e.code == "insufficient_scope" => self.require(tenant, Scope::Write),
+            other => other,
+        }
+    }
+
+    /// Allows only the admin key (service-wide operations).
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Tenant { .. } => Err(ApiError::forbidden(
+                "admin_required",
+                "this operation needs the admin key",
+            )),
+        }
+    }
+}
+
+/// The authentication settings the API needs at run time.
+pub struct Authenticator {
+    /// SHA-256 of the admin key; `None` turns authentication off.
+    admin_key_hash: Option<[u8; 32]>,
+}
+
+impl Authenticator {
+    pub fn new(admin_key: Option<&SecretString>) -> Self {
+        Self {
+            admin_key_hash: admin_key.map(|k| sha256(k.expose_secret().as_bytes())),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.admin_key_hash.is_some()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const KEY_PREFIX: &str = "vtr_";
+const KEY_ID_HEX_LEN: usize = 16;
+
+/// A new tenant key: the record to store and the token shown once.
+pub fn generate_key(tenant: &str, scopes: Vec<String>, label: Option<String>) -> (ApiKeyRecord, String) {
+    let mut rng = rand::rng();
+    let mut id = [0u8; KEY_ID_HEX_LEN / 2];
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut id);
+    rng.fill_bytes(&mut secret);
+    let id = hex(&id);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let token = format!("{KEY_PREFIX}{id}_{secret}");
+    let record = ApiKeyRecord {
+        id,
+        tenant: tenant.to_owned(),
+        secret_hash: hex(&sha256(secret.as_bytes())),
+        scopes,
+        label,
+        created_at: now(),
+    };
+    (record, token)
+}
+
+/// Splits `vtr_<16 hex>_<secret>` into id and secret.
+fn split_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(KEY_PREFIX)?;
+    let (id, secret) = rest.split_at_checked(KEY_ID_HEX_LEN)?;
+    let secret = secret.strip_prefix('_')?;
+    let id_ok = id
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (id_ok && !secret.is_empty()).then_some((id, secret))
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let auth: &Arc<Authenticator> = &state.auth;
+        let Some(admin_hash) = auth.admin_key_hash else {
+            return Ok(Principal::Admin);
+        };
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <key> header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                let (scheme, token) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <key>`"))?;
+
+        if bool::from(sha256(token.as_bytes()).ct_eq(&admin_hash)) {
+            return Ok(Principal::Admin);
+        }
+        let unknown = || ApiError::unauthorized("unknown or revoked API key");
+        let (id, secret) = split_token(token).ok_or_else(unknown)?;
+        let record = state.catalog.get_api_key(id).await?.ok_or_else(unknown)?;
+        let presented = hex(&sha256(secret.as_bytes()));
+        if !bool::from(presented.as_bytes().ct_eq(record.secret_hash.as_bytes())) {
+            return Err(unknown());
+        }
+        Ok(Principal::Tenant {
+            tenant: record.tenant,
+            key_id: record.id,
+            scopes: record.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_split_back_into_id_and_secret() {
+        let (record, token) = generate_key("shop", vec!["search".into()], None);
+        let (id, secret) = split_token(&token).unwrap();
+        assert_eq!(id, record.id);
+        assert_eq!(hex(&sha256(secret.as_bytes())), record.secret_hash);
+        assert!(!record.secret_hash.contains(secret), "the secret is never stored");
+    }
+
+    #[test]
+    fn malformed_tokens_do_not_split() {
+        for t in [
+            "",
+            "vtr_",
+            "vtr_0123456789abcdef",
+            "vtr_0123456789abcdef_",
+            "vtr_0123456789ABCDEF_x",
+            "xyz_0123456789abcdef_x",
+        ] {
+            assert!(split_token(t).is_none(), "{t}");
+        }
+    }
+
+    #[test]
+    fn tenant_keys_are_confined_to_their_tenant_and_scopes() {
+        let p = Principal::Tenant {
+            tenant: "a".into(),
+            key_id: "k".into(),
+            scopes: vec![Scope::Search],
+        };
+        assert!(p.require("a", Scope::Search).is_ok());
+        assert_eq!(
+            p.require("a", Scope::Write).unwrap_err().code,
+            "insufficient_scope"
+        );
+        assert_eq!(
+            p.require("b", Scope::Search).unwrap_err().code,
+            "tenant_forbidden"
+        );
+        assert!(p.require_admin().is_err());
+        let admin_scoped = Principal::Tenant {
+            tenant: "a".into(),
+            key_id: "k".into(),
+            scopes: vec![Scope::Admin],
+        };
+        assert!(admin_scoped.require("a", Scope::Plugins).is_ok());
+        assert!(admin_scoped.require("b", Scope::Search).is_err());
+        assert!(Principal::Admin.require("anything", Scope::Admin).is_ok());
+    }
+}

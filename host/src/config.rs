@@ -1,0 +1,492 @@
+//! Typed settings, layered: built-in defaults (`config/default.toml`,
+//! embedded in the binary) → `--config FILE` (TOML) → environment
+//! `VITRINE__SECTION__KEY`. Unknown keys are errors, and every validation
+//! error names the key to change. Secrets never appear in `Debug` output.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The built-in defaults: the embedded single node.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Settings read from the environment as plain strings, never parsed.
+const VERBATIM_ENV_KEYS: [&str; 4] = ["auth.admin_key", "catalog.url", "blobs.url", "encoder.model"];
+
+/// Shortest admin key accepted in production (API.md).
+pub const MIN_ADMIN_KEY_BYTES: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("cannot read the config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub env: Environment,
+    pub data_dir: PathBuf,
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub catalog: CatalogSettings,
+    pub encoder: EncoderSettings,
+    pub media: MediaSettings,
+    pub blobs: BlobsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderSettings {
+    /// A Hugging Face hub id (optionally `id@revision`), a local directory,
+    /// or an object-store URL, holding config.json, model.safetensors and
+    /// tokenizer.json.
+    pub model: String,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    pub device: String,
+    /// CPU threads for inference; 0 = one per core.
+    pub threads: usize,
+    /// Largest batch the encoder thread runs at once.
+    pub max_batch: usize,
+    /// Extra time the encoder thread may wait to fill a batch. 0 (default):
+    /// take whatever is queued, so a lone query never waits.
+    pub max_wait_ms: u64,
+    /// Requests waiting for the encoder; beyond it the API answers 503.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSettings {
+    /// Let image URLs reach loopback and private addresses (tests, labs).
+    pub allow_private_networks: bool,
+    /// Deadline of one image download attempt.
+    pub fetch_timeout_secs: u64,
+    /// Largest image accepted, in bytes.
+    pub max_image_bytes: usize,
+    /// Largest width × height accepted (decompression-bomb guard).
+    pub max_pixels: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobsSettings {
+    /// Unset: `data_dir/blobs`. Otherwise an object_store URL (`s3://…`,
+    /// `file:///…`); it may carry credentials, so it is a secret.
+    pub url: Option<SecretString>,
+}
+
+impl fmt::Debug for BlobsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobsSettings")
+            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose_secret())))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port (logged).
+    pub listen: String,
+    /// Whole-request deadline; a request still running then gets 503.
+    pub request_timeout_secs: u64,
+    /// Largest JSON body of an ordinary request.
+    pub max_body_bytes: usize,
+    /// Largest JSON body of a batch product import (up to 1,000 products).
+    pub max_batch_body_bytes: usize,
+    /// Browser origins allowed to call the API; `["*"]` allows any. The API
+    /// authenticates with bearer keys, never cookies, so `*` is safe.
+    pub cors_allowed_origins: Vec<String>,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub admin_key: Option<SecretString>,
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSettings {
+    /// Unset: SQLite in `data_dir`. `postgres://…`: PostgreSQL. May hold a
+    /// password, so it is a secret.
+    pub url: Option<SecretString>,
+    /// Connections to PostgreSQL, or read connections to SQLite.
+    pub max_connections: usize,
+}
+
+impl fmt::Debug for CatalogSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CatalogSettings")
+            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose_secret())))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. `info` or `vitrine=debug,info`.
+    pub level: String,
+}
+
+/// A URL with its password (if any) replaced, for logs and Debug output.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("[redacted]"));
+            }
+            u.to_string()
+        }
+        Err(_) => "[unparseable url]".to_owned(),
+    }
+}
+
+/// The catalog backend a `catalog.url` selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogBackend {
+    Sqlite { path: PathBuf },
+    Postgres,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment, and
+    /// validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("VITRINE__").split("__"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    path: path.to_owned(),
+                    message: "no such file".into(),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        // figment parses environment values ("123" becomes a number), which
+        // would break an all-digit admin key or drop its leading zeros; the
+        // string-valued secrets are therefore taken exactly as written.
+        figment = figment.merge(env.clone().filter(|k| !VERBATIM_ENV_KEYS.contains(&k.as_str())));
+        for (key, value) in env.iter() {
+            if VERBATIM_ENV_KEYS.contains(&key.as_str()) {
+                figment = figment.merge((key.as_str().to_owned(), value));
+            }
+        }
+        let settings: Settings = figment.extract().map_err(figment_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.server.request_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "server.request_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.server.max_batch_body_bytes < self.server.max_body_bytes {
+            return Err(ConfigError::invalid(
+                "server.max_batch_body_bytes",
+                "must be at least server.max_body_bytes",
+            ));
+        }
+        for origin in &self.server.cors_allowed_origins {
+            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+                return Err(ConfigError::invalid(
+                    "server.cors_allowed_origins",
+                    format!("{origin:?} is not a valid origin"),
+                ));
+            }
+        }
+        if self.catalog.max_connections == 0 || self.catalog.max_connections > 1024 {
+            return Err(ConfigError::invalid(
+                "catalog.max_connections",
+                "must be between 1 and 1024",
+            ));
+        }
+        self.catalog_backend()?;
+        if self.encoder.model.trim().is_empty() {
+            return Err(ConfigError::invalid("encoder.model", "must name a model"));
+        }
+        self.encoder
+            .device
+            .parse::<crate::encoder::DeviceSetting>()
+            .map_err(|e| ConfigError::invalid("encoder.device", e.to_string()))?;
+        if !(1..=1024).contains(&self.encoder.max_batch) {
+            return Err(ConfigError::invalid(
+                "encoder.max_batch",
+                "must be between 1 and 1024",
+            ));
+        }
+        if self.encoder.queue_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "encoder.queue_capacity",
+                "must be at least 1",
+            ));
+        }
+        if self.media.fetch_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "media.fetch_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if let Some(url) = &self.blobs.url {
+            url::Url::parse(url.expose_secret())
+                .map_err(|e| ConfigError::invalid("blobs.url", format!("not a URL: {e}")))?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
+        match (&self.auth.admin_key, self.env) {
+            (Some(k), _) if k.expose_secret().trim().is_empty() => {
+                return Err(ConfigError::invalid("auth.admin_key", "must not be empty"));
+            }
+            (None, Environment::Production) => {
+                return Err(ConfigError::invalid(
+                    "auth.admin_key",
+                    "env = \"production\" requires an admin key (VITRINE__AUTH__ADMIN_KEY)",
+                ));
+            }
+            (Some(k), Environment::Production) if k.expose_secret().len() < MIN_ADMIN_KEY_BYTES => {
+                return Err(ConfigError::invalid(
+                    "auth.admin_key",
+                    format!("env = \"production\" requires at least {MIN_ADMIN_KEY_BYTES} bytes"),
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:8080",
+                    self.server.listen
+                ),
+            )
+        })
+    }
+
+    pub fn catalog_backend(&self) -> Result<CatalogBackend, ConfigError> {
+        match &self.catalog.url {
+            None => Ok(CatalogBackend::Sqlite {
+                path: self.data_dir.join("catalog.sqlite3"),
+            }),
+            Some(url) => {
+                let url = url.expose_secret();
+                let scheme = url.split(':').next().unwrap_or_default();
+                if scheme == "postgres" || scheme == "postgresql" {
+                    url.parse::<tokio_postgres::Config>().map_err(|e| {
+                        ConfigError::invalid("catalog.url", format!("not a valid PostgreSQL URL: {e}"))
+                    })?;
+                    Ok(CatalogBackend::Postgres)
+                } else {
+                    Err(ConfigError::invalid(
+                        "catalog.url",
+                        "must be a postgres:// URL; leave it unset for the embedded SQLite catalog",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn figment_error(e: figment::Error) -> ConfigError {
+    let key = if e.path.is_empty() {
+        "(root)".to_owned()
+    } else {
+        e.path.join(".")
+    };
+    // figment's kind says what was wrong without repeating the path.
+    ConfigError::Invalid {
+        key,
+        message: e.kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+// figment's test jail returns its large error type by design.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        // `Env::prefixed` reads the process environment; use figment's
+        // jail-free map instead so tests don't race on global state.
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        for (k, v) in vars {
+            figment = figment.merge(Toml::string(&format!("{k} = {v}")));
+        }
+        let settings: Settings = figment.extract().map_err(figment_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_single_node() {
+        let s = load_env(&[]).unwrap();
+        assert_eq!(s.env, Environment::Development);
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert!(s.auth.admin_key.is_none());
+        assert!(matches!(
+            s.catalog_backend().unwrap(),
+            CatalogBackend::Sqlite { .. }
+        ));
+    }
+
+    #[test]
+    fn environment_overrides_with_double_underscores() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("VITRINE__SERVER__LISTEN", "127.0.0.1:0");
+            jail.set_env("VITRINE__AUTH__ADMIN_KEY", "0123456789012345");
+            jail.set_env("VITRINE__ENV", "production");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.listen, "127.0.0.1:0");
+            assert_eq!(s.env, Environment::Production);
+            assert_eq!(
+                s.auth.admin_key.as_ref().map(|k| k.expose_secret().to_owned()),
+                Some("0123456789012345".to_owned())
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_layer_sits_between_defaults_and_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "v.toml",
+                "data_dir = \"/tmp/x\"\n[server]\nlisten = \"127.0.0.1:9000\"\n",
+            )?;
+            jail.set_env("VITRINE__SERVER__LISTEN", "127.0.0.1:9001");
+            let s = Settings::load(Some(Path::new("v.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+            assert_eq!(s.server.listen, "127.0.0.1:9001");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("VITRINE__SERVER__LISTN", "x");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("server") && err.contains("listn"), "{err}");
+            Ok(())
+        });
+        let err = load_env(&[("colour", "\"red\"")]).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Settings::load(Some(Path::new("/nonexistent/vitrine.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/vitrine.toml"));
+    }
+
+    #[test]
+    fn production_requires_a_long_admin_key() {
+        let err = load_env(&[("env", "\"production\"")]).unwrap_err().to_string();
+        assert!(err.contains("auth.admin_key"), "{err}");
+        let err = load_env(&[("env", "\"production\""), ("auth.admin_key", "\"short\"")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.admin_key") && err.contains("16"), "{err}");
+        load_env(&[
+            ("env", "\"production\""),
+            ("auth.admin_key", "\"0123456789abcdef\""),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("server.listen", "\"nowhere\""),
+            ("catalog.url", "\"mysql://x\""),
+            ("catalog.max_connections", "0"),
+            ("log.level", "\"[[[\""),
+            ("env", "\"staging\""),
+            ("encoder.device", "\"tpu\""),
+            ("encoder.max_batch", "0"),
+            ("media.fetch_timeout_secs", "0"),
+        ];
+        for (key, value) in cases {
+            let err = load_env(&[(key, value)]).unwrap_err().to_string();
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(err.contains(leaf), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let s = load_env(&[
+            ("auth.admin_key", "\"super-secret-admin-key\""),
+            ("catalog.url", "\"postgres://vitrine:hunter2@db:5432/vitrine\""),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("super-secret-admin-key"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("db:5432"), "{debug}");
+    }
+}

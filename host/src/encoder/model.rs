@@ -1,0 +1,212 @@
+//! The CLIP towers (candle-transformers) plus checkpoint validation and eos pooling.
+
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Module, Tensor, safetensors::MmapedSafetensors};
+use candle_nn::{Linear, VarBuilder};
+use candle_transformers::models::clip::{
+    text_model::ClipTextTransformer, vision_model::ClipVisionTransformer,
+};
+
+use super::config::HfClipConfig;
+use super::error::{EncoderError, Result};
+
+/// Every tensor `CLIPModel` (HF layout) needs for the two towers and projections, with the
+/// shape implied by `config.json`. `logit_scale` and legacy `position_ids` buffers are not
+/// needed for embeddings and are ignored when present.
+pub fn expected_tensors(cfg: &HfClipConfig) -> Vec<(String, Vec<usize>)> {
+    let t = &cfg.text_config;
+    let v = &cfg.vision_config;
+    let mut out = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>| out.push((name, shape));
+    let encoder =
+        |push: &mut dyn FnMut(String, Vec<usize>), prefix: &str, h: usize, inter: usize, layers: usize| {
+            for i in 0..layers {
+                let p = format!("{prefix}.encoder.layers.{i}");
+                for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                    push(format!("{p}.self_attn.{proj}.weight"), vec![h, h]);
+                    push(format!("{p}.self_attn.{proj}.bias"), vec![h]);
+                }
+                for ln in ["layer_norm1", "layer_norm2"] {
+                    push(format!("{p}.{ln}.weight"), vec![h]);
+                    push(format!("{p}.{ln}.bias"), vec![h]);
+                }
+                push(format!("{p}.mlp.fc1.weight"), vec![inter, h]);
+                push(format!("{p}.mlp.fc1.bias"), vec![inter]);
+                push(format!("{p}.mlp.fc2.weight"), vec![h, inter]);
+                push(format!("{p}.mlp.fc2.bias"), vec![h]);
+            }
+        };
+    let th = t.hidden_size;
+    push(
+        "text_model.embeddings.token_embedding.weight".into(),
+        vec![t.vocab_size, th],
+    );
+    push(
+        "text_model.embeddings.position_embedding.weight".into(),
+        vec![t.max_position_embeddings, th],
+    );
+    encoder(
+        &mut push,
+        "text_model",
+        th,
+        t.intermediate_size,
+        t.num_hidden_layers,
+    );
+    push("text_model.final_layer_norm.weight".into(), vec![th]);
+    push("text_model.final_layer_norm.bias".into(), vec![th]);
+
+    let vh = v.hidden_size;
+    let patches = (v.image_size / v.patch_size).pow(2);
+    push("vision_model.embeddings.class_embedding".into(), vec![vh]);
+    push(
+        "vision_model.embeddings.patch_embedding.weight".into(),
+        vec![vh, v.num_channels, v.patch_size, v.patch_size],
+    );
+    push(
+        "vision_model.embeddings.position_embedding.weight".into(),
+        vec![patches + 1, vh],
+    );
+    // Sic: HF spells the pre-encoder LayerNorm "pre_layrnorm".
+    push("vision_model.pre_layrnorm.weight".into(), vec![vh]);
+    push("vision_model.pre_layrnorm.bias".into(), vec![vh]);
+    encoder(
+        &mut push,
+        "vision_model",
+        vh,
+        v.intermediate_size,
+        v.num_hidden_layers,
+    );
+    push("vision_model.post_layernorm.weight".into(), vec![vh]);
+    push("vision_model.post_layernorm.bias".into(), vec![vh]);
+    push("visual_projection.weight".into(), vec![cfg.projection_dim, vh]);
+    push("text_projection.weight".into(), vec![cfg.projection_dim, th]);
+    out
+}
+
+/// Check names and shapes up front so errors name the tensor. This also matters for
+/// correctness: candle silently substitutes a *random* `class_embedding` when it is absent.
+fn validate_checkpoint(path: &Path, cfg: &HfClipConfig) -> Result<()> {
+    // SAFETY: the file is memory-mapped read-only; like every safetensors loader we assume
+    // it is not truncated or rewritten while mapped.
+    #[allow(unsafe_code)]
+    let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| EncoderError::CorruptCheckpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let present: std::collections::HashMap<String, Vec<usize>> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.shape().to_vec()))
+        .collect();
+    for (name, expected) in expected_tensors(cfg) {
+        match present.get(&name) {
+            None => {
+                return Err(EncoderError::MissingTensor {
+                    name,
+                    path: path.to_path_buf(),
+                });
+            }
+            Some(actual) if *actual != expected => {
+                return Err(EncoderError::TensorShape {
+                    name,
+                    expected,
+                    actual: actual.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Both CLIP towers with their projections.
+#[derive(Debug, Clone)]
+pub struct ClipTowers {
+    text: ClipTextTransformer,
+    vision: ClipVisionTransformer,
+    text_projection: Linear,
+    visual_projection: Linear,
+    dtype: DType,
+    device: Device,
+}
+
+impl ClipTowers {
+    pub fn load(weights: &Path, cfg: &HfClipConfig, dtype: DType, device: &Device) -> Result<Self> {
+        if !weights.exists() {
+            return Err(EncoderError::MissingFile {
+                path: weights.to_path_buf(),
+            });
+        }
+        validate_checkpoint(weights, cfg)?;
+        let build = |source| EncoderError::ModelBuild {
+            path: weights.to_path_buf(),
+            source,
+        };
+        // SAFETY: read-only memory map, see `validate_checkpoint`.
+        #[allow(unsafe_code)]
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }.map_err(build)?;
+        let text = ClipTextTransformer::new(vb.pp("text_model"), &cfg.candle_text()).map_err(build)?;
+        let vision =
+            ClipVisionTransformer::new(vb.pp("vision_model"), &cfg.candle_vision()).map_err(build)?;
+        let text_projection = candle_nn::linear_no_bias(
+            cfg.text_config.hidden_size,
+            cfg.projection_dim,
+            vb.pp("text_projection"),
+        )
+        .map_err(build)?;
+        let visual_projection = candle_nn::linear_no_bias(
+            cfg.vision_config.hidden_size,
+            cfg.projection_dim,
+            vb.pp("visual_projection"),
+        )
+        .map_err(build)?;
+        Ok(Self {
+            text,
+            vision,
+            text_projection,
+            visual_projection,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// `ids`: `[batch, seq]` u32 (right-padded); `eos_pos[i]`: pooled index of row `i`.
+    /// Returns unnormalised `[batch, projection_dim]` f32 features.
+    ///
+    /// candle's `ClipTextTransformer::forward` pools at `argmax(ids)`, which is ambiguous
+    /// once rows are padded with the eos id and wrong for tokenizers whose eos is not the
+    /// largest id; instead we take the final hidden states and gather the explicit eos
+    /// position, as HF's `CLIPTextTransformer` does. The causal mask means right padding
+    /// never influences positions `<= eos_pos`.
+    pub fn text_features(&self, ids: &Tensor, eos_pos: &[usize]) -> Result<Tensor> {
+        let (bsz, seq) = ids.dims2()?;
+        let hidden = self.text.forward_with_mask(ids, usize::MAX)?; // [b, seq, h]
+        let flat = hidden.reshape((bsz * seq, ()))?;
+        let idx: Vec<u32> = eos_pos
+            .iter()
+            .enumerate()
+            .map(|(b, &p)| (b * seq + p) as u32)
+            .collect();
+        let idx = Tensor::new(idx.as_slice(), &self.device)?;
+        let pooled = flat.index_select(&idx, 0)?;
+        Ok(self.text_projection.forward(&pooled)?.to_dtype(DType::F32)?)
+    }
+
+    /// `pixels`: `[batch, 3, size, size]` f32. Returns unnormalised f32 features.
+    pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
+        let pixels = pixels.to_dtype(self.dtype)?;
+        let pooled = self.vision.forward(&pixels)?;
+        Ok(self.visual_projection.forward(&pooled)?.to_dtype(DType::F32)?)
+    }
+}
+
+/// Row-wise L2 normalisation (in f32), guarding against all-zero rows.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}

@@ -1,0 +1,384 @@
+//! The durable job runner. Jobs live in the catalog (`jobs` table), so
+//! nothing is lost when a process dies: a worker claims jobs with a lease,
+//! keeps the lease alive with heartbeats while it works, and records the
+//! outcome. A dead worker's lease runs out and another worker reclaims the
+//! job; a cancelled or reclaimed job fences its old worker off (its
+//! heartbeats and outcome are refused). Failures are retried with
+//! exponential backoff and jitter; each kind has a time limit.
+//!
+//! Tests drive the runner step by step with [`JobRunner::run_once`] instead
+//! of sleeping.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::model::now;
+use crate::store::{Catalog, Job, JobOutcome, StoreError, StoreResult};
+
+/// How one attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Worth another attempt (a timeout, an unavailable dependency).
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail the same way every time (an image that answers 404).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// The work behind one job kind.
+#[async_trait]
+pub trait JobHandler: Send + Sync + 'static {
+    /// Longest one attempt may run before it counts as a retryable failure.
+    fn time_limit(&self) -> Duration;
+
+    async fn run(&self, job: &Job, ctx: &JobContext) -> Result<Value, JobError>;
+}
+
+/// What a running handler may use: progress reporting (which also proves
+/// the job is still this worker's).
+pub struct JobContext {
+    catalog: Arc<dyn Catalog>,
+    job_id: String,
+    worker: String,
+    lease: chrono::Duration,
+}
+
+impl JobContext {
+    /// Records progress and extends the lease. `Err` when the job was
+    /// cancelled or taken over: the handler should stop.
+    pub async fn progress(&self, done: i64, total: i64) -> Result<(), JobError> {
+        let t = now();
+        match self
+            .catalog
+            .heartbeat_job(&self.job_id, &self.worker, t, t + self.lease, Some((done, total)))
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(JobError::Fatal("the job was cancelled or taken over".into())),
+            Err(e) => Err(JobError::Retryable(format!("cannot record progress: {e}"))),
+        }
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+}
+
+/// Backoff between attempts: `min(initial × factor^(n−1), max)`, then
+/// "equal jitter" (a random point in the upper half) so that many jobs
+/// failing together do not retry in lockstep.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub factor: f64,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// The design's defaults: 1 s doubling up to 60 s (with 5 attempts).
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            factor: 2.0,
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `attempt + 1`, after `attempt` failed ones.
+    pub fn delay(&self, attempt: i32) -> Duration {
+        let exp = self.factor.powi(attempt.saturating_sub(1).max(0));
+        let base = self.initial.as_secs_f64() * exp;
+        let capped = base.min(self.max.as_secs_f64());
+        let jittered = capped / 2.0 + rand::rng().random_range(0.0..=capped / 2.0);
+        Duration::from_secs_f64(jittered)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Unique per process: leases are held in its name.
+    pub worker_id: String,
+    /// Jobs run at once by this process.
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat. Heartbeats come every
+    /// third of it, so two can be lost before another worker takes over.
+    pub lease: Duration,
+    /// How often an idle runner looks for new jobs.
+    pub poll_interval: Duration,
+    /// Time in-flight jobs get to finish on shutdown before they are put
+    /// back in the queue.
+    pub shutdown_grace: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl RunnerConfig {
+    pub fn new(worker_id: impl Into<String>) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            concurrency: 2,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What happened to one claimed job in this process.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ran {
+    Succeeded,
+    WillRetry(String),
+    Failed(String),
+    /// Cancelled or reclaimed while running; nothing recorded.
+    Lost,
+}
+
+pub struct JobRunner {
+    catalog: Arc<dyn Catalog>,
+    handlers: HashMap<String, Arc<dyn JobHandler>>,
+    config: RunnerConfig,
+    wake: Notify,
+}
+
+impl JobRunner {
+    pub fn new(catalog: Arc<dyn Catalog>, config: RunnerConfig) -> Self {
+        Self {
+            catalog,
+            handlers: HashMap::new(),
+            config,
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn register(&mut self, kind: &str, handler: Arc<dyn JobHandler>) {
+        self.handlers.insert(kind.to_owned(), handler);
+    }
+
+    /// Wakes an idle runner at once (after enqueueing), instead of waiting
+    /// for the next poll.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.handlers.keys().cloned().collect()
+    }
+
+    async fn claim(&self, limit: usize) -> StoreResult<Vec<Job>> {
+        if limit == 0 || self.handlers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = now();
+        let lease = chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(30));
+        self.catalog
+            .claim_jobs(&self.config.worker_id, &self.kinds(), t, t + lease, limit as u32)
+            .await
+    }
+
+    /// Claims up to `limit` jobs and runs them (concurrently) to their
+    /// outcome. For tests and tools that drive the queue step by step.
+    pub async fn run_once(self: &Arc<Self>, limit: usize) -> StoreResult<Vec<(String, Ran)>> {
+        let jobs = self.claim(limit).await?;
+        let mut set = JoinSet::new();
+        for job in jobs {
+            let me = self.clone();
+            set.spawn(async move {
+                let id = job.id.clone();
+                (id, me.execute(job).await)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(r) = r {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs jobs until `shutdown` resolves, keeping up to `concurrency` in
+    /// flight; then gives in-flight jobs `shutdown_grace` to finish and puts
+    /// the rest back in the queue without charging them an attempt.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        tracing::info!(worker = %self.config.worker_id, kinds = ?self.kinds(), "job runner started");
+        loop {
+            let free = slots.available_permits();
+            let claimed = match self.claim(free).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim jobs");
+                    Vec::new()
+                }
+            };
+            let idle = claimed.is_empty();
+            for job in claimed {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let me = self.clone();
+                tasks.spawn(async move {
+                    me.execute(job).await;
+                    drop(permit);
+                });
+            }
+            while tasks.try_join_next().is_some() {}
+            let pause = if idle || slots.available_permits() == 0 {
+                self.config.poll_interval
+            } else {
+                Duration::ZERO
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        tracing::info!(in_flight = tasks.len(), "job runner stopping");
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        match self.catalog.release_jobs(&self.config.worker_id, now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "unfinished jobs returned to the queue"),
+            Err(e) => tracing::warn!(error = %e, "cannot release jobs; their leases will expire"),
+        }
+    }
+
+    /// Runs one claimed job under its time limit with heartbeats, and
+    /// records the outcome.
+    async fn execute(&self, job: Job) -> Ran {
+        let span = tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
+        self.execute_in_span(job).instrument(span).await
+    }
+
+    async fn execute_in_span(&self, job: Job) -> Ran {
+        let Some(handler) = self.handlers.get(&job.kind).cloned() else {
+            // Only registered kinds are claimed; this cannot happen.
+            return Ran::Lost;
+        };
+        let ctx = JobContext {
+            catalog: self.catalog.clone(),
+            job_id: job.id.clone(),
+            worker: self.config.worker_id.clone(),
+            lease: chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(30)),
+        };
+        let (lost_tx, mut lost_rx) = watch::channel(false);
+        let heartbeat = {
+            let (catalog, id, worker) = (
+                self.catalog.clone(),
+                job.id.clone(),
+                self.config.worker_id.clone(),
+            );
+            let (lease, every) = (ctx.lease, self.config.lease / 3);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let t = now();
+                    match catalog.heartbeat_job(&id, &worker, t, t + lease, None).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let _ = lost_tx.send(true);
+                            return;
+                        }
+                        // A blip: keep trying while the lease lasts.
+                        Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        let limit = handler.time_limit();
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(limit, handler.run(&job, &ctx)) => Some(r),
+            _ = lost_rx.wait_for(|lost| *lost) => None,
+        };
+        heartbeat.abort();
+        let (record, ran) = match outcome {
+            None => {
+                tracing::info!("job cancelled or taken over; stopped");
+                return Ran::Lost;
+            }
+            Some(Ok(Ok(result))) => (JobOutcome::Succeeded(result), Ran::Succeeded),
+            Some(Ok(Err(JobError::Fatal(e)))) => (JobOutcome::Failed(e.clone()), Ran::Failed(e)),
+            Some(Ok(Err(JobError::Retryable(e)))) => self.retry(&job, e),
+            Some(Err(_)) => self.retry(&job, format!("timed out after {} s", limit.as_secs_f64())),
+        };
+        match self
+            .catalog
+            .finish_job(&job.id, &self.config.worker_id, now(), &record)
+            .await
+        {
+            Ok(true) => {
+                match &ran {
+                    Ran::Succeeded => tracing::info!("job succeeded"),
+                    Ran::WillRetry(e) => tracing::warn!(error = %e, "job attempt failed; will retry"),
+                    Ran::Failed(e) => tracing::warn!(error = %e, "job failed"),
+                    Ran::Lost => {}
+                }
+                metrics::counter!("vitrine_jobs_finished_total", "kind" => job.kind.clone(), "outcome" => outcome_label(&ran)).increment(1);
+                ran
+            }
+            Ok(false) => Ran::Lost,
+            Err(e) => {
+                // The lease will expire and the job will run again.
+                tracing::error!(error = %e, "cannot record the job outcome");
+                Ran::Lost
+            }
+        }
+    }
+
+    /// A retryable failure: the store re-queues it while attempts remain
+    /// and fails it otherwise.
+    fn retry(&self, job: &Job, error: String) -> (JobOutcome, Ran) {
+        let delay = self.config.retry.delay(job.attempts);
+        let run_after = now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
+        let ran = if job.attempts >= job.max_attempts {
+            Ran::Failed(error.clone())
+        } else {
+            Ran::WillRetry(error.clone())
+        };
+        (JobOutcome::Retry { error, run_after }, ran)
+    }
+}
+
+fn outcome_label(r: &Ran) -> &'static str {
+    match r {
+        Ran::Succeeded => "succeeded",
+        Ran::WillRetry(_) => "retry",
+        Ran::Failed(_) => "failed",
+        Ran::Lost => "lost",
+    }
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => JobError::Retryable(m),
+            StoreError::NotFound => JobError::Fatal("not found".into()),
+            other => JobError::Retryable(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

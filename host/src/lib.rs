@@ -1,0 +1,15 @@
+//! Vitrine: multimodal product search with tenant WebAssembly plugins.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the module map.
+
+pub mod api;
+pub mod bench;
+pub mod config;
+pub mod encoder;
+pub mod indexing;
+pub mod jobs;
+pub mod media;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,738 @@
+//! Domain types shared by the store and the API, and the validation rules of
+//! API.md that decide what a tenant id, an external id and a product may be.
+//!
+//! Validation lives here, below the HTTP layer, so that the CLI importer and
+//! the API apply exactly the same rules.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Longest title accepted (API.md).
+pub const MAX_TITLE_CHARS: usize = 1000;
+/// Longest description accepted. Descriptions feed the text encoder, which
+/// reads at most 77 tokens, so more than this is never useful for search.
+pub const MAX_DESCRIPTION_CHARS: usize = 20_000;
+/// Longest category name; categories are filter keys, not prose.
+pub const MAX_CATEGORY_CHARS: usize = 200;
+/// Tags are filter keys carried in every vector payload; keep them bounded.
+pub const MAX_TAGS: usize = 64;
+pub const MAX_TAG_CHARS: usize = 100;
+/// Longest image URL; browsers and CDNs reject longer ones anyway.
+pub const MAX_IMAGE_URL_CHARS: usize = 2048;
+/// Serialised size cap of `metadata` (API.md: 64 KiB).
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// Longest external id (API.md).
+pub const MAX_EXTERNAL_ID_CHARS: usize = 256;
+/// Largest price accepted: far above any real price, and small enough to be
+/// exact in every backend's numeric type.
+pub const MAX_PRICE: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 0, false, 0); // 10^15
+/// Longest tenant display name.
+pub const MAX_TENANT_NAME_CHARS: usize = 200;
+
+/// Current time, truncated to milliseconds so every backend stores and
+/// returns the same instant.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// Timestamps in responses: RFC 3339, UTC, millisecond precision.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// What is wrong with one field of an input document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// `[a-z0-9][a-z0-9_-]{0,62}` (API.md).
+pub fn validate_tenant_id(id: &str) -> Result<(), FieldError> {
+    let bytes = id.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes[1..]
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "tenant",
+            "invalid_tenant_id",
+            "tenant ids are 1 to 63 characters of a-z, 0-9, '_' and '-', starting with a letter or digit",
+        ))
+    }
+}
+
+/// 1–256 printable characters (API.md).
+pub fn validate_external_id(id: &str) -> Result<(), FieldError> {
+    let n = id.chars().count();
+    if n == 0 || n > MAX_EXTERNAL_ID_CHARS {
+        return Err(FieldError::new(
+            "external_id",
+            "invalid_external_id",
+            format!("external_id must be 1 to {MAX_EXTERNAL_ID_CHARS} characters"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "external_id",
+            "invalid_external_id",
+            "external_id must contain only printable characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A validated product as a tenant describes it (everything but the
+/// external id and the server-set fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductFields {
+    pub title: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub price: Option<Decimal>,
+    pub currency: Option<String>,
+    pub image_url: Option<String>,
+    pub tags: Vec<String>,
+    pub in_stock: bool,
+    pub metadata: Map<String, Value>,
+}
+
+impl ProductFields {
+    /// Whether a change from `self` to `other` alters anything the vector
+    /// index holds (the embedded text and image, and the filter payload).
+    pub fn needs_reindex(&self, other: &ProductFields) -> bool {
+        self.title != other.title
+            || self.description != other.description
+            || self.image_url != other.image_url
+            || self.category != other.category
+            || self.price != other.price
+            || self.currency != other.currency
+            || self.tags != other.tags
+            || self.in_stock != other.in_stock
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexStatus {
+    Pending,
+    Indexed,
+    Failed,
+}
+
+impl IndexStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexStatus::Pending => "pending",
+            IndexStatus::Indexed => "indexed",
+            IndexStatus::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for IndexStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "indexed" => Ok(Self::Indexed),
+            "failed" => Ok(Self::Failed),
+            other => Err(format!("unknown index status {other:?}")),
+        }
+    }
+}
+
+/// A stored product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Product {
+    pub tenant: String,
+    pub external_id: String,
+    pub fields: ProductFields,
+    pub index_status: IndexStatus,
+    pub index_error: Option<String>,
+    /// Incremented on every write; used for optimistic concurrency.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Product {
+    /// The editable fields as a JSON document, the shape a client sends.
+    /// PATCH applies a JSON merge patch to this document.
+    pub fn input_document(&self) -> Map<String, Value> {
+        let f = &self.fields;
+        let mut m = Map::new();
+        m.insert("external_id".into(), Value::String(self.external_id.clone()));
+        m.insert("title".into(), Value::String(f.title.clone()));
+        let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+        m.insert("description".into(), opt(&f.description));
+        m.insert("category".into(), opt(&f.category));
+        m.insert(
+            "price".into(),
+            f.price.map_or(Value::Null, |p| Value::String(p.to_string())),
+        );
+        m.insert("currency".into(), opt(&f.currency));
+        m.insert("image_url".into(), opt(&f.image_url));
+        m.insert(
+            "tags".into(),
+            Value::Array(f.tags.iter().cloned().map(Value::String).collect()),
+        );
+        m.insert("in_stock".into(), Value::Bool(f.in_stock));
+        m.insert("metadata".into(), Value::Object(f.metadata.clone()));
+        m
+    }
+
+    /// The public JSON representation (API.md: price as an exact string).
+    pub fn to_json(&self) -> Value {
+        let mut m = self.input_document();
+        m.insert("created_at".into(), format_time(&self.created_at).into());
+        m.insert("updated_at".into(), format_time(&self.updated_at).into());
+        m.insert("index_status".into(), self.index_status.as_str().into());
+        m.insert(
+            "index_error".into(),
+            self.index_error.clone().map_or(Value::Null, Value::String),
+        );
+        Value::Object(m)
+    }
+}
+
+/// Fields a client may send back unchanged (from a GET) but never sets.
+const SERVER_SET_FIELDS: [&str; 4] = ["created_at", "updated_at", "index_status", "index_error"];
+const PRODUCT_FIELDS: [&str; 10] = [
+    "external_id",
+    "title",
+    "description",
+    "category",
+    "price",
+    "currency",
+    "image_url",
+    "tags",
+    "in_stock",
+    "metadata",
+];
+
+/// A product document parsed from JSON: the external id (if the document
+/// carries one) and the validated fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductInput {
+    pub external_id: Option<String>,
+    pub fields: ProductFields,
+}
+
+/// Parses and validates a product document. Every problem is reported, the
+/// first one naming the field in `details.field` of the HTTP error.
+/// Server-set fields are accepted and ignored so a GET → edit → PUT round
+/// trip works; any other unknown field is an error.
+pub fn parse_product(doc: &Map<String, Value>) -> Result<ProductInput, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    for key in doc.keys() {
+        if !PRODUCT_FIELDS.contains(&key.as_str()) && !SERVER_SET_FIELDS.contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                key.clone(),
+                "unknown_field",
+                format!("unknown field `{key}`"),
+            ));
+        }
+    }
+    let get = |k: &str| doc.get(k).filter(|v| !v.is_null());
+
+    let external_id = match get("external_id") {
+        None => None,
+        Some(Value::String(s)) => match validate_external_id(s) {
+            Ok(()) => Some(s.clone()),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(type_error("external_id", "a string"));
+            None
+        }
+    };
+
+    let title = match get("title") {
+        None => {
+            errors.push(FieldError::new("title", "missing_field", "title is required"));
+            String::new()
+        }
+        Some(Value::String(s)) => {
+            if s.trim().is_empty() {
+                errors.push(FieldError::new(
+                    "title",
+                    "invalid_title",
+                    "title must not be empty",
+                ));
+            } else if s.chars().count() > MAX_TITLE_CHARS {
+                errors.push(too_long("title", MAX_TITLE_CHARS));
+            } else if s.contains('\0') {
+                errors.push(nul_char("title"));
+            }
+            s.clone()
+        }
+        Some(_) => {
+            errors.push(type_error("title", "a string"));
+            String::new()
+        }
+    };
+
+    let description = optional_text(
+        &mut errors,
+        get("description"),
+        "description",
+        MAX_DESCRIPTION_CHARS,
+        true,
+    );
+    let category = optional_text(
+        &mut errors,
+        get("category"),
+        "category",
+        MAX_CATEGORY_CHARS,
+        false,
+    );
+
+    let price = match get("price") {
+        None => None,
+        Some(v) => match parse_price(v) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+
+    let currency = match get("currency") {
+        None => None,
+        Some(Value::String(s)) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Some(s.to_ascii_uppercase())
+        }
+        Some(_) => {
+            errors.push(FieldError::new(
+                "currency",
+                "invalid_currency",
+                "currency must be an ISO 4217 code of 3 letters, such as \"EUR\"",
+            ));
+            None
+        }
+    };
+
+    let image_url = match get("image_url") {
+        None => None,
+        Some(Value::String(s)) => match validate_image_url(s) {
+            Ok(()) => Some(s.clone()),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(type_error("image_url", "a string"));
+            None
+        }
+    };
+
+    let tags = match get("tags") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => parse_tags(&mut errors, items),
+        Some(_) => {
+            errors.push(type_error("tags", "a list of strings"));
+            Vec::new()
+        }
+    };
+
+    let in_stock = match get("in_stock") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            errors.push(type_error("in_stock", "true or false"));
+            true
+        }
+    };
+
+    let metadata = match get("metadata") {
+        None => Map::new(),
+        Some(Value::Object(m)) => {
+            let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                errors.push(FieldError::new(
+                    "metadata",
+                    "metadata_too_large",
+                    format!("metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}"),
+                ));
+            } else if contains_nul(&Value::Object(m.clone())) {
+                errors.push(nul_char("metadata"));
+            }
+            m.clone()
+        }
+        Some(_) => {
+            errors.push(type_error("metadata", "a JSON object"));
+            Map::new()
+        }
+    };
+
+    if errors.is_empty() {
+        Ok(ProductInput {
+            external_id,
+            fields: ProductFields {
+                title,
+                description,
+                category,
+                price,
+                currency,
+                image_url,
+                tags,
+                in_stock,
+                metadata,
+            },
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+fn type_error(field: &str, expected: &str) -> FieldError {
+    FieldError::new(field, "invalid_type", format!("{field} must be {expected}"))
+}
+
+fn too_long(field: &str, max: usize) -> FieldError {
+    FieldError::new(
+        field,
+        "too_long",
+        format!("{field} must be at most {max} characters"),
+    )
+}
+
+fn nul_char(field: &str) -> FieldError {
+    FieldError::new(
+        field,
+        "invalid_character",
+        format!("{field} must not contain NUL characters"),
+    )
+}
+
+fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(contains_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
+fn optional_text(
+    errors: &mut Vec<FieldError>,
+    v: Option<&Value>,
+    field: &str,
+    max: usize,
+    multiline: bool,
+) -> Option<String> {
+    match v {
+        None => None,
+        Some(Value::String(s)) => {
+            if s.chars().count() > max {
+                errors.push(too_long(field, max));
+            } else if s.contains('\0') {
+                errors.push(nul_char(field));
+            } else if !multiline && s.chars().any(char::is_control) {
+                errors.push(FieldError::new(
+                    field,
+                    "invalid_character",
+                    format!("{field} must not contain control characters"),
+                ));
+            } else if !multiline && s.trim().is_empty() {
+                errors.push(FieldError::new(
+                    field,
+                    "invalid_value",
+                    format!("{field} must not be blank; leave it out or send null instead"),
+                ));
+            }
+            Some(s.clone())
+        }
+        Some(_) => {
+            errors.push(type_error(field, "a string"));
+            None
+        }
+    }
+}
+
+fn parse_tags(errors: &mut Vec<FieldError>, items: &[Value]) -> Vec<String> {
+    if items.len() > MAX_TAGS {
+        errors.push(FieldError::new(
+            "tags",
+            "too_many_tags",
+            format!("at most {MAX_TAGS} tags are allowed"),
+        ));
+        return Vec::new();
+    }
+    let mut tags: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("tags[{i}]");
+        match item {
+            Value::String(s)
+                if !s.trim().is_empty()
+                    && s.chars().count() <= MAX_TAG_CHARS
+                    && !s.chars().any(char::is_control) =>
+            {
+                // Duplicates carry no meaning for filtering; keep the first.
+                if !tags.contains(s) {
+                    tags.push(s.clone());
+                }
+            }
+            Value::String(_) => errors.push(FieldError::new(
+                field,
+                "invalid_tag",
+                format!("tags must be 1 to {MAX_TAG_CHARS} printable characters and not blank"),
+            )),
+            _ => errors.push(type_error(&field, "a string")),
+        }
+    }
+    tags
+}
+
+/// Prices arrive as a JSON number or a string and are kept exactly as
+/// decimal values. A JSON number is read through its shortest round-trip
+/// form, which is the literal the client wrote for any price with at most
+/// 15 significant digits; send a string for anything more precise.
+pub fn parse_price(v: &Value) -> Result<Decimal, FieldError> {
+    let invalid = || {
+        FieldError::new(
+            "price",
+            "invalid_price",
+            "price must be a decimal number ≥ 0 (a JSON number or a string such as \"19.99\")",
+        )
+    };
+    let mut d = match v {
+        Value::Number(n) => {
+            let text = n.to_string();
+            Decimal::from_str(&text)
+                .or_else(|_| Decimal::from_scientific(&text))
+                .map_err(|_| invalid())?
+        }
+        Value::String(s) => {
+            let s = s.trim();
+            if s.is_empty() || s.starts_with('+') {
+                return Err(invalid());
+            }
+            Decimal::from_str_exact(s).map_err(|_| invalid())?
+        }
+        _ => return Err(invalid()),
+    };
+    if d.is_sign_negative() && !d.is_zero() {
+        return Err(invalid());
+    }
+    if d.is_zero() {
+        d.set_sign_positive(true);
+    }
+    if d > MAX_PRICE {
+        return Err(FieldError::new(
+            "price",
+            "invalid_price",
+            format!("price must be at most {MAX_PRICE}"),
+        ));
+    }
+    Ok(d)
+}
+
+fn validate_image_url(s: &str) -> Result<(), FieldError> {
+    let invalid = |why: &str| {
+        FieldError::new(
+            "image_url",
+            "invalid_image_url",
+            format!("image_url must be an absolute http or https URL: {why}"),
+        )
+    };
+    if s.chars().count() > MAX_IMAGE_URL_CHARS {
+        return Err(too_long("image_url", MAX_IMAGE_URL_CHARS));
+    }
+    let url = url::Url::parse(s).map_err(|e| invalid(&e.to_string()))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(invalid(&format!("scheme `{}` is not allowed", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("credentials in the URL are not allowed"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn first_error(v: Value) -> FieldError {
+        parse_product(&doc(v)).expect_err("should be rejected")[0].clone()
+    }
+
+    #[test]
+    fn max_price_is_ten_to_the_fifteenth() {
+        assert_eq!(MAX_PRICE.to_string(), "1000000000000000");
+    }
+
+    #[test]
+    fn tenant_ids_follow_the_api_pattern() {
+        for ok in ["default", "a", "0shop", "shop_1-b", &"a".repeat(63)] {
+            assert!(validate_tenant_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Shop", "-a", "_a", "a.b", "a b", &"a".repeat(64), "é"] {
+            assert!(validate_tenant_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn external_ids_are_printable_and_bounded() {
+        assert!(validate_external_id("SKU 123/é").is_ok());
+        assert!(validate_external_id(&"x".repeat(256)).is_ok());
+        assert!(validate_external_id(&"x".repeat(257)).is_err());
+        assert!(validate_external_id("").is_err());
+        assert!(validate_external_id("a\nb").is_err());
+        assert!(validate_external_id("a\u{7f}").is_err());
+    }
+
+    #[test]
+    fn prices_keep_their_exact_decimal_value() {
+        assert_eq!(parse_price(&json!(19.99)).unwrap().to_string(), "19.99");
+        assert_eq!(parse_price(&json!("19.90")).unwrap().to_string(), "19.90");
+        assert_eq!(parse_price(&json!(0)).unwrap().to_string(), "0");
+        assert_eq!(parse_price(&json!("-0")).unwrap().to_string(), "0");
+        assert_eq!(
+            parse_price(&json!("123456789.123456789")).unwrap().to_string(),
+            "123456789.123456789"
+        );
+        // A float literal keeps its written form: `1e3` arrives as 1000.0.
+        assert_eq!(parse_price(&json!(1e3)).unwrap().to_string(), "1000.0");
+        for bad in [
+            json!(-1),
+            json!("-0.01"),
+            json!("abc"),
+            json!(""),
+            json!("1e3"),
+            json!(true),
+            json!("+1"),
+            json!(1e16),
+        ] {
+            assert_eq!(parse_price(&bad).unwrap_err().field, "price", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_minimal_product_gets_defaults() {
+        let p = parse_product(&doc(json!({"title": "Boot"}))).unwrap();
+        assert_eq!(p.external_id, None);
+        assert_eq!(p.fields.title, "Boot");
+        assert!(p.fields.in_stock);
+        assert!(p.fields.tags.is_empty());
+        assert!(p.fields.metadata.is_empty());
+    }
+
+    #[test]
+    fn currency_is_normalised_to_upper_case() {
+        let p = parse_product(&doc(json!({"title": "x", "currency": "eur"}))).unwrap();
+        assert_eq!(p.fields.currency.as_deref(), Some("EUR"));
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let cases = [
+            (json!({}), "title", "missing_field"),
+            (json!({"title": " "}), "title", "invalid_title"),
+            (json!({"title": "x".repeat(1001)}), "title", "too_long"),
+            (json!({"title": 5}), "title", "invalid_type"),
+            (
+                json!({"title": "x", "external_id": ""}),
+                "external_id",
+                "invalid_external_id",
+            ),
+            (json!({"title": "x", "price": "-1"}), "price", "invalid_price"),
+            (
+                json!({"title": "x", "currency": "EURO"}),
+                "currency",
+                "invalid_currency",
+            ),
+            (
+                json!({"title": "x", "currency": "E1R"}),
+                "currency",
+                "invalid_currency",
+            ),
+            (
+                json!({"title": "x", "image_url": "ftp://a/b.png"}),
+                "image_url",
+                "invalid_image_url",
+            ),
+            (
+                json!({"title": "x", "image_url": "not a url"}),
+                "image_url",
+                "invalid_image_url",
+            ),
+            (json!({"title": "x", "tags": "a"}), "tags", "invalid_type"),
+            (
+                json!({"title": "x", "tags": ["ok", ""]}),
+                "tags[1]",
+                "invalid_tag",
+            ),
+            (json!({"title": "x", "tags": [1]}), "tags[0]", "invalid_type"),
+            (
+                json!({"title": "x", "in_stock": "yes"}),
+                "in_stock",
+                "invalid_type",
+            ),
+            (json!({"title": "x", "metadata": []}), "metadata", "invalid_type"),
+            (
+                json!({"title": "x", "metadata": {"a": "x".repeat(70_000)}}),
+                "metadata",
+                "metadata_too_large",
+            ),
+            (json!({"title": "x", "colour": "red"}), "colour", "unknown_field"),
+            (
+                json!({"title": "x", "category": "a\u{1}"}),
+                "category",
+                "invalid_character",
+            ),
+        ];
+        for (input, field, code) in cases {
+            let e = first_error(input.clone());
+            assert_eq!((e.field.as_str(), e.code), (field, code), "{input}");
+        }
+    }
+
+    #[test]
+    fn server_set_fields_are_ignored_so_get_then_put_round_trips() {
+        let p = parse_product(&doc(json!({
+            "title": "x", "created_at": "2020-01-01T00:00:00Z", "index_status": "indexed"
+        })));
+        assert!(p.is_ok());
+    }
+
+    #[test]
+    fn tags_are_deduplicated_in_order() {
+        let p = parse_product(&doc(json!({"title": "x", "tags": ["b", "a", "b"]}))).unwrap();
+        assert_eq!(p.fields.tags, vec!["b", "a"]);
+    }
+}

@@ -1,0 +1,279 @@
+//! Server lifecycle: open the catalog, bind, serve until SIGTERM/SIGINT,
+//! then let in-flight requests finish (up to `server.shutdown_grace_secs`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use crate::api::products::{JOB_BATCH_INDEX, JOB_INDEX_PRODUCT};
+use crate::api::{self, AppState, Limits, auth::Authenticator};
+use crate::config::{CatalogBackend, Environment, Settings, redact_url};
+use crate::encoder::service::{BatchConfig, SharedEncoder, load_into};
+use crate::encoder::{EncoderOptions, ModelSource, SourceOptions};
+use crate::indexing::IndexProducts;
+use crate::jobs::{JobRunner, RunnerConfig};
+use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
+use crate::store::vectors::{EdgeIndex, VectorIndex};
+use crate::store::{self, Catalog};
+use crate::telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("catalog: {0}")]
+    Catalog(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the catalog the settings select (applying migrations).
+pub async fn open_catalog(settings: &Settings) -> Result<Arc<dyn Catalog>, ServerError> {
+    let url = settings
+        .catalog
+        .url
+        .as_ref()
+        .map(|u| u.expose_secret().to_owned());
+    match settings.catalog_backend()? {
+        CatalogBackend::Sqlite { path } => tracing::info!(path = %path.display(), "catalog: SQLite"),
+        CatalogBackend::Postgres => {
+            tracing::info!(url = %redact_url(url.as_deref().unwrap_or_default()), "catalog: PostgreSQL")
+        }
+    }
+    Ok(store::open_catalog(
+        url.as_deref(),
+        &settings.data_dir,
+        settings.catalog.max_connections,
+    )
+    .await?)
+}
+
+/// Builds the application state from settings and an open catalog.
+pub fn app_state(settings: &Settings, catalog: Arc<dyn Catalog>, encoder: SharedEncoder) -> AppState {
+    AppState {
+        catalog,
+        encoder,
+        auth: Arc::new(Authenticator::new(settings.auth.admin_key.as_ref())),
+        metrics: telemetry::metrics_handle(),
+        limits: Limits::from_settings(settings),
+    }
+}
+
+/// Encoder options from settings (validated at load).
+pub fn encoder_options(
+    settings: &Settings,
+) -> Result<(ModelSource, EncoderOptions, BatchConfig), ServerError> {
+    let e = &settings.encoder;
+    let invalid = |key: &str, message: String| {
+        ServerError::Config(crate::config::ConfigError::Invalid {
+            key: key.to_owned(),
+            message,
+        })
+    };
+    let source: ModelSource = e
+        .model
+        .parse()
+        .map_err(|err: crate::encoder::EncoderError| invalid("encoder.model", err.to_string()))?;
+    let device = e
+        .device
+        .parse()
+        .map_err(|err: crate::encoder::EncoderError| invalid("encoder.device", err.to_string()))?;
+    let options = EncoderOptions {
+        device,
+        threads: (e.threads > 0).then_some(e.threads),
+        max_batch: e.max_batch,
+        source: SourceOptions {
+            cache_dir: Some(settings.data_dir.join("models")),
+            revision: None,
+        },
+        ..EncoderOptions::default()
+    };
+    let batch = BatchConfig {
+        max_batch: e.max_batch,
+        max_wait: Duration::from_millis(e.max_wait_ms),
+        queue_capacity: e.queue_capacity,
+    };
+    Ok((source, options, batch))
+}
+
+/// `vitrine serve`: runs until a shutdown signal.
+pub async fn run(settings: Settings) -> Result<(), ServerError> {
+    if settings.auth.admin_key.is_none() {
+        // validate() already refused this combination in production.
+        debug_assert_eq!(settings.env, Environment::Development);
+        tracing::warn!(
+            "authentication is OFF: no auth.admin_key is set (development only; \
+             set VITRINE__AUTH__ADMIN_KEY to turn it on)"
+        );
+    }
+    let catalog = open_catalog(&settings).await?;
+    let (source, options, batch) = encoder_options(&settings)?;
+    let encoder = SharedEncoder::default();
+    let indexing = Indexing {
+        catalog: catalog.clone(),
+        encoder: encoder.clone(),
+        data_dir: settings.data_dir.clone(),
+        fetcher: Arc::new(ImageFetcher::new(fetch_config(&settings)).map_err(|e| {
+            ServerError::Config(crate::config::ConfigError::Invalid {
+                key: "media".into(),
+                message: e.to_string(),
+            })
+        })?),
+        blobs: BlobStore::open(
+            settings.blobs.url.as_ref().map(|u| u.expose_secret()),
+            &settings.data_dir,
+        )
+        .map_err(|e| {
+            ServerError::Config(crate::config::ConfigError::Invalid {
+                key: "blobs.url".into(),
+                message: e.to_string(),
+            })
+        })?,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The model loads in the background: the catalog API serves meanwhile,
+    // and readiness reports the encoder until it is up. Indexing starts once
+    // it is.
+    let background = tokio::spawn(async move {
+        load_into(indexing.encoder.clone(), source, options, batch).await;
+        indexing.run(stop_rx).await;
+    });
+    let state = app_state(&settings, catalog, encoder);
+    let addr = settings.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    let served = serve(listener, state, shutdown_signal(), grace).await;
+    // Stop claiming jobs; unfinished ones go back to the queue.
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(grace, background).await.is_err() {
+        tracing::warn!("the job runner did not stop in time; its leases will expire");
+    }
+    served
+}
+
+fn fetch_config(settings: &Settings) -> FetchConfig {
+    FetchConfig {
+        policy: AddressPolicy {
+            allow_private_networks: settings.media.allow_private_networks,
+            allowed: Vec::new(),
+        },
+        timeout: Duration::from_secs(settings.media.fetch_timeout_secs),
+        max_bytes: settings.media.max_image_bytes,
+        max_pixels: settings.media.max_pixels,
+        ..FetchConfig::default()
+    }
+}
+
+/// Everything the indexing jobs need, started once the encoder is ready.
+struct Indexing {
+    catalog: Arc<dyn Catalog>,
+    encoder: SharedEncoder,
+    data_dir: std::path::PathBuf,
+    fetcher: Arc<ImageFetcher>,
+    blobs: BlobStore,
+}
+
+/// Longest one indexing attempt may run (a batch of up to 1,000 products).
+const INDEX_TIME_LIMIT: Duration = Duration::from_secs(600);
+
+impl Indexing {
+    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Ok(service) = self.encoder.service() else {
+            return; // the encoder's failure is already logged
+        };
+        let vectors: Arc<dyn VectorIndex> =
+            match EdgeIndex::open_async(self.data_dir.clone(), service.dims()).await {
+                Ok(v) => Arc::new(v),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the vector index; indexing is stopped");
+                    return;
+                }
+            };
+        let handler = Arc::new(IndexProducts {
+            catalog: self.catalog.clone(),
+            encoder: self.encoder.clone(),
+            vectors,
+            fetcher: self.fetcher,
+            blobs: self.blobs,
+            time_limit: INDEX_TIME_LIMIT,
+        });
+        let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let mut runner = JobRunner::new(self.catalog, RunnerConfig::new(worker));
+        runner.register(JOB_INDEX_PRODUCT, handler.clone());
+        runner.register(JOB_BATCH_INDEX, handler);
+        Arc::new(runner)
+            .run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then waits up
+/// to `grace` for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), ServerError> {
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "listening on {local}");
+    let app = api::router(state);
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        notify.notify_one();
+    });
+    tokio::select! {
+        result = server => result?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the grace period");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,761 @@
+//! The one contract every [`Catalog`] backend passes. Each backend's tests
+//! call [`run_all`] on a fresh catalog; the cases are plain `async fn`s over
+//! `&dyn Catalog` so a failure names the behaviour that broke.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{ApiKeyRecord, Catalog, IndexUpdate, JobOutcome, JobStatus, NewJob, StoreError};
+use crate::model::{IndexStatus, ProductFields, now};
+
+pub async fn run_all(c: &dyn Catalog) {
+    ping_answers(c).await;
+    default_tenant_exists(c).await;
+    tenants_are_created_once_and_listed(c).await;
+    api_keys_round_trip_and_delete_within_their_tenant(c).await;
+    products_round_trip_every_field_exactly(c).await;
+    duplicate_external_id_is_a_conflict_and_changes_nothing(c).await;
+    create_enqueues_an_index_job_atomically(c).await;
+    same_external_id_in_two_tenants_are_two_products(c).await;
+    listing_pages_in_insertion_order_with_category_filter(c).await;
+    update_replaces_fields_and_reindexes_only_when_asked(c).await;
+    update_with_stale_version_is_a_conflict(c).await;
+    update_of_missing_product_is_not_found(c).await;
+    upsert_creates_and_replaces_in_one_transaction(c).await;
+    batched_read_returns_only_the_tenants_products(c).await;
+    delete_removes_only_that_product(c).await;
+    jobs_are_claimed_by_one_worker_and_finished_by_it(c).await;
+    claims_respect_kinds_and_run_after(c).await;
+    expired_leases_are_reclaimed_and_the_old_worker_is_fenced_off(c).await;
+    a_worker_dying_on_the_last_attempt_fails_the_job(c).await;
+    retries_wait_for_run_after_and_stop_at_max_attempts(c).await;
+    cancellation_stops_queued_and_running_jobs_only(c).await;
+    released_jobs_return_to_the_queue_without_losing_an_attempt(c).await;
+    concurrent_claims_never_hand_out_a_job_twice(c).await;
+    jobs_list_newest_first_by_tenant_and_status(c).await;
+    index_outcomes_apply_only_to_the_indexed_version(c).await;
+}
+
+fn fields(title: &str) -> ProductFields {
+    ProductFields {
+        title: title.to_owned(),
+        description: None,
+        category: None,
+        price: None,
+        currency: None,
+        image_url: None,
+        tags: Vec::new(),
+        in_stock: true,
+        metadata: serde_json::Map::new(),
+    }
+}
+
+fn full_fields() -> ProductFields {
+    ProductFields {
+        title: "Red leather ankle boots — “Ünïcode”".into(),
+        description: Some("Line one\nLine two\twith a tab".into()),
+        category: Some("shoes".into()),
+        price: Some(Decimal::from_str("1234567.890").unwrap()),
+        currency: Some("EUR".into()),
+        image_url: Some("https://img.example.com/boots.jpg?size=large".into()),
+        tags: vec!["leather".into(), "red".into()],
+        in_stock: false,
+        metadata: json!({"sizes": [38, 39.5], "nested": {"a": null, "b": true}, "big": 12345678901234i64})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    }
+}
+
+fn job(tenant: &str) -> NewJob {
+    NewJob::new("index_product", tenant, json!({"external_ids": ["x"]}))
+}
+
+async fn tenant(c: &dyn Catalog, id: &str) {
+    c.create_tenant(id, &format!("Tenant {id}")).await.unwrap();
+}
+
+async fn ping_answers(c: &dyn Catalog) {
+    c.ping().await.unwrap();
+}
+
+async fn default_tenant_exists(c: &dyn Catalog) {
+    let t = c.get_tenant("default").await.unwrap().expect("default tenant");
+    assert_eq!(t.id, "default");
+}
+
+async fn tenants_are_created_once_and_listed(c: &dyn Catalog) {
+    let t = c.create_tenant("acme", "Acme Inc.").await.unwrap();
+    assert_eq!(c.get_tenant("acme").await.unwrap(), Some(t.clone()));
+    assert!(matches!(
+        c.create_tenant("acme", "Other").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(c.get_tenant("acme").await.unwrap().unwrap().name, "Acme Inc.");
+    let ids: Vec<String> = c
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert!(ids.contains(&"acme".to_owned()) && ids.contains(&"default".to_owned()));
+    assert!(c.get_tenant("nobody").await.unwrap().is_none());
+}
+
+async fn api_keys_round_trip_and_delete_within_their_tenant(c: &dyn Catalog) {
+    tenant(c, "keys-a").await;
+    let key = ApiKeyRecord {
+        id: "k1".into(),
+        tenant: "keys-a".into(),
+        secret_hash: "ab".repeat(32),
+        scopes: vec!["search".into(), "write".into()],
+        label: Some("frontend".into()),
+        created_at: now(),
+    };
+    c.create_api_key(&key).await.unwrap();
+    assert_eq!(c.get_api_key("k1").await.unwrap(), Some(key));
+    assert!(c.get_api_key("k2").await.unwrap().is_none());
+    // Another tenant cannot delete it.
+    assert!(!c.delete_api_key("default", "k1").await.unwrap());
+    assert!(c.get_api_key("k1").await.unwrap().is_some());
+    assert!(c.delete_api_key("keys-a", "k1").await.unwrap());
+    assert!(c.get_api_key("k1").await.unwrap().is_none());
+    assert!(!c.delete_api_key("keys-a", "k1").await.unwrap());
+}
+
+async fn products_round_trip_every_field_exactly(c: &dyn Catalog) {
+    tenant(c, "rt").await;
+    let f = full_fields();
+    let created = c.create_product("rt", "SKU/1 é", &f, &job("rt")).await.unwrap();
+    assert_eq!(created.index_status, IndexStatus::Pending);
+    assert_eq!(created.version, 1);
+    let got = c.get_product("rt", "SKU/1 é").await.unwrap().expect("stored");
+    assert_eq!(got, created);
+    assert_eq!(got.fields.price.unwrap().to_string(), "1234567.890");
+    assert!(
+        c.get_product("rt", "sku/1 é").await.unwrap().is_none(),
+        "ids are case-sensitive"
+    );
+}
+
+async fn duplicate_external_id_is_a_conflict_and_changes_nothing(c: &dyn Catalog) {
+    tenant(c, "dup").await;
+    let first = c
+        .create_product("dup", "a", &fields("first"), &job("dup"))
+        .await
+        .unwrap();
+    let again = job("dup");
+    let err = c
+        .create_product("dup", "a", &fields("second"), &again)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(c.get_product("dup", "a").await.unwrap(), Some(first));
+    assert!(
+        c.get_job(&again.id).await.unwrap().is_none(),
+        "no job for a failed write"
+    );
+}
+
+async fn create_enqueues_an_index_job_atomically(c: &dyn Catalog) {
+    tenant(c, "jobs").await;
+    let j = NewJob::new("index_product", "jobs", json!({"external_ids": ["p"]}));
+    c.create_product("jobs", "p", &fields("p"), &j).await.unwrap();
+    let stored = c.get_job(&j.id).await.unwrap().expect("job enqueued");
+    assert_eq!(stored.kind, "index_product");
+    assert_eq!(stored.tenant, "jobs");
+    assert_eq!(stored.status, JobStatus::Queued);
+    assert_eq!(stored.attempts, 0);
+    assert_eq!(stored.max_attempts, NewJob::DEFAULT_MAX_ATTEMPTS);
+    assert_eq!(stored.payload, json!({"external_ids": ["p"]}));
+    assert!(stored.lease_owner.is_none() && stored.result.is_none());
+}
+
+async fn same_external_id_in_two_tenants_are_two_products(c: &dyn Catalog) {
+    tenant(c, "iso-a").await;
+    tenant(c, "iso-b").await;
+    c.create_product("iso-a", "same", &fields("A"), &job("iso-a"))
+        .await
+        .unwrap();
+    c.create_product("iso-b", "same", &fields("B"), &job("iso-b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_product("iso-a", "same")
+            .await
+            .unwrap()
+            .unwrap()
+            .fields
+            .title,
+        "A"
+    );
+    assert_eq!(
+        c.get_product("iso-b", "same")
+            .await
+            .unwrap()
+            .unwrap()
+            .fields
+            .title,
+        "B"
+    );
+    assert_eq!(c.count_products("iso-a").await.unwrap(), 1);
+}
+
+async fn listing_pages_in_insertion_order_with_category_filter(c: &dyn Catalog) {
+    tenant(c, "list").await;
+    for i in 0..7 {
+        let mut f = fields(&format!("p{i}"));
+        f.category = Some(if i % 2 == 0 { "even" } else { "odd" }.into());
+        c.create_product("list", &format!("p{i}"), &f, &job("list"))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = c.list_products("list", None, after, 3).await.unwrap();
+        assert!(page.products.len() <= 3);
+        seen.extend(page.products.iter().map(|p| p.external_id.clone()));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("p{i}")).collect::<Vec<_>>());
+    let odd = c.list_products("list", Some("odd"), None, 10).await.unwrap();
+    assert_eq!(
+        odd.products
+            .iter()
+            .map(|p| p.external_id.as_str())
+            .collect::<Vec<_>>(),
+        ["p1", "p3", "p5"]
+    );
+    assert_eq!(odd.next, None);
+    // An exactly full last page says there is nothing more.
+    let exact = c.list_products("list", Some("odd"), None, 3).await.unwrap();
+    assert_eq!((exact.products.len(), exact.next), (3, None));
+    assert!(
+        c.list_products("list", Some("none"), None, 3)
+            .await
+            .unwrap()
+            .products
+            .is_empty()
+    );
+}
+
+async fn update_replaces_fields_and_reindexes_only_when_asked(c: &dyn Catalog) {
+    tenant(c, "upd").await;
+    let created = c
+        .create_product("upd", "u", &fields("old"), &job("upd"))
+        .await
+        .unwrap();
+    let mut f = full_fields();
+    f.title = "new".into();
+    let j = job("upd");
+    let updated = c.update_product("upd", "u", &f, Some(1), Some(&j)).await.unwrap();
+    assert_eq!(updated.fields, f);
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.created_at, created.created_at);
+    assert!(updated.updated_at >= created.updated_at);
+    assert_eq!(updated.index_status, IndexStatus::Pending);
+    assert!(c.get_job(&j.id).await.unwrap().is_some());
+    assert_eq!(c.get_product("upd", "u").await.unwrap(), Some(updated.clone()));
+    // Metadata-only change: no job.
+    f.metadata.insert("note".into(), json!("x"));
+    let again = c.update_product("upd", "u", &f, None, None).await.unwrap();
+    assert_eq!(again.version, 3);
+    assert_eq!(again.fields.metadata["note"], json!("x"));
+}
+
+async fn update_with_stale_version_is_a_conflict(c: &dyn Catalog) {
+    tenant(c, "stale").await;
+    let p = c
+        .create_product("stale", "s", &fields("v1"), &job("stale"))
+        .await
+        .unwrap();
+    c.update_product("stale", "s", &fields("v2"), Some(p.version), None)
+        .await
+        .unwrap();
+    let err = c
+        .update_product("stale", "s", &fields("v3"), Some(p.version), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        c.get_product("stale", "s").await.unwrap().unwrap().fields.title,
+        "v2"
+    );
+}
+
+async fn update_of_missing_product_is_not_found(c: &dyn Catalog) {
+    let err = c
+        .update_product("default", "missing", &fields("x"), None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+async fn upsert_creates_and_replaces_in_one_transaction(c: &dyn Catalog) {
+    tenant(c, "ups").await;
+    c.create_product("ups", "a", &fields("old a"), &job("ups"))
+        .await
+        .unwrap();
+    let items: Vec<(String, ProductFields)> = (0..50)
+        .map(|i| {
+            let mut f = fields(&format!("item {i}"));
+            f.price = Some(Decimal::new(i * 101, 2));
+            (if i == 0 { "a".to_owned() } else { format!("b{i}") }, f)
+        })
+        .collect();
+    let j = NewJob::new("batch_index_products", "ups", json!({"count": 50}));
+    c.upsert_products("ups", &items, &j).await.unwrap();
+    assert_eq!(c.count_products("ups").await.unwrap(), 50);
+    let a = c.get_product("ups", "a").await.unwrap().unwrap();
+    assert_eq!((a.fields.title.as_str(), a.version), ("item 0", 2));
+    let b7 = c.get_product("ups", "b7").await.unwrap().unwrap();
+    assert_eq!(b7.fields.price.unwrap().to_string(), "7.07");
+    assert_eq!(
+        c.get_job(&j.id).await.unwrap().unwrap().kind,
+        "batch_index_products"
+    );
+    // The first listed product keeps its place: replacing is not re-inserting.
+    let first = c.list_products("ups", None, None, 1).await.unwrap();
+    assert_eq!(first.products[0].external_id, "a");
+}
+
+async fn batched_read_returns_only_the_tenants_products(c: &dyn Catalog) {
+    tenant(c, "hyd").await;
+    for id in ["h1", "h2", "h3"] {
+        c.create_product("hyd", id, &fields(id), &job("hyd"))
+            .await
+            .unwrap();
+    }
+    let ids: Vec<String> = ["h3", "h1", "nope", "same"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut got: Vec<String> = c
+        .get_products("hyd", &ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.external_id)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["h1", "h3"], "`same` belongs to other tenants");
+    assert!(c.get_products("hyd", &[]).await.unwrap().is_empty());
+    let many: Vec<String> = (0..40_000)
+        .map(|i| format!("x{i}"))
+        .chain(["h2".into()])
+        .collect();
+    assert_eq!(c.get_products("hyd", &many).await.unwrap().len(), 1);
+}
+
+async fn delete_removes_only_that_product(c: &dyn Catalog) {
+    tenant(c, "del").await;
+    c.create_product("del", "d1", &fields("1"), &job("del"))
+        .await
+        .unwrap();
+    c.create_product("del", "d2", &fields("2"), &job("del"))
+        .await
+        .unwrap();
+    assert!(
+        !c.delete_product("default", "d1", &job("default")).await.unwrap(),
+        "other tenant"
+    );
+    let cleanup = job("del");
+    assert!(c.delete_product("del", "d1", &cleanup).await.unwrap());
+    assert!(
+        c.get_job(&cleanup.id).await.unwrap().is_some(),
+        "the vector cleanup is enqueued with it"
+    );
+    let none = job("del");
+    assert!(!c.delete_product("del", "d1", &none).await.unwrap());
+    assert!(
+        c.get_job(&none.id).await.unwrap().is_none(),
+        "nothing to clean up"
+    );
+    assert!(c.get_product("del", "d1").await.unwrap().is_none());
+    assert!(c.get_product("del", "d2").await.unwrap().is_some());
+}
+
+fn kind_job(kind: &str, tenant: &str) -> NewJob {
+    NewJob::new(kind, tenant, json!({"n": 1}))
+}
+
+fn kinds(k: &str) -> Vec<String> {
+    vec![k.to_owned()]
+}
+
+fn at(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    t + Duration::seconds(secs)
+}
+
+async fn jobs_are_claimed_by_one_worker_and_finished_by_it(c: &dyn Catalog) {
+    let j = kind_job("t_claim", "default");
+    c.enqueue_job(&j).await.unwrap();
+    let t = now();
+    let got = c
+        .claim_jobs("w1", &kinds("t_claim"), t, at(t, 30), 10)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let job = &got[0];
+    assert_eq!(
+        (job.id.as_str(), job.status, job.attempts),
+        (j.id.as_str(), JobStatus::Running, 1)
+    );
+    assert_eq!(job.lease_owner.as_deref(), Some("w1"));
+    assert!(
+        c.claim_jobs("w2", &kinds("t_claim"), t, at(t, 30), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        c.heartbeat_job(&j.id, "w1", t, at(t, 60), Some((3, 10)))
+            .await
+            .unwrap()
+    );
+    assert!(!c.heartbeat_job(&j.id, "w2", t, at(t, 60), None).await.unwrap());
+    let seen = c.get_job(&j.id).await.unwrap().unwrap();
+    assert_eq!((seen.progress_done, seen.progress_total), (3, 10));
+    assert!(
+        !c.finish_job(&j.id, "w2", t, &JobOutcome::Succeeded(json!({})))
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.finish_job(&j.id, "w1", t, &JobOutcome::Succeeded(json!({"ok": 1})))
+            .await
+            .unwrap()
+    );
+    let done = c.get_job(&j.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.result),
+        (JobStatus::Succeeded, Some(json!({"ok": 1})))
+    );
+    assert!(done.lease_owner.is_none());
+    assert!(
+        !c.finish_job(&j.id, "w1", t, &JobOutcome::Failed("late".into()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.claim_jobs("w1", &kinds("t_claim"), at(t, 999), at(t, 1030), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn claims_respect_kinds_and_run_after(c: &dyn Catalog) {
+    let a = kind_job("t_kind_a", "default");
+    c.enqueue_job(&a).await.unwrap();
+    c.enqueue_job(&kind_job("t_kind_b", "default")).await.unwrap();
+    let t = now();
+    let got = c
+        .claim_jobs("w", &kinds("t_kind_a"), t, at(t, 30), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [a.id.as_str()]
+    );
+    // A job queued "now" is not runnable in the past.
+    c.enqueue_job(&kind_job("t_kind_c", "default")).await.unwrap();
+    assert!(
+        c.claim_jobs("w", &kinds("t_kind_c"), at(t, -60), t, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        c.claim_jobs("w", &kinds("t_kind_c"), at(t, 1), at(t, 30), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn expired_leases_are_reclaimed_and_the_old_worker_is_fenced_off(c: &dyn Catalog) {
+    let j = kind_job("t_lease", "default");
+    c.enqueue_job(&j).await.unwrap();
+    let t = now();
+    c.claim_jobs("dead", &kinds("t_lease"), t, at(t, 10), 1)
+        .await
+        .unwrap();
+    // Before expiry nobody else gets it; after, another worker does.
+    assert!(
+        c.claim_jobs("w2", &kinds("t_lease"), at(t, 5), at(t, 15), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let got = c
+        .claim_jobs("w2", &kinds("t_lease"), at(t, 11), at(t, 41), 1)
+        .await
+        .unwrap();
+    assert_eq!((got.len(), got[0].attempts), (1, 2));
+    assert!(
+        !c.heartbeat_job(&j.id, "dead", at(t, 12), at(t, 42), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.finish_job(&j.id, "dead", at(t, 12), &JobOutcome::Succeeded(json!(1)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.finish_job(&j.id, "w2", at(t, 12), &JobOutcome::Succeeded(json!(2)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(c.get_job(&j.id).await.unwrap().unwrap().result, Some(json!(2)));
+}
+
+async fn a_worker_dying_on_the_last_attempt_fails_the_job(c: &dyn Catalog) {
+    let mut j = kind_job("t_dying", "default");
+    j.max_attempts = 1;
+    c.enqueue_job(&j).await.unwrap();
+    let t = now();
+    c.claim_jobs("dead", &kinds("t_dying"), t, at(t, 10), 1)
+        .await
+        .unwrap();
+    assert!(
+        c.claim_jobs("w2", &kinds("t_dying"), at(t, 11), at(t, 41), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let failed = c.get_job(&j.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.last_error.as_deref(), Some(super::LEASE_EXPIRED_ERROR));
+}
+
+async fn retries_wait_for_run_after_and_stop_at_max_attempts(c: &dyn Catalog) {
+    let mut j = kind_job("t_retry", "default");
+    j.max_attempts = 2;
+    c.enqueue_job(&j).await.unwrap();
+    let t = now();
+    c.claim_jobs("w", &kinds("t_retry"), t, at(t, 30), 1)
+        .await
+        .unwrap();
+    let retry = JobOutcome::Retry {
+        error: "timeout".into(),
+        run_after: at(t, 10),
+    };
+    assert!(c.finish_job(&j.id, "w", t, &retry).await.unwrap());
+    let queued = c.get_job(&j.id).await.unwrap().unwrap();
+    assert_eq!(
+        (queued.status, queued.last_error.as_deref()),
+        (JobStatus::Queued, Some("timeout"))
+    );
+    assert!(
+        c.claim_jobs("w", &kinds("t_retry"), at(t, 9), at(t, 39), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = c
+        .claim_jobs("w", &kinds("t_retry"), at(t, 10), at(t, 40), 1)
+        .await
+        .unwrap();
+    assert_eq!(again[0].attempts, 2);
+    assert!(c.finish_job(&j.id, "w", at(t, 11), &retry).await.unwrap());
+    let failed = c.get_job(&j.id).await.unwrap().unwrap();
+    assert_eq!((failed.status, failed.attempts), (JobStatus::Failed, 2));
+    // A fatal error fails at once whatever attempts remain.
+    let f = kind_job("t_fatal", "default");
+    c.enqueue_job(&f).await.unwrap();
+    let t = now();
+    assert_eq!(
+        c.claim_jobs("w", &kinds("t_fatal"), t, at(t, 30), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        c.finish_job(&f.id, "w", t, &JobOutcome::Failed("404".into()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(c.get_job(&f.id).await.unwrap().unwrap().status, JobStatus::Failed);
+}
+
+async fn cancellation_stops_queued_and_running_jobs_only(c: &dyn Catalog) {
+    let t = now();
+    let q = kind_job("t_cancel_q", "default");
+    c.enqueue_job(&q).await.unwrap();
+    assert_eq!(c.cancel_job(&q.id, t).await.unwrap().status, JobStatus::Cancelled);
+    assert!(
+        c.claim_jobs("w", &kinds("t_cancel_q"), at(t, 1), at(t, 30), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let r = kind_job("t_cancel_r", "default");
+    c.enqueue_job(&r).await.unwrap();
+    c.claim_jobs("w", &kinds("t_cancel_r"), t, at(t, 30), 1)
+        .await
+        .unwrap();
+    assert_eq!(c.cancel_job(&r.id, t).await.unwrap().status, JobStatus::Cancelled);
+    assert!(
+        !c.heartbeat_job(&r.id, "w", t, at(t, 30), None).await.unwrap(),
+        "the worker learns of it"
+    );
+    assert!(
+        !c.finish_job(&r.id, "w", t, &JobOutcome::Succeeded(json!(0)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        c.get_job(&r.id).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+    assert!(matches!(
+        c.cancel_job(&r.id, t).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        c.cancel_job("no-such-job", t).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn released_jobs_return_to_the_queue_without_losing_an_attempt(c: &dyn Catalog) {
+    let j = kind_job("t_release", "default");
+    c.enqueue_job(&j).await.unwrap();
+    let t = now();
+    c.claim_jobs("leaving", &kinds("t_release"), t, at(t, 300), 1)
+        .await
+        .unwrap();
+    assert_eq!(c.release_jobs("leaving", t).await.unwrap(), 1);
+    let back = c.get_job(&j.id).await.unwrap().unwrap();
+    assert_eq!(
+        (back.status, back.attempts, back.lease_owner),
+        (JobStatus::Queued, 0, None)
+    );
+    assert_eq!(
+        c.claim_jobs("next", &kinds("t_release"), at(t, 1), at(t, 30), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn concurrent_claims_never_hand_out_a_job_twice(c: &dyn Catalog) {
+    for _ in 0..24 {
+        c.enqueue_job(&kind_job("t_race", "default")).await.unwrap();
+    }
+    let t = now();
+    let k = kinds("t_race");
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        let (a, b, d) = tokio::join!(
+            c.claim_jobs("wa", &k, t, at(t, 30), 3),
+            c.claim_jobs("wb", &k, t, at(t, 30), 3),
+            c.claim_jobs("wc", &k, t, at(t, 30), 3),
+        );
+        for jobs in [a.unwrap(), b.unwrap(), d.unwrap()] {
+            all.extend(jobs.into_iter().map(|j| j.id));
+        }
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((all.len(), n), (24, 24), "every job claimed exactly once");
+}
+
+async fn jobs_list_newest_first_by_tenant_and_status(c: &dyn Catalog) {
+    tenant(c, "joblist").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let j = kind_job("t_list", "joblist");
+        c.enqueue_job(&j).await.unwrap();
+        ids.push(j.id);
+    }
+    c.cancel_job(&ids[0], now()).await.unwrap();
+    let listed: Vec<String> = c
+        .list_jobs("joblist", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+    let cancelled = c
+        .list_jobs("joblist", Some(JobStatus::Cancelled), 10)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(c.list_jobs("joblist", None, 2).await.unwrap().len(), 2);
+    assert!(c.list_jobs("nobody", None, 10).await.unwrap().is_empty());
+}
+
+async fn index_outcomes_apply_only_to_the_indexed_version(c: &dyn Catalog) {
+    tenant(c, "idx").await;
+    let a = c
+        .create_product("idx", "a", &fields("a"), &job("idx"))
+        .await
+        .unwrap();
+    let b = c
+        .create_product("idx", "b", &fields("b"), &job("idx"))
+        .await
+        .unwrap();
+    // b changes after its version 1 was picked up for indexing.
+    c.update_product("idx", "b", &fields("b2"), None, Some(&job("idx")))
+        .await
+        .unwrap();
+    let updates = vec![
+        IndexUpdate {
+            external_id: "a".into(),
+            version: a.version,
+            status: IndexStatus::Indexed,
+            error: None,
+        },
+        IndexUpdate {
+            external_id: "b".into(),
+            version: b.version,
+            status: IndexStatus::Failed,
+            error: Some("stale".into()),
+        },
+        IndexUpdate {
+            external_id: "gone".into(),
+            version: 1,
+            status: IndexStatus::Indexed,
+            error: None,
+        },
+    ];
+    assert_eq!(c.set_index_status("idx", &updates).await.unwrap(), 1);
+    let a2 = c.get_product("idx", "a").await.unwrap().unwrap();
+    assert_eq!(
+        (a2.index_status, a2.version, a2.updated_at),
+        (IndexStatus::Indexed, a.version, a.updated_at)
+    );
+    let b2 = c.get_product("idx", "b").await.unwrap().unwrap();
+    assert_eq!((b2.index_status, b2.index_error), (IndexStatus::Pending, None));
+    let failed = IndexUpdate {
+        external_id: "b".into(),
+        version: b2.version,
+        status: IndexStatus::Failed,
+        error: Some("image answered 404".into()),
+    };
+    c.set_index_status("idx", &[failed]).await.unwrap();
+    let b3 = c.get_product("idx", "b").await.unwrap().unwrap();
+    assert_eq!(
+        (b3.index_status, b3.index_error.as_deref()),
+        (IndexStatus::Failed, Some("image answered 404"))
+    );
+}

@@ -1,0 +1,44 @@
+//! Schema migrations, embedded in the binary. Each backend has its own SQL
+//! (`migrations/{sqlite,postgres}/`); both record applied versions in
+//! `vitrine_migrations`, so applying them is idempotent.
+
+/// One migration: a version (strictly increasing), a name and its SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../../../migrations/sqlite/0001_initial.sql"),
+}];
+
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
+}];
+
+/// What `vitrine migrate` reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: Vec<i64>,
+    pub already_applied: Vec<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_strictly_increase_and_backends_match() {
+        for set in [SQLITE, POSTGRES] {
+            assert!(set.windows(2).all(|w| w[0].version < w[1].version));
+        }
+        let names = |s: &[Migration]| s.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(names(SQLITE), names(POSTGRES));
+    }
+}

@@ -1,0 +1,344 @@
+//! Persistent state. The catalog (tenants, API keys, products, jobs, search
+//! logs) is the source of truth; it is one trait, [`Catalog`], with two
+//! backends that pass one shared contract suite (`contract.rs`):
+//! SQLite for the embedded single node and PostgreSQL at scale.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::model::{Product, ProductFields};
+
+pub mod migrations;
+pub mod postgres;
+pub mod sqlite;
+pub mod vectors;
+
+#[cfg(test)]
+pub(crate) mod contract;
+
+/// Semantic storage errors; the API maps each to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend cannot be reached or is overloaded; retrying may help.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API key as stored: only a hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub tenant: String,
+    pub secret_hash: String,
+    pub scopes: Vec<String>,
+    pub label: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job to enqueue in the same transaction as the write that needs it, so
+/// a product is never stored without the job that will index it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub id: String,
+    pub kind: String,
+    pub tenant: String,
+    pub payload: Value,
+    pub max_attempts: i32,
+}
+
+impl NewJob {
+    /// Default attempts before a job is marked failed (DESIGN.md: 5).
+    pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+
+    pub fn new(kind: &str, tenant: &str, payload: Value) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: kind.to_owned(),
+            tenant: tenant.to_owned(),
+            payload,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> StoreResult<Self> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            other => return Err(StoreError::Other(format!("unknown job status {other:?}"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub kind: String,
+    pub tenant: String,
+    pub payload: Value,
+    pub status: JobStatus,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_after: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub progress_done: i64,
+    pub progress_total: i64,
+    pub last_error: Option<String>,
+    pub result: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The outcome of indexing one product version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexUpdate {
+    pub external_id: String,
+    pub version: i64,
+    pub status: crate::model::IndexStatus,
+    pub error: Option<String>,
+}
+
+/// One page of a product listing, in insertion order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductPage {
+    pub products: Vec<Product>,
+    /// Position after the last product of this page, when more may follow.
+    pub next: Option<i64>,
+}
+
+/// The catalog: every read and write is scoped to one tenant.
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// `sqlite` or `postgres`, for health reports and logs.
+    fn backend(&self) -> &'static str;
+
+    /// A cheap round trip proving the backend answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_tenant(&self, id: &str, name: &str) -> StoreResult<Tenant>;
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Returns whether a key of that tenant with that id existed.
+    async fn delete_api_key(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+
+    /// Creates a product and enqueues its indexing job atomically.
+    /// `Conflict` when the external id is taken in this tenant.
+    async fn create_product(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        fields: &ProductFields,
+        job: &NewJob,
+    ) -> StoreResult<Product>;
+
+    /// Creates or replaces many products and enqueues one job, all in one
+    /// transaction: after a crash either every item is stored or none.
+    async fn upsert_products(
+        &self,
+        tenant: &str,
+        items: &[(String, ProductFields)],
+        job: &NewJob,
+    ) -> StoreResult<()>;
+
+    async fn get_product(&self, tenant: &str, external_id: &str) -> StoreResult<Option<Product>>;
+
+    /// Batched read; unknown ids are left out, order is not guaranteed.
+    async fn get_products(&self, tenant: &str, external_ids: &[String]) -> StoreResult<Vec<Product>>;
+
+    /// Products after position `after` (exclusive), oldest first.
+    async fn list_products(
+        &self,
+        tenant: &str,
+        category: Option<&str>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<ProductPage>;
+
+    /// Replaces a product's fields. With `expected_version` the write only
+    /// happens if nobody wrote in between (`Conflict` otherwise). With a job
+    /// the product goes back to `pending` and the job is enqueued in the same
+    /// transaction. `NotFound` when there is no such product.
+    async fn update_product(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        fields: &ProductFields,
+        expected_version: Option<i64>,
+        reindex: Option<&NewJob>,
+    ) -> StoreResult<Product>;
+
+    /// Deletes a product and, if it existed, enqueues `cleanup` in the same
+    /// transaction (the job that removes its vector). Returns whether the
+    /// product existed.
+    async fn delete_product(&self, tenant: &str, external_id: &str, cleanup: &NewJob) -> StoreResult<bool>;
+
+    async fn count_products(&self, tenant: &str) -> StoreResult<i64>;
+
+    /// Records indexing outcomes without touching the products' versions.
+    /// An update only applies while the product still has the version that
+    /// was indexed: a product written since keeps `pending` (its own job
+    /// will index it). Returns how many products were updated.
+    async fn set_index_status(&self, tenant: &str, updates: &[IndexUpdate]) -> StoreResult<u64>;
+
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
+
+    /// Enqueues a job on its own (jobs that go with a product write are
+    /// enqueued by that write, in its transaction).
+    async fn enqueue_job(&self, job: &NewJob) -> StoreResult<()>;
+
+    /// Newest first.
+    async fn list_jobs(&self, tenant: &str, status: Option<JobStatus>, limit: u32) -> StoreResult<Vec<Job>>;
+
+    /// Claims up to `limit` runnable jobs of the given kinds for `worker`,
+    /// leased until `lease_until`: queued jobs whose `run_after` has come,
+    /// and running jobs whose lease expired (their worker died). Each claim
+    /// counts an attempt; a job whose worker died on its last attempt is
+    /// marked failed instead of claimed. Safe with many workers on many
+    /// hosts: no job is ever held by two workers at once.
+    async fn claim_jobs(
+        &self,
+        worker: &str,
+        kinds: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>>;
+
+    /// Extends `worker`'s lease and records progress. `false` when the job
+    /// is no longer this worker's (cancelled, or reclaimed after its lease
+    /// ran out): the worker must stop.
+    async fn heartbeat_job(
+        &self,
+        id: &str,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        progress: Option<(i64, i64)>,
+    ) -> StoreResult<bool>;
+
+    /// Records the outcome of `worker`'s attempt; `false` when the job is no
+    /// longer this worker's.
+    async fn finish_job(
+        &self,
+        id: &str,
+        worker: &str,
+        now: DateTime<Utc>,
+        outcome: &JobOutcome,
+    ) -> StoreResult<bool>;
+
+    /// Cancels a queued or running job. `NotFound` for an unknown id,
+    /// `Conflict` for a job that already finished.
+    async fn cancel_job(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Puts `worker`'s running jobs back in the queue without counting the
+    /// interrupted attempt (graceful shutdown). Returns how many.
+    async fn release_jobs(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// How one attempt at a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Succeeded(Value),
+    /// A retryable failure: run again at `run_after` if attempts remain,
+    /// otherwise the job fails with `error`.
+    Retry {
+        error: String,
+        run_after: DateTime<Utc>,
+    },
+    Failed(String),
+}
+
+/// Message recorded on a job whose worker vanished on its last attempt.
+pub const LEASE_EXPIRED_ERROR: &str =
+    "the worker running this job stopped answering (lease expired) and no attempts remain";
+
+/// Which catalog backend a `catalog.url` selects.
+pub async fn open_catalog(
+    url: Option<&str>,
+    data_dir: &std::path::Path,
+    max_connections: usize,
+) -> StoreResult<Arc<dyn Catalog>> {
+    match url {
+        None => {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot create data directory {}: {e}",
+                    data_dir.display()
+                ))
+            })?;
+            let path = data_dir.join("catalog.sqlite3");
+            Ok(Arc::new(
+                sqlite::SqliteCatalog::open(&path, max_connections).await?,
+            ))
+        }
+        Some(url) => Ok(Arc::new(
+            postgres::PostgresCatalog::connect(url, max_connections).await?,
+        )),
+    }
+}
+
+/// Turns a product INSERT into an upsert that replaces the editable fields,
+/// bumps the version and sends the product back to indexing. The same SQL
+/// on both backends.
+pub(crate) const ON_CONFLICT_REPLACE: &str = " ON CONFLICT (tenant, external_id) DO UPDATE SET
+     title = excluded.title, description = excluded.description,
+     category = excluded.category, price = excluded.price,
+     currency = excluded.currency, image_url = excluded.image_url,
+     tags = excluded.tags, in_stock = excluded.in_stock,
+     metadata = excluded.metadata, index_status = 'pending',
+     index_error = NULL, version = products.version + 1,
+     updated_at = excluded.updated_at";
+
+/// Tags and scopes are stored as JSON arrays of strings in both backends.
+pub(crate) fn string_list_from_json(text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Other(format!("corrupt string list: {e}")))
+}
+
+pub(crate) fn object_from_json(text: &str) -> StoreResult<serde_json::Map<String, Value>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Other(format!("corrupt metadata: {e}")))
+}

@@ -1,0 +1,943 @@
+//! The catalog on PostgreSQL (tokio-postgres + deadpool-postgres), chosen
+//! when `catalog.url` is a `postgres://` URL. Many Vitrine hosts can share
+//! one database: migrations take an advisory lock, and (in the job runner)
+//! workers claim jobs with `FOR UPDATE SKIP LOCKED`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use super::ON_CONFLICT_REPLACE;
+use super::migrations::{self, MigrationReport};
+use super::{
+    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, ProductPage, StoreError,
+    StoreResult, Tenant,
+};
+use crate::model::{IndexStatus, Product, ProductFields, now};
+
+/// How long a request waits for a pooled connection before the catalog
+/// counts as unavailable (503) rather than hanging the request.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+/// Connecting to a database that does not answer must fail, not hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Key of the advisory lock that serialises migrations across hosts.
+const MIGRATION_LOCK: i64 = 0x5669_7472_696e_6501; // "Vitrine" + 1
+
+pub struct PostgresCatalog {
+    pool: Pool,
+}
+
+impl PostgresCatalog {
+    /// Connects, checks the database answers, and applies migrations.
+    pub async fn connect(url: &str, max_connections: usize) -> StoreResult<Self> {
+        let catalog = Self::open(url, max_connections)?;
+        catalog.migrate().await?;
+        Ok(catalog)
+    }
+
+    /// A pool over the database, without touching the schema.
+    pub fn open(url: &str, max_connections: usize) -> StoreResult<Self> {
+        Ok(Self {
+            pool: build_pool(url, max_connections)?,
+        })
+    }
+
+    /// Applies pending migrations; safe to run from many hosts at once.
+    pub async fn migrate(&self) -> StoreResult<MigrationReport> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(map_err)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS vitrine_migrations (
+                 version    BIGINT PRIMARY KEY,
+                 name       TEXT NOT NULL,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(map_err)?;
+        let mut report = MigrationReport::default();
+        for m in migrations::POSTGRES {
+            let done: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM vitrine_migrations WHERE version = $1)",
+                    &[&m.version],
+                )
+                .await
+                .map_err(map_err)?
+                .get(0);
+            if done {
+                report.already_applied.push(m.version);
+                continue;
+            }
+            tx.batch_execute(m.sql).await.map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO vitrine_migrations (version, name) VALUES ($1, $2)",
+                &[&m.version, &m.name],
+            )
+            .await
+            .map_err(map_err)?;
+            report.applied.push(m.version);
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(report)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection available: {e}")))
+    }
+}
+
+fn build_pool(url: &str, max_connections: usize) -> StoreResult<Pool> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Other(format!("invalid catalog.url: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("vitrine");
+    // TLS to the database is expected to be handled by the network (a local
+    // socket, a sidecar or a private link); see ARCHITECTURE.md.
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_connections.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| StoreError::Other(format!("cannot build the PostgreSQL pool: {e}")))
+}
+
+fn map_err(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        Some(_) => StoreError::Other(e.to_string()),
+        // No SQLSTATE: the connection itself failed.
+        None if e.is_closed() || e.to_string().contains("connect") => StoreError::Unavailable(e.to_string()),
+        None => StoreError::Other(e.to_string()),
+    }
+}
+
+const PRODUCT_COLUMNS: &str = "id, tenant, external_id, title, description, category, price::text, \
+     currency, image_url, tags, in_stock, metadata, index_status, index_error, version, created_at, \
+     updated_at";
+
+fn product_from_row(r: &Row) -> StoreResult<(i64, Product)> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| StoreError::Other(format!("corrupt {what}: {e}"));
+    let price: Option<String> = r.get(6);
+    let price = price
+        .map(|p| Decimal::from_str(&p).map_err(|e| bad("price", &e)))
+        .transpose()?;
+    let tags: Value = r.get(9);
+    let tags = serde_json::from_value(tags).map_err(|e| bad("tags", &e))?;
+    let metadata = match r.get::<_, Value>(11) {
+        Value::Object(m) => m,
+        other => return Err(bad("metadata", &other)),
+    };
+    let status: String = r.get(12);
+    Ok((
+        r.get(0),
+        Product {
+            tenant: r.get(1),
+            external_id: r.get(2),
+            fields: ProductFields {
+                title: r.get(3),
+                description: r.get(4),
+                category: r.get(5),
+                price,
+                currency: r.get(7),
+                image_url: r.get(8),
+                tags,
+                in_stock: r.get(10),
+                metadata,
+            },
+            index_status: IndexStatus::from_str(&status).map_err(|e| bad("index_status", &e))?,
+            index_error: r.get(13),
+            version: r.get(14),
+            created_at: r.get(15),
+            updated_at: r.get(16),
+        },
+    ))
+}
+
+fn tenant_from_row(r: &Row) -> Tenant {
+    Tenant {
+        id: r.get(0),
+        name: r.get(1),
+        created_at: r.get(2),
+    }
+}
+
+async fn insert_job(tx: &deadpool_postgres::Transaction<'_>, job: &NewJob) -> StoreResult<()> {
+    let t = now();
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO jobs (id, kind, tenant, payload, status, attempts, max_attempts, run_after,
+                               created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $6, $6)",
+        )
+        .await
+        .map_err(map_err)?;
+    tx.execute(
+        &st,
+        &[
+            &job.id,
+            &job.kind,
+            &job.tenant,
+            &job.payload,
+            &job.max_attempts,
+            &t,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Inserts one product; `$1`–`$12` are tenant, external id, the
+/// [`field_params`] and the creation time. Upserts append [`ON_CONFLICT_REPLACE`].
+const INSERT_PRODUCT: &str = "INSERT INTO products (tenant, external_id, title, description, category, price,
+                                       currency, image_url, tags, in_stock, metadata, index_status, version,
+                                       created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7, $8, $9, $10, $11, 'pending', 1, $12, $12)";
+
+/// The values of a product's editable columns that need converting.
+struct Converted {
+    price: Option<String>,
+    tags: Value,
+    metadata: Value,
+}
+
+impl Converted {
+    fn new(f: &ProductFields) -> Self {
+        Self {
+            price: f.price.map(|d| d.to_string()),
+            tags: Value::from(f.tags.clone()),
+            metadata: Value::Object(f.metadata.clone()),
+        }
+    }
+}
+
+/// The editable columns, title to metadata, in table order: `$3`–`$11` of
+/// both [`INSERT_PRODUCT`] and the update statement.
+fn field_params<'a>(f: &'a ProductFields, c: &'a Converted) -> [&'a (dyn ToSql + Sync); 9] {
+    [
+        &f.title,
+        &f.description,
+        &f.category,
+        &c.price,
+        &f.currency,
+        &f.image_url,
+        &c.tags,
+        &f.in_stock,
+        &c.metadata,
+    ]
+}
+
+/// Parameters of [`INSERT_PRODUCT`].
+fn insert_params<'a>(
+    tenant: &'a &'a str,
+    external_id: &'a &'a str,
+    f: &'a ProductFields,
+    c: &'a Converted,
+    t: &'a DateTime<Utc>,
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut v: Vec<&(dyn ToSql + Sync)> = vec![tenant, external_id];
+    v.extend(field_params(f, c));
+    v.push(t);
+    v
+}
+
+#[async_trait]
+impl Catalog for PostgresCatalog {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, id: &str, name: &str) -> StoreResult<Tenant> {
+        let client = self.client().await?;
+        let t = now();
+        client
+            .execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
+                &[&id, &name, &t],
+            )
+            .await
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("tenant `{id}` already exists")),
+                other => other,
+            })?;
+        Ok(Tenant {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            created_at: t,
+        })
+    }
+
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached("SELECT id, name, created_at FROM tenants WHERE id = $1")
+            .await
+            .map_err(map_err)?;
+        Ok(client
+            .query_opt(&st, &[&id])
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(tenant_from_row))
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT id, name, created_at FROM tenants ORDER BY id", &[])
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(tenant_from_row).collect())
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO api_keys (id, tenant, secret_hash, scopes, label, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &key.id,
+                    &key.tenant,
+                    &key.secret_hash,
+                    &key.scopes,
+                    &key.label,
+                    &key.created_at,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(
+                "SELECT id, tenant, secret_hash, scopes, label, created_at FROM api_keys WHERE id = $1",
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(client
+            .query_opt(&st, &[&id])
+            .await
+            .map_err(map_err)?
+            .map(|r| ApiKeyRecord {
+                id: r.get(0),
+                tenant: r.get(1),
+                secret_hash: r.get(2),
+                scopes: r.get(3),
+                label: r.get(4),
+                created_at: r.get(5),
+            }))
+    }
+
+    async fn delete_api_key(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM api_keys WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(n > 0)
+    }
+
+    async fn create_product(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        fields: &ProductFields,
+        job: &NewJob,
+    ) -> StoreResult<Product> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let t = now();
+        let st = tx.prepare_cached(INSERT_PRODUCT).await.map_err(map_err)?;
+        let converted = Converted::new(fields);
+        tx.execute(&st, &insert_params(&tenant, &external_id, fields, &converted, &t))
+            .await
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                    "a product with external_id `{external_id}` already exists"
+                )),
+                other => other,
+            })?;
+        insert_job(&tx, job).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Product {
+            tenant: tenant.to_owned(),
+            external_id: external_id.to_owned(),
+            fields: fields.clone(),
+            index_status: IndexStatus::Pending,
+            index_error: None,
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        })
+    }
+
+    async fn upsert_products(
+        &self,
+        tenant: &str,
+        items: &[(String, ProductFields)],
+        job: &NewJob,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let t = now();
+        let st = tx
+            .prepare_cached(&format!("{INSERT_PRODUCT}{ON_CONFLICT_REPLACE}"))
+            .await
+            .map_err(map_err)?;
+        for (external_id, f) in items {
+            let converted = Converted::new(f);
+            tx.execute(
+                &st,
+                &insert_params(&tenant, &external_id.as_str(), f, &converted, &t),
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        insert_job(&tx, job).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_product(&self, tenant: &str, external_id: &str) -> StoreResult<Option<Product>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&format!(
+                "SELECT {PRODUCT_COLUMNS} FROM products WHERE tenant = $1 AND external_id = $2"
+            ))
+            .await
+            .map_err(map_err)?;
+        client
+            .query_opt(&st, &[&tenant, &external_id])
+            .await
+            .map_err(map_err)?
+            .map(|r| product_from_row(&r).map(|(_, p)| p))
+            .transpose()
+    }
+
+    async fn get_products(&self, tenant: &str, external_ids: &[String]) -> StoreResult<Vec<Product>> {
+        if external_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&format!(
+                "SELECT {PRODUCT_COLUMNS} FROM products WHERE tenant = $1 AND external_id = ANY($2)"
+            ))
+            .await
+            .map_err(map_err)?;
+        client
+            .query(&st, &[&tenant, &external_ids])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| product_from_row(r).map(|(_, p)| p))
+            .collect()
+    }
+
+    async fn list_products(
+        &self,
+        tenant: &str,
+        category: Option<&str>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<ProductPage> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&format!(
+                "SELECT {PRODUCT_COLUMNS} FROM products
+                 WHERE tenant = $1 AND ($2::text IS NULL OR category = $2) AND id > $3
+                 ORDER BY id LIMIT $4"
+            ))
+            .await
+            .map_err(map_err)?;
+        let rows = client
+            .query(
+                &st,
+                &[&tenant, &category, &after.unwrap_or(0), &(i64::from(limit) + 1)],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut rows = rows
+            .iter()
+            .map(product_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if more {
+            rows.last().map(|(id, _)| *id)
+        } else {
+            None
+        };
+        Ok(ProductPage {
+            products: rows.into_iter().map(|(_, p)| p).collect(),
+            next,
+        })
+    }
+
+    async fn update_product(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        fields: &ProductFields,
+        expected_version: Option<i64>,
+        reindex: Option<&NewJob>,
+    ) -> StoreResult<Product> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let current = tx
+            .query_opt(
+                "SELECT version FROM products WHERE tenant = $1 AND external_id = $2 FOR UPDATE",
+                &[&tenant, &external_id],
+            )
+            .await
+            .map_err(map_err)?
+            .map(|r| r.get::<_, i64>(0));
+        let Some(current) = current else {
+            return Err(StoreError::NotFound);
+        };
+        if expected_version.is_some_and(|v| v != current) {
+            return Err(StoreError::Conflict(
+                "the product was changed concurrently".into(),
+            ));
+        }
+        let st = tx
+            .prepare_cached(&format!(
+                "UPDATE products SET title = $3, description = $4, category = $5,
+                        price = $6::text::numeric, currency = $7, image_url = $8, tags = $9,
+                        in_stock = $10, metadata = $11,
+                        index_status = CASE WHEN $12 THEN 'pending' ELSE index_status END,
+                        index_error = CASE WHEN $12 THEN NULL ELSE index_error END,
+                        version = version + 1, updated_at = $13
+                 WHERE tenant = $1 AND external_id = $2
+                 RETURNING {PRODUCT_COLUMNS}"
+            ))
+            .await
+            .map_err(map_err)?;
+        let converted = Converted::new(fields);
+        let (reindexing, t) = (reindex.is_some(), now());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &external_id];
+        params.extend(field_params(fields, &converted));
+        params.extend([&reindexing as &(dyn ToSql + Sync), &t]);
+        let row = tx.query_one(&st, &params).await.map_err(map_err)?;
+        let (_, product) = product_from_row(&row)?;
+        if let Some(job) = reindex {
+            insert_job(&tx, job).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(product)
+    }
+
+    async fn delete_product(&self, tenant: &str, external_id: &str, cleanup: &NewJob) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let n = tx
+            .execute(
+                "DELETE FROM products WHERE tenant = $1 AND external_id = $2",
+                &[&tenant, &external_id],
+            )
+            .await
+            .map_err(map_err)?;
+        if n > 0 {
+            insert_job(&tx, cleanup).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(n > 0)
+    }
+
+    async fn count_products(&self, tenant: &str) -> StoreResult<i64> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one("SELECT count(*) FROM products WHERE tenant = $1", &[&tenant])
+            .await
+            .map_err(map_err)?
+            .get(0))
+    }
+
+    async fn set_index_status(&self, tenant: &str, updates: &[IndexUpdate]) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let st = tx
+            .prepare_cached(
+                "UPDATE products SET index_status = $4, index_error = $5
+                 WHERE tenant = $1 AND external_id = $2 AND version = $3",
+            )
+            .await
+            .map_err(map_err)?;
+        let mut n = 0;
+        for u in updates {
+            n += tx
+                .execute(
+                    &st,
+                    &[&tenant, &u.external_id, &u.version, &u.status.as_str(), &u.error],
+                )
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(n)
+    }
+
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .await
+            .map_err(map_err)?;
+        client
+            .query_opt(&st, &[&id])
+            .await
+            .map_err(map_err)?
+            .map(|r| job_from_row(&r))
+            .transpose()
+    }
+
+    async fn enqueue_job(&self, job: &NewJob) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        insert_job(&tx, job).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_jobs(&self, tenant: &str, status: Option<JobStatus>, limit: u32) -> StoreResult<Vec<Job>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 AND ($2::text IS NULL OR status = $2)
+                 ORDER BY created_at DESC, id DESC LIMIT $3"
+            ))
+            .await
+            .map_err(map_err)?;
+        client
+            .query(&st, &[&tenant, &status.map(JobStatus::as_str), &i64::from(limit)])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(job_from_row)
+            .collect()
+    }
+
+    async fn claim_jobs(
+        &self,
+        worker: &str,
+        kinds: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute(
+            "UPDATE jobs SET status = 'failed', last_error = $2, lease_owner = NULL,
+                    lease_expires_at = NULL, updated_at = $1
+             WHERE status = 'running' AND lease_expires_at < $1 AND attempts >= max_attempts",
+            &[&now, &super::LEASE_EXPIRED_ERROR],
+        )
+        .await
+        .map_err(map_err)?;
+        // SKIP LOCKED: concurrent workers on other hosts pass over the rows
+        // this one is claiming instead of waiting for them or claiming them
+        // twice.
+        let st = tx
+            .prepare_cached(&format!(
+                "WITH claimable AS (
+                     SELECT id FROM jobs
+                     WHERE ((status = 'queued' AND run_after <= $1)
+                            OR (status = 'running' AND lease_expires_at < $1))
+                       AND kind = ANY($4)
+                     ORDER BY run_after, created_at
+                     LIMIT $5
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE jobs SET status = 'running', lease_owner = $2, lease_expires_at = $3,
+                        attempts = jobs.attempts + 1, updated_at = $1
+                 FROM claimable WHERE jobs.id = claimable.id
+                 RETURNING {}",
+                JOB_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("jobs.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .await
+            .map_err(map_err)?;
+        let rows = tx
+            .query(&st, &[&now, &worker, &lease_until, &kinds, &i64::from(limit)])
+            .await
+            .map_err(map_err)?;
+        let jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(jobs)
+    }
+
+    async fn heartbeat_job(
+        &self,
+        id: &str,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        progress: Option<(i64, i64)>,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE jobs SET lease_expires_at = $3, updated_at = $4,
+                        progress_done = coalesce($5, progress_done),
+                        progress_total = coalesce($6, progress_total)
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                &[
+                    &id,
+                    &worker,
+                    &lease_until,
+                    &now,
+                    &progress.map(|p| p.0),
+                    &progress.map(|p| p.1),
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(n > 0)
+    }
+
+    async fn finish_job(
+        &self,
+        id: &str,
+        worker: &str,
+        now: DateTime<Utc>,
+        outcome: &JobOutcome,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = match outcome {
+            JobOutcome::Succeeded(result) => {
+                client
+                    .execute(
+                        "UPDATE jobs SET status = 'succeeded', result = $3, lease_owner = NULL,
+                                lease_expires_at = NULL, updated_at = $4
+                         WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                        &[&id, &worker, result, &now],
+                    )
+                    .await
+            }
+            JobOutcome::Retry { error, run_after } => {
+                client
+                    .execute(
+                        "UPDATE jobs SET status = CASE WHEN attempts < max_attempts THEN 'queued'
+                                                       ELSE 'failed' END,
+                                run_after = $4, last_error = $3, lease_owner = NULL,
+                                lease_expires_at = NULL, updated_at = $5
+                         WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                        &[&id, &worker, error, run_after, &now],
+                    )
+                    .await
+            }
+            JobOutcome::Failed(error) => {
+                client
+                    .execute(
+                        "UPDATE jobs SET status = 'failed', last_error = $3, lease_owner = NULL,
+                                lease_expires_at = NULL, updated_at = $4
+                         WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                        &[&id, &worker, error, &now],
+                    )
+                    .await
+            }
+        }
+        .map_err(map_err)?;
+        Ok(n > 0)
+    }
+
+    async fn cancel_job(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Job> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let n = tx
+            .execute(
+                "UPDATE jobs SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
+                        updated_at = $2
+                 WHERE id = $1 AND status IN ('queued', 'running')",
+                &[&id, &now],
+            )
+            .await
+            .map_err(map_err)?;
+        let row = tx
+            .query_opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"), &[&id])
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        let job = job_from_row(&row)?;
+        tx.commit().await.map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "job {id} already finished ({})",
+                job.status.as_str()
+            )));
+        }
+        Ok(job)
+    }
+
+    async fn release_jobs(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                        attempts = greatest(attempts - 1, 0), run_after = $2, updated_at = $2
+                 WHERE lease_owner = $1 AND status = 'running'",
+                &[&worker, &now],
+            )
+            .await
+            .map_err(map_err)
+    }
+}
+
+const JOB_COLUMNS: &str = "id, kind, tenant, payload, status, attempts, max_attempts, run_after, \
+     lease_owner, lease_expires_at, progress_done, progress_total, last_error, result, created_at, updated_at";
+
+fn job_from_row(r: &Row) -> StoreResult<Job> {
+    Ok(Job {
+        id: r.get(0),
+        kind: r.get(1),
+        tenant: r.get::<_, Option<String>>(2).unwrap_or_default(),
+        payload: r.get(3),
+        status: JobStatus::parse(r.get(4))?,
+        attempts: r.get(5),
+        max_attempts: r.get(6),
+        run_after: r.get(7),
+        lease_owner: r.get(8),
+        lease_expires_at: r.get(9),
+        progress_done: r.get(10),
+        progress_total: r.get(11),
+        last_error: r.get(12),
+        result: r.get(13),
+        created_at: r.get(14),
+        updated_at: r.get(15),
+    })
+}
+
+/// Test support: a throwaway schema in the test database, dropped on drop.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// The database tests use, from `VITRINE_TEST_POSTGRES_URL`. `None`
+    /// (and a printed note) when unset, except in CI, where it is required.
+    pub fn test_database_url() -> Option<String> {
+        match std::env::var("VITRINE_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("VITRINE_TEST_POSTGRES_URL must be set in CI (.ci/run sets it)")
+            }
+            _ => {
+                eprintln!("skipped: PostgreSQL tests need VITRINE_TEST_POSTGRES_URL");
+                None
+            }
+        }
+    }
+
+    pub struct TestSchema {
+        pub url: String,
+        admin: tokio_postgres::Client,
+        schema: String,
+    }
+
+    impl TestSchema {
+        pub async fn create(base_url: &str) -> Self {
+            let (admin, conn) = tokio_postgres::connect(base_url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test database");
+            tokio::spawn(conn);
+            let schema = format!("vitrine_test_{}", uuid::Uuid::new_v4().simple());
+            admin
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .expect("create test schema");
+            let sep = if base_url.contains('?') { '&' } else { '?' };
+            let url = format!("{base_url}{sep}options=-csearch_path%3D{schema}");
+            Self { url, admin, schema }
+        }
+
+        pub async fn drop_schema(self) {
+            self.admin
+                .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+                .await
+                .expect("drop test schema");
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_the_catalog_contract() {
+        let Some(base) = test_database_url() else { return };
+        let schema = TestSchema::create(&base).await;
+        let cat = PostgresCatalog::connect(&schema.url, 4).await.unwrap();
+        super::super::contract::run_all(&cat).await;
+        drop(cat);
+        schema.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_under_concurrent_starts() {
+        let Some(base) = test_database_url() else { return };
+        let schema = TestSchema::create(&base).await;
+        let (a, b) = tokio::join!(
+            PostgresCatalog::connect(&schema.url, 1),
+            PostgresCatalog::connect(&schema.url, 1)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let report = a.migrate().await.unwrap();
+        assert!(report.applied.is_empty());
+        assert_eq!(report.already_applied, vec![1]);
+        assert_eq!(b.list_tenants().await.unwrap().len(), 1);
+        drop((a, b));
+        schema.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_unavailable() {
+        // Port 1 on loopback: nothing listens there.
+        let Err(err) = PostgresCatalog::connect("postgres://nobody@127.0.0.1:1/none", 1).await else {
+            panic!("connected to nothing")
+        };
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+}

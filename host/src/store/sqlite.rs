@@ -1,0 +1,1029 @@
+//! The embedded catalog: one SQLite file in the data directory, WAL mode.
+//!
+//! SQLite is synchronous, so every call runs on tokio's blocking pool, never
+//! on the async workers. One connection writes (SQLite admits one writer at a
+//! time anyway, and a single writer avoids `SQLITE_BUSY` upgrade deadlocks);
+//! a few read-only connections serve reads concurrently thanks to WAL.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior, params};
+use rust_decimal::Decimal;
+
+use super::ON_CONFLICT_REPLACE;
+use super::migrations::{self, MigrationReport};
+use super::{
+    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, ProductPage, StoreError,
+    StoreResult, Tenant, object_from_json, string_list_from_json,
+};
+use crate::model::{IndexStatus, Product, ProductFields, format_time, now};
+
+/// How long a statement waits for a lock before giving up with `Unavailable`.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+pub struct SqliteCatalog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the catalog file and applies migrations.
+    pub async fn open(path: &Path, max_connections: usize) -> StoreResult<Self> {
+        let path = path.to_path_buf();
+        let readers = max_connections.clamp(1, 16);
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, readers))
+            .await
+            .map_err(join_error)?
+    }
+
+    fn open_blocking(path: PathBuf, readers: usize) -> StoreResult<Self> {
+        let mut writer = Connection::open(&path).map_err(|e| unavailable(&path, e))?;
+        // WAL lets readers run beside the writer. synchronous=FULL makes every
+        // acknowledged write durable even across power loss, not only across a
+        // killed process: the catalog is the source of truth.
+        writer
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
+            ))
+            .map_err(map_err)?;
+        apply_migrations(&mut writer)?;
+        let mut pool = Vec::with_capacity(readers);
+        for _ in 0..readers {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .map_err(|e| unavailable(&path, e))?;
+            conn.execute_batch(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"))
+                .map_err(map_err)?;
+            pool.push(Mutex::new(conn));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: pool,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Applies pending migrations to the file at `path` (the `migrate` command).
+    pub async fn migrate(path: &Path) -> StoreResult<MigrationReport> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = Connection::open(&path).map_err(|e| unavailable(&path, e))?;
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
+            ))
+            .map_err(map_err)?;
+            apply_migrations(&mut conn)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Other("catalog writer lock poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let conn = inner.readers[i]
+                .lock()
+                .map_err(|_| StoreError::Other("catalog reader lock poisoned".into()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+fn apply_migrations(conn: &mut Connection) -> StoreResult<MigrationReport> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS vitrine_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         )",
+    )
+    .map_err(map_err)?;
+    let mut report = MigrationReport::default();
+    for m in migrations::SQLITE {
+        let done: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM vitrine_migrations WHERE version = ?1)",
+                [m.version],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
+        if done {
+            report.already_applied.push(m.version);
+            continue;
+        }
+        tx.execute_batch(m.sql).map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO vitrine_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, format_time(&now())],
+        )
+        .map_err(map_err)?;
+        report.applied.push(m.version);
+    }
+    tx.commit().map_err(map_err)?;
+    Ok(report)
+}
+
+fn join_error(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Other(format!("catalog task failed: {e}"))
+}
+
+fn unavailable(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot open SQLite catalog {}: {e}", path.display()))
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::ConstraintViolation
+                if matches!(
+                    f.extended_code,
+                    rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                ) =>
+            {
+                StoreError::Conflict(e.to_string())
+            }
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::SystemIoFailure => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Other(e.to_string()),
+        },
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn conversion(e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        Box::new(std::io::Error::other(e.to_string())),
+    )
+}
+
+const PRODUCT_COLUMNS: &str = "id, tenant, external_id, title, description, category, price, currency, \
+     image_url, tags, in_stock, metadata, index_status, index_error, version, created_at, updated_at";
+
+fn product_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, Product)> {
+    let price: Option<String> = r.get(6)?;
+    let price = price
+        .map(|p| Decimal::from_str(&p).map_err(conversion))
+        .transpose()?;
+    let tags: String = r.get(9)?;
+    let metadata: String = r.get(11)?;
+    let status: String = r.get(12)?;
+    Ok((
+        r.get(0)?,
+        Product {
+            tenant: r.get(1)?,
+            external_id: r.get(2)?,
+            fields: ProductFields {
+                title: r.get(3)?,
+                description: r.get(4)?,
+                category: r.get(5)?,
+                price,
+                currency: r.get(7)?,
+                image_url: r.get(8)?,
+                tags: string_list_from_json(&tags).map_err(conversion)?,
+                in_stock: r.get(10)?,
+                metadata: object_from_json(&metadata).map_err(conversion)?,
+            },
+            index_status: IndexStatus::from_str(&status).map_err(conversion)?,
+            index_error: r.get(13)?,
+            version: r.get(14)?,
+            created_at: parse_time(&r.get::<_, String>(15)?)?,
+            updated_at: parse_time(&r.get::<_, String>(16)?)?,
+        },
+    ))
+}
+
+fn select_product(conn: &Connection, tenant: &str, external_id: &str) -> StoreResult<Option<Product>> {
+    conn.prepare_cached(&format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE tenant = ?1 AND external_id = ?2"
+    ))
+    .map_err(map_err)?
+    .query_row(params![tenant, external_id], product_from_row)
+    .optional()
+    .map(|o| o.map(|(_, p)| p))
+    .map_err(map_err)
+}
+
+fn insert_job(conn: &Connection, job: &NewJob) -> StoreResult<()> {
+    let t = format_time(&now());
+    conn.prepare_cached(
+        "INSERT INTO jobs (id, kind, tenant, payload, status, attempts, max_attempts, run_after,
+                           created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?6, ?6, ?6)",
+    )
+    .map_err(map_err)?
+    .execute(params![
+        job.id,
+        job.kind,
+        job.tenant,
+        job.payload.to_string(),
+        job.max_attempts,
+        t
+    ])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Inserts one product; `?1`–`?12` are tenant, external id, the
+/// [`field_params`] and the creation time. Upserts append [`ON_CONFLICT_REPLACE`].
+const INSERT_PRODUCT: &str = "INSERT INTO products (tenant, external_id, title, description, category, price,
+                                       currency, image_url, tags, in_stock, metadata, index_status, version,
+                                       created_at, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', 1, ?12, ?12)";
+
+/// The values of a product's editable columns that need converting.
+struct Converted {
+    price: Option<String>,
+    tags: String,
+    metadata: String,
+}
+
+impl Converted {
+    fn new(f: &ProductFields) -> Self {
+        Self {
+            price: f.price.map(|d| d.to_string()),
+            tags: serde_json::Value::from(f.tags.clone()).to_string(),
+            metadata: serde_json::Value::Object(f.metadata.clone()).to_string(),
+        }
+    }
+}
+
+/// The editable columns, title to metadata, in table order: `?3`–`?11` of
+/// both [`INSERT_PRODUCT`] and the update statement.
+fn field_params<'a>(f: &'a ProductFields, c: &'a Converted) -> [&'a dyn ToSql; 9] {
+    [
+        &f.title,
+        &f.description,
+        &f.category,
+        &c.price,
+        &f.currency,
+        &f.image_url,
+        &c.tags,
+        &f.in_stock,
+        &c.metadata,
+    ]
+}
+
+/// Parameters of [`INSERT_PRODUCT`].
+fn insert_params<'a>(
+    tenant: &'a &'a str,
+    external_id: &'a &'a str,
+    f: &'a ProductFields,
+    c: &'a Converted,
+    t: &'a &'a str,
+) -> Vec<&'a dyn ToSql> {
+    let mut v: Vec<&dyn ToSql> = vec![tenant, external_id];
+    v.extend(field_params(f, c));
+    v.push(t);
+    v
+}
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| {
+            c.query_row("SELECT count(*) FROM vitrine_migrations", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(map_err)
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn create_tenant(&self, id: &str, name: &str) -> StoreResult<Tenant> {
+        let tenant = Tenant {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            created_at: now(),
+        };
+        let t = tenant.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![t.id, t.name, format_time(&t.created_at)],
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("tenant `{}` already exists", t.id)),
+                other => other,
+            })?;
+            Ok(())
+        })
+        .await?;
+        Ok(tenant)
+    }
+
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT id, name, created_at FROM tenants WHERE id = ?1")
+                .map_err(map_err)?
+                .query_row([id], |r| {
+                    Ok(Tenant {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: parse_time(&r.get::<_, String>(2)?)?,
+                    })
+                })
+                .optional()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, name, created_at FROM tenants ORDER BY id")
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(Tenant {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: parse_time(&r.get::<_, String>(2)?)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let k = key.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO api_keys (id, tenant, secret_hash, scopes, label, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    k.id,
+                    k.tenant,
+                    k.secret_hash,
+                    serde_json::Value::from(k.scopes.clone()).to_string(),
+                    k.label,
+                    format_time(&k.created_at)
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT id, tenant, secret_hash, scopes, label, created_at FROM api_keys WHERE id = ?1",
+            )
+            .map_err(map_err)?
+            .query_row([id], |r| {
+                Ok(ApiKeyRecord {
+                    id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    secret_hash: r.get(2)?,
+                    scopes: string_list_from_json(&r.get::<_, String>(3)?).map_err(conversion)?,
+                    label: r.get(4)?,
+                    created_at: parse_time(&r.get::<_, String>(5)?)?,
+                })
+            })
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn delete_api_key(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM api_keys WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+            )
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_product(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        fields: &ProductFields,
+        job: &NewJob,
+    ) -> StoreResult<Product> {
+        let t = now();
+        let product = Product {
+            tenant: tenant.to_owned(),
+            external_id: external_id.to_owned(),
+            fields: fields.clone(),
+            index_status: IndexStatus::Pending,
+            index_error: None,
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        };
+        let (p, job) = (product.clone(), job.clone());
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let converted = Converted::new(&p.fields);
+            let created = format_time(&p.created_at);
+            tx.prepare_cached(INSERT_PRODUCT)
+                .map_err(map_err)?
+                .execute(&*insert_params(
+                    &p.tenant.as_str(),
+                    &p.external_id.as_str(),
+                    &p.fields,
+                    &converted,
+                    &created.as_str(),
+                ))
+                .map_err(|e| match map_err(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(format!(
+                        "a product with external_id `{}` already exists",
+                        p.external_id
+                    )),
+                    other => other,
+                })?;
+            insert_job(&tx, &job)?;
+            tx.commit().map_err(map_err)
+        })
+        .await?;
+        Ok(product)
+    }
+
+    async fn upsert_products(
+        &self,
+        tenant: &str,
+        items: &[(String, ProductFields)],
+        job: &NewJob,
+    ) -> StoreResult<()> {
+        let (tenant, items, job) = (tenant.to_owned(), items.to_vec(), job.clone());
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            {
+                let t = format_time(&now());
+                let mut st = tx
+                    .prepare_cached(&format!("{INSERT_PRODUCT}{ON_CONFLICT_REPLACE}"))
+                    .map_err(map_err)?;
+                for (external_id, f) in &items {
+                    let converted = Converted::new(f);
+                    st.execute(&*insert_params(
+                        &tenant.as_str(),
+                        &external_id.as_str(),
+                        f,
+                        &converted,
+                        &t.as_str(),
+                    ))
+                    .map_err(map_err)?;
+                }
+            }
+            insert_job(&tx, &job)?;
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn get_product(&self, tenant: &str, external_id: &str) -> StoreResult<Option<Product>> {
+        let (tenant, external_id) = (tenant.to_owned(), external_id.to_owned());
+        self.read(move |c| select_product(c, &tenant, &external_id)).await
+    }
+
+    async fn get_products(&self, tenant: &str, external_ids: &[String]) -> StoreResult<Vec<Product>> {
+        if external_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = tenant.to_owned();
+        // One statement whatever the number of ids: json_each avoids
+        // SQLite's bound-parameter limit.
+        let ids = serde_json::Value::from(external_ids.to_vec()).to_string();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {PRODUCT_COLUMNS} FROM products
+                     WHERE tenant = ?1 AND external_id IN (SELECT value FROM json_each(?2))"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![tenant, ids], product_from_row)
+                .map_err(map_err)?;
+            rows.map(|r| r.map(|(_, p)| p))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_products(
+        &self,
+        tenant: &str,
+        category: Option<&str>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<ProductPage> {
+        let (tenant, category) = (tenant.to_owned(), category.map(str::to_owned));
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {PRODUCT_COLUMNS} FROM products
+                     WHERE tenant = ?1 AND (?2 IS NULL OR category = ?2) AND id > ?3
+                     ORDER BY id LIMIT ?4"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(
+                    params![tenant, category, after.unwrap_or(0), i64::from(limit) + 1],
+                    product_from_row,
+                )
+                .map_err(map_err)?;
+            let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)?;
+            let more = rows.len() > limit as usize;
+            rows.truncate(limit as usize);
+            let next = if more {
+                rows.last().map(|(id, _)| *id)
+            } else {
+                None
+            };
+            Ok(ProductPage {
+                products: rows.into_iter().map(|(_, p)| p).collect(),
+                next,
+            })
+        })
+        .await
+    }
+
+    async fn update_product(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        fields: &ProductFields,
+        expected_version: Option<i64>,
+        reindex: Option<&NewJob>,
+    ) -> StoreResult<Product> {
+        let (tenant, external_id, f, job) = (
+            tenant.to_owned(),
+            external_id.to_owned(),
+            fields.clone(),
+            reindex.cloned(),
+        );
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM products WHERE tenant = ?1 AND external_id = ?2",
+                    params![tenant, external_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            let Some(current) = current else {
+                return Err(StoreError::NotFound);
+            };
+            if expected_version.is_some_and(|v| v != current) {
+                return Err(StoreError::Conflict(
+                    "the product was changed concurrently".into(),
+                ));
+            }
+            let converted = Converted::new(&f);
+            let (reindexing, updated) = (job.is_some(), format_time(&now()));
+            tx.prepare_cached(
+                "UPDATE products SET title = ?3, description = ?4, category = ?5, price = ?6,
+                        currency = ?7, image_url = ?8, tags = ?9, in_stock = ?10, metadata = ?11,
+                        index_status = CASE WHEN ?12 THEN 'pending' ELSE index_status END,
+                        index_error = CASE WHEN ?12 THEN NULL ELSE index_error END,
+                        version = version + 1, updated_at = ?13
+                 WHERE tenant = ?1 AND external_id = ?2",
+            )
+            .map_err(map_err)?
+            .execute(&*{
+                let mut params: Vec<&dyn ToSql> = vec![&tenant, &external_id];
+                params.extend(field_params(&f, &converted));
+                params.extend([&reindexing as &dyn ToSql, &updated]);
+                params
+            })
+            .map_err(map_err)?;
+            if let Some(job) = &job {
+                insert_job(&tx, job)?;
+            }
+            let product = select_product(&tx, &tenant, &external_id)?.ok_or(StoreError::NotFound)?;
+            tx.commit().map_err(map_err)?;
+            Ok(product)
+        })
+        .await
+    }
+
+    async fn delete_product(&self, tenant: &str, external_id: &str, cleanup: &NewJob) -> StoreResult<bool> {
+        let (tenant, external_id, cleanup) = (tenant.to_owned(), external_id.to_owned(), cleanup.clone());
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM products WHERE tenant = ?1 AND external_id = ?2",
+                    params![tenant, external_id],
+                )
+                .map_err(map_err)?;
+            if n > 0 {
+                insert_job(&tx, &cleanup)?;
+            }
+            tx.commit().map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn count_products(&self, tenant: &str) -> StoreResult<i64> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            c.query_row("SELECT count(*) FROM products WHERE tenant = ?1", [tenant], |r| {
+                r.get(0)
+            })
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn set_index_status(&self, tenant: &str, updates: &[IndexUpdate]) -> StoreResult<u64> {
+        let (tenant, updates) = (tenant.to_owned(), updates.to_vec());
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let mut n = 0;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "UPDATE products SET index_status = ?4, index_error = ?5
+                         WHERE tenant = ?1 AND external_id = ?2 AND version = ?3",
+                    )
+                    .map_err(map_err)?;
+                for u in &updates {
+                    n += st
+                        .execute(params![
+                            tenant,
+                            u.external_id,
+                            u.version,
+                            u.status.as_str(),
+                            u.error
+                        ])
+                        .map_err(map_err)? as u64;
+                }
+            }
+            tx.commit().map_err(map_err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+                .map_err(map_err)?
+                .query_row([id], job_from_row)
+                .optional()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn enqueue_job(&self, job: &NewJob) -> StoreResult<()> {
+        let job = job.clone();
+        self.write(move |c| insert_job(c, &job)).await
+    }
+
+    async fn list_jobs(&self, tenant: &str, status: Option<JobStatus>, limit: u32) -> StoreResult<Vec<Job>> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2)
+                     ORDER BY created_at DESC, id DESC LIMIT ?3"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(
+                    params![tenant, status.map(JobStatus::as_str), limit],
+                    job_from_row,
+                )
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn claim_jobs(
+        &self,
+        worker: &str,
+        kinds: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        let worker = worker.to_owned();
+        let kinds = serde_json::Value::from(kinds.to_vec()).to_string();
+        let (now, until) = (format_time(&now), format_time(&lease_until));
+        // One process writes at a time (the single writer connection inside
+        // an IMMEDIATE transaction), so select-then-update cannot race.
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            tx.prepare_cached(
+                "UPDATE jobs SET status = 'failed', last_error = ?2, lease_owner = NULL,
+                        lease_expires_at = NULL, updated_at = ?1
+                 WHERE status = 'running' AND lease_expires_at < ?1 AND attempts >= max_attempts",
+            )
+            .map_err(map_err)?
+            .execute(params![now, super::LEASE_EXPIRED_ERROR])
+            .map_err(map_err)?;
+            let jobs = {
+                let mut st = tx
+                    .prepare_cached(&format!(
+                        "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires_at = ?3,
+                                attempts = attempts + 1, updated_at = ?1
+                         WHERE id IN (
+                             SELECT id FROM jobs
+                             WHERE ((status = 'queued' AND run_after <= ?1)
+                                    OR (status = 'running' AND lease_expires_at < ?1))
+                               AND kind IN (SELECT value FROM json_each(?4))
+                             ORDER BY run_after, created_at LIMIT ?5)
+                         RETURNING {JOB_COLUMNS}"
+                    ))
+                    .map_err(map_err)?;
+                let rows = st
+                    .query_map(params![now, worker, until, kinds, limit], job_from_row)
+                    .map_err(map_err)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)?
+            };
+            tx.commit().map_err(map_err)?;
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn heartbeat_job(
+        &self,
+        id: &str,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        progress: Option<(i64, i64)>,
+    ) -> StoreResult<bool> {
+        let (id, worker) = (id.to_owned(), worker.to_owned());
+        let (now, until) = (format_time(&now), format_time(&lease_until));
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE jobs SET lease_expires_at = ?3, updated_at = ?4,
+                        progress_done = coalesce(?5, progress_done),
+                        progress_total = coalesce(?6, progress_total)
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                id,
+                worker,
+                until,
+                now,
+                progress.map(|p| p.0),
+                progress.map(|p| p.1)
+            ])
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn finish_job(
+        &self,
+        id: &str,
+        worker: &str,
+        now: DateTime<Utc>,
+        outcome: &JobOutcome,
+    ) -> StoreResult<bool> {
+        let (id, worker, now, outcome) = (
+            id.to_owned(),
+            worker.to_owned(),
+            format_time(&now),
+            outcome.clone(),
+        );
+        self.write(move |c| {
+            let n = match &outcome {
+                JobOutcome::Succeeded(result) => c
+                    .prepare_cached(
+                        "UPDATE jobs SET status = 'succeeded', result = ?3, lease_owner = NULL,
+                                lease_expires_at = NULL, updated_at = ?4
+                         WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                    )
+                    .map_err(map_err)?
+                    .execute(params![id, worker, result.to_string(), now]),
+                JobOutcome::Retry { error, run_after } => c
+                    .prepare_cached(
+                        "UPDATE jobs SET status = CASE WHEN attempts < max_attempts THEN 'queued'
+                                                       ELSE 'failed' END,
+                                run_after = ?4, last_error = ?3, lease_owner = NULL,
+                                lease_expires_at = NULL, updated_at = ?5
+                         WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                    )
+                    .map_err(map_err)?
+                    .execute(params![id, worker, error, format_time(run_after), now]),
+                JobOutcome::Failed(error) => c
+                    .prepare_cached(
+                        "UPDATE jobs SET status = 'failed', last_error = ?3, lease_owner = NULL,
+                                lease_expires_at = NULL, updated_at = ?4
+                         WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+                    )
+                    .map_err(map_err)?
+                    .execute(params![id, worker, error, now]),
+            };
+            n.map(|n| n > 0).map_err(map_err)
+        })
+        .await
+    }
+
+    async fn cancel_job(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Job> {
+        let (id, now) = (id.to_owned(), format_time(&now));
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let n = tx
+                .execute(
+                    "UPDATE jobs SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
+                            updated_at = ?2
+                     WHERE id = ?1 AND status IN ('queued', 'running')",
+                    params![id, now],
+                )
+                .map_err(map_err)?;
+            let job = tx
+                .query_row(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                    [&id],
+                    job_from_row,
+                )
+                .optional()
+                .map_err(map_err)?
+                .ok_or(StoreError::NotFound)?;
+            tx.commit().map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "job {id} already finished ({})",
+                    job.status.as_str()
+                )));
+            }
+            Ok(job)
+        })
+        .await
+    }
+
+    async fn release_jobs(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let (worker, now) = (worker.to_owned(), format_time(&now));
+        self.write(move |c| {
+            c.execute(
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                        attempts = max(attempts - 1, 0), run_after = ?2, updated_at = ?2
+                 WHERE lease_owner = ?1 AND status = 'running'",
+                params![worker, now],
+            )
+            .map(|n| n as u64)
+            .map_err(map_err)
+        })
+        .await
+    }
+}
+
+const JOB_COLUMNS: &str = "id, kind, tenant, payload, status, attempts, max_attempts, run_after, \
+     lease_owner, lease_expires_at, progress_done, progress_total, last_error, result, created_at, updated_at";
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let json = |s: String| serde_json::from_str(&s).map_err(conversion);
+    let opt_time = |s: Option<String>| s.as_deref().map(parse_time).transpose();
+    Ok(Job {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        tenant: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        payload: json(r.get(3)?)?,
+        status: JobStatus::parse(&r.get::<_, String>(4)?).map_err(conversion)?,
+        attempts: r.get(5)?,
+        max_attempts: r.get(6)?,
+        run_after: parse_time(&r.get::<_, String>(7)?)?,
+        lease_owner: r.get(8)?,
+        lease_expires_at: opt_time(r.get(9)?)?,
+        progress_done: r.get(10)?,
+        progress_total: r.get(11)?,
+        last_error: r.get(12)?,
+        result: r.get::<_, Option<String>>(13)?.map(json).transpose()?,
+        created_at: parse_time(&r.get::<_, String>(14)?)?,
+        updated_at: parse_time(&r.get::<_, String>(15)?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open() -> (tempfile::TempDir, SqliteCatalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = SqliteCatalog::open(&dir.path().join("c.sqlite3"), 2)
+            .await
+            .unwrap();
+        (dir, cat)
+    }
+
+    #[tokio::test]
+    async fn passes_the_catalog_contract() {
+        let (_dir, cat) = open().await;
+        super::super::contract::run_all(&cat).await;
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_and_recorded() {
+        let (dir, cat) = open().await;
+        let path = cat.path().to_path_buf();
+        drop(cat);
+        let report = SqliteCatalog::migrate(&path).await.unwrap();
+        assert!(report.applied.is_empty());
+        assert_eq!(report.already_applied, vec![1]);
+        // Reopening applies nothing and keeps the default tenant exactly once.
+        let cat = SqliteCatalog::open(&path, 1).await.unwrap();
+        let tenants = cat.list_tenants().await.unwrap();
+        assert_eq!(tenants.iter().filter(|t| t.id == "default").count(), 1);
+        drop(dir);
+    }
+}

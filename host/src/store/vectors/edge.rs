@@ -1,0 +1,864 @@
+//! [`VectorIndex`] on the embedded `qdrant-edge` 0.7 engine.
+//!
+//! On-disk layout:
+//! ```text
+//! <data_dir>/vectors/CURRENT     "gen-<n>\n": the live generation
+//! <data_dir>/vectors/gen-<n>/    one qdrant-edge shard (= the collection)
+//! ```
+//!
+//! Facts about qdrant-edge 0.7.2 that shape this module (read from its source):
+//! * Every call is synchronous and may do disk IO or CPU-heavy work (HNSW
+//!   build, brute-force scoring), so every call runs on tokio's blocking pool.
+//! * `EdgeShard::update` appends to a WAL, but `EdgeShard::load` never replays
+//!   it (and nothing ever acknowledges/truncates it). Durability therefore
+//!   comes only from `EdgeShard::flush()` (WAL + all segments, fsync), which
+//!   we call before any write returns. The WAL still grows on every write;
+//!   it is reset only when a new generation replaces the shard.
+//! * `EdgeShard::flush()` uses `try_lock().expect(..)` on the WAL mutex and
+//!   `try_read().expect(..)` on the segment holder, i.e. it PANICS if another
+//!   write or an optimisation runs concurrently. Hence the locking scheme:
+//!   reads take `live.read()`; writes, flushes and optimisation take
+//!   `live.upgradable_read()` (mutually exclusive, yet concurrent with
+//!   searches, which qdrant's segment locks already support); the generation
+//!   switch takes `live.write()`. `Drop` of a shard also flushes, which is safe
+//!   because we only drop shards we own exclusively.
+//! * There is no background optimiser: `optimize()` must be called after bulk
+//!   writes; until then everything lives in plain (brute-force, exact)
+//!   appendable segments.
+//! * HNSW uses the engine defaults (m=16, ef_construct=100). Measured with
+//!   `examples/bench` (100k random 512-d points, 10 tenants): recall@10 is
+//!   only ~0.6 when the tenant filter keeps ~10% of a segment, 0.98 with
+//!   tenant+category (small enough for the exact payload-index path). If real
+//!   embeddings show the same, the next step is qdrant's multitenancy setup
+//!   (`payload_m` on the tenant index, possibly `m = 0`) and/or a larger
+//!   `hnsw_ef`; not done here because it was not validated at scale.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use qdrant_edge::external::ordered_float::OrderedFloat;
+use qdrant_edge::{
+    AnyVariants, BoolIndexParams, Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance,
+    EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, FloatIndexParams,
+    JsonPath, KeywordIndexParams, Match, MatchAny, NamedQuery, OperationError, Payload, PayloadFieldSchema,
+    PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum,
+    QueryRequest, Range, ScoringQuery, UpdateOperation, ValueVariants, VectorInternal, VectorStructInternal,
+    VectorStructPersisted, WithPayloadInterface, WithVector,
+};
+use serde_json::{Map, Value};
+
+use super::{
+    Generation, MAX_RESULT_WINDOW, PointPayload, ScoredPoint, VectorError, VectorIndex, VectorPoint,
+    VectorQuery, point_uuid,
+};
+
+const VECTORS_DIR: &str = "vectors";
+const CURRENT_FILE: &str = "CURRENT";
+const CURRENT_TMP_FILE: &str = "CURRENT.tmp";
+const GEN_PREFIX: &str = "gen-";
+
+const F_TENANT: &str = "tenant";
+const F_PRODUCT_ID: &str = "product_id";
+const F_CATEGORY: &str = "category";
+const F_PRICE: &str = "price";
+const F_CURRENCY: &str = "currency";
+const F_TAGS: &str = "tags";
+const F_IN_STOCK: &str = "in_stock";
+
+/// Points per engine update operation. Each operation is one WAL record, and
+/// a record must fit a WAL segment (32 MiB by default); 256 x 4096-d f32 is
+/// 4 MiB, so this keeps records small for any realistic encoder while still
+/// amortising per-operation overhead.
+const UPSERT_CHUNK: usize = 256;
+
+/// Embedded qdrant-edge implementation of [`VectorIndex`].
+///
+/// Only one `EdgeIndex` may have a given `data_dir` open at a time (the engine
+/// has no cross-process lock); the service opens it once at startup.
+pub struct EdgeIndex {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `<data_dir>/vectors`
+    root: PathBuf,
+    live: RwLock<Live>,
+    /// Mirror of `live.dims` so the sync `dims()` never waits on a lock that a
+    /// long optimisation or generation switch may hold.
+    dims: AtomicUsize,
+    /// Generations under construction. The per-shard mutex serialises writes
+    /// into one generation (the engine's flush must not race them).
+    pending: Mutex<HashMap<u64, Arc<Mutex<EdgeShard>>>>,
+    next_generation: AtomicU64,
+}
+
+struct Live {
+    shard: EdgeShard,
+    generation: u64,
+    dims: usize,
+}
+
+impl EdgeIndex {
+    /// Open (or create) the index under `data_dir/vectors/`.
+    ///
+    /// Blocking (disk IO, segment loading): call it at startup or via
+    /// [`EdgeIndex::open_async`]. Fails with `DimensionMismatch { expected:
+    /// <stored dims>, got: dims }` if the live generation was built with other
+    /// dimensions; changing dimensions is done by building a new generation.
+    pub fn open(data_dir: &Path, dims: usize) -> Result<EdgeIndex, VectorError> {
+        if dims == 0 {
+            return Err(VectorError::Other("vector dimension must be > 0".into()));
+        }
+        let root = data_dir.join(VECTORS_DIR);
+        fs::create_dir_all(&root).map_err(|e| io_unavailable("create", &root, e))?;
+        // A crash between writing and renaming the temp file leaves it behind.
+        remove_if_exists(&root.join(CURRENT_TMP_FILE));
+
+        let existing = list_generations(&root)?;
+        let max_existing = existing.iter().copied().max().unwrap_or(0);
+
+        let live = match read_current(&root)? {
+            Some(generation) => {
+                let path = generation_dir(&root, generation);
+                if !path.is_dir() {
+                    return Err(VectorError::Unavailable(format!(
+                        "{} names {GEN_PREFIX}{generation}, which does not exist",
+                        root.join(CURRENT_FILE).display()
+                    )));
+                }
+                let shard = EdgeShard::load(&path, None).map_err(op_err)?;
+                let stored = shard_dims(&shard)?;
+                if stored != dims {
+                    return Err(VectorError::DimensionMismatch {
+                        expected: stored,
+                        got: dims,
+                    });
+                }
+                // Re-issuing index creation is idempotent (engine skips
+                // existing ones) and repairs appendable segments that were
+                // created without them (see `ensure_payload_indexes`).
+                ensure_payload_indexes(&shard)?;
+                // Anything else is a leftover: an aborted/crashed reindex or an
+                // old generation whose removal was interrupted.
+                for g in existing.iter().copied().filter(|&g| g != generation) {
+                    remove_dir_logged(&generation_dir(&root, g));
+                }
+                Live {
+                    shard,
+                    generation,
+                    dims,
+                }
+            }
+            None => {
+                // No CURRENT: fresh store. CURRENT is written before the first
+                // write is accepted, so stray gen dirs here never held live
+                // data; we still leave them alone (never delete what we cannot
+                // prove is garbage) and pick a fresh number.
+                let generation = max_existing + 1;
+                let shard = create_shard(&generation_dir(&root, generation), dims)?;
+                shard.flush();
+                write_current(&root, generation)?;
+                Live {
+                    shard,
+                    generation,
+                    dims,
+                }
+            }
+        };
+
+        let next = max_existing.max(live.generation) + 1;
+        tracing::info!(
+            collection = super::COLLECTION,
+            generation = live.generation,
+            dims,
+            root = %root.display(),
+            "opened qdrant-edge vector index"
+        );
+        Ok(EdgeIndex {
+            inner: Arc::new(Inner {
+                root,
+                dims: AtomicUsize::new(dims),
+                live: RwLock::new(live),
+                pending: Mutex::new(HashMap::new()),
+                next_generation: AtomicU64::new(next),
+            }),
+        })
+    }
+
+    /// [`EdgeIndex::open`] on the blocking pool.
+    pub async fn open_async(data_dir: PathBuf, dims: usize) -> Result<EdgeIndex, VectorError> {
+        tokio::task::spawn_blocking(move || EdgeIndex::open(&data_dir, dims))
+            .await
+            .map_err(join_err)?
+    }
+
+    /// Number of the live generation (diagnostics/tests).
+    pub fn generation(&self) -> u64 {
+        self.inner.live.read().generation
+    }
+
+    /// Run `f` on tokio's blocking pool: qdrant-edge is synchronous and must
+    /// never block async workers.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, VectorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, VectorError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(join_err)?
+    }
+}
+
+#[async_trait::async_trait]
+impl VectorIndex for EdgeIndex {
+    fn backend(&self) -> &'static str {
+        "qdrant-edge"
+    }
+
+    async fn ping(&self) -> Result<(), VectorError> {
+        self.blocking(|inner| {
+            let live = inner.live.read();
+            let path = generation_dir(&inner.root, live.generation);
+            fs::metadata(&path).map_err(|e| io_unavailable("stat", &path, e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn dims(&self) -> usize {
+        self.inner.dims.load(Ordering::Acquire)
+    }
+
+    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |inner| {
+            let live = inner.live.upgradable_read();
+            upsert_into(&live.shard, live.dims, points)?;
+            live.shard.flush();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, tenant: &str, product_ids: &[String]) -> Result<(), VectorError> {
+        if product_ids.is_empty() {
+            return Ok(());
+        }
+        // Ids are derived from the tenant, so this can never touch another
+        // tenant's points.
+        let ids: Vec<PointId> = product_ids
+            .iter()
+            .map(|p| PointId::Uuid(point_uuid(tenant, p)))
+            .collect();
+        self.blocking(move |inner| {
+            let live = inner.live.upgradable_read();
+            live.shard
+                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
+                    ids,
+                }))
+                .map_err(op_err)?;
+            live.shard.flush();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_tenant(&self, tenant: &str) -> Result<(), VectorError> {
+        let filter = Filter {
+            must: Some(vec![keyword_eq(F_TENANT, tenant)?]),
+            ..Filter::default()
+        };
+        self.blocking(move |inner| {
+            let live = inner.live.upgradable_read();
+            live.shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePointsByFilter(filter),
+                ))
+                .map_err(op_err)?;
+            live.shard.flush();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn search(&self, q: &VectorQuery) -> Result<Vec<ScoredPoint>, VectorError> {
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        if q.offset.saturating_add(q.limit) > MAX_RESULT_WINDOW {
+            return Err(VectorError::Other(format!(
+                "offset + limit must be <= {MAX_RESULT_WINDOW}"
+            )));
+        }
+        if q.min_score.is_some_and(|s| !s.is_finite()) {
+            return Err(VectorError::Other("min_score must be finite".into()));
+        }
+        let filter = build_filter(q)?;
+        let q = q.clone();
+        self.blocking(move |inner| {
+            let live = inner.live.read();
+            check_vector(&q.vector, live.dims)?;
+            let request = QueryRequest {
+                prefetches: Vec::new(),
+                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+                    query: VectorInternal::Dense(q.vector),
+                    using: None,
+                }))),
+                filter: Some(filter),
+                // Engine semantics: keeps hits with score > threshold.
+                score_threshold: q.min_score.map(OrderedFloat),
+                limit: q.limit,
+                offset: q.offset,
+                // Default params: the engine picks exact (plain) scoring for
+                // unindexed segments or selective filters and HNSW otherwise.
+                params: None,
+                with_vector: WithVector::Bool(false),
+                with_payload: WithPayloadInterface::Bool(true),
+            };
+            let hits = live.shard.query(request).map_err(op_err)?;
+            drop(live);
+            // Gotcha: at shard level, qdrant's `query` returns the top
+            // `offset + limit` and leaves cutting the offset to the caller
+            // (the server does it at collection level), so skip it here.
+            Ok(hits
+                .into_iter()
+                .skip(q.offset)
+                .take(q.limit)
+                .map(|hit| {
+                    let (product_id, payload) = decode_payload(hit.payload.as_ref());
+                    ScoredPoint {
+                        product_id,
+                        score: hit.score,
+                        payload,
+                    }
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn get_vector(&self, tenant: &str, product_id: &str) -> Result<Option<Vec<f32>>, VectorError> {
+        let id = PointId::Uuid(point_uuid(tenant, product_id));
+        self.blocking(move |inner| {
+            let live = inner.live.read();
+            let records = live
+                .shard
+                .retrieve(
+                    &[id],
+                    Some(WithPayloadInterface::Bool(false)),
+                    Some(WithVector::Bool(true)),
+                )
+                .map_err(op_err)?;
+            drop(live);
+            Ok(records
+                .into_iter()
+                .next()
+                .and_then(|r| r.vector)
+                .and_then(dense_default_vector))
+        })
+        .await
+    }
+
+    async fn count(&self, tenant: Option<&str>) -> Result<u64, VectorError> {
+        let filter = match tenant {
+            Some(t) => Some(Filter {
+                must: Some(vec![keyword_eq(F_TENANT, t)?]),
+                ..Filter::default()
+            }),
+            None => None,
+        };
+        self.blocking(move |inner| {
+            let live = inner.live.read();
+            let n = live
+                .shard
+                .count(CountRequest { filter, exact: true })
+                .map_err(op_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn optimize(&self) -> Result<(), VectorError> {
+        self.blocking(|inner| {
+            let live = inner.live.upgradable_read();
+            optimize_shard(&live.shard)
+        })
+        .await
+    }
+
+    async fn begin_generation(&self, dims: usize) -> Result<Generation, VectorError> {
+        if dims == 0 {
+            return Err(VectorError::Other("vector dimension must be > 0".into()));
+        }
+        self.blocking(move |inner| {
+            let id = inner.next_generation.fetch_add(1, Ordering::AcqRel);
+            let shard = create_shard(&generation_dir(&inner.root, id), dims)?;
+            inner.pending.lock().insert(id, Arc::new(Mutex::new(shard)));
+            tracing::info!(generation = id, dims, "began vector index generation");
+            Ok(Generation { id, dims })
+        })
+        .await
+    }
+
+    async fn upsert_generation(
+        &self,
+        generation: &Generation,
+        points: Vec<VectorPoint>,
+    ) -> Result<(), VectorError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let (id, dims) = (generation.id, generation.dims);
+        self.blocking(move |inner| {
+            let shard = inner
+                .pending
+                .lock()
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| unknown_generation(id))?;
+            let shard = shard.lock();
+            // No per-batch flush: an interrupted build is discarded on the
+            // next open anyway; commit flushes once.
+            upsert_into(&shard, dims, points)
+        })
+        .await
+    }
+
+    async fn commit_generation(&self, generation: Generation) -> Result<(), VectorError> {
+        self.blocking(move |inner| {
+            let shard = take_pending(inner, generation.id)?;
+            // Index the new generation before it goes live, outside the live
+            // lock, so searches keep running on the old one meanwhile.
+            if let Err(e) = optimize_shard(&shard) {
+                discard_shard(inner, generation.id, shard);
+                return Err(e);
+            }
+
+            let mut live = inner.live.write();
+            if let Err(e) = write_current(&inner.root, generation.id) {
+                drop(live);
+                discard_shard(inner, generation.id, shard);
+                return Err(e);
+            }
+            let old = std::mem::replace(
+                &mut *live,
+                Live {
+                    shard,
+                    generation: generation.id,
+                    dims: generation.dims,
+                },
+            );
+            inner.dims.store(generation.dims, Ordering::Release);
+            drop(live);
+
+            let old_generation = old.generation;
+            // Drop (= final flush) before removing its files.
+            drop(old);
+            remove_dir_logged(&generation_dir(&inner.root, old_generation));
+            tracing::info!(
+                generation = generation.id,
+                old_generation,
+                dims = generation.dims,
+                "committed vector index generation"
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abort_generation(&self, generation: Generation) -> Result<(), VectorError> {
+        self.blocking(move |inner| {
+            let shard = take_pending(inner, generation.id)?;
+            discard_shard(inner, generation.id, shard);
+            tracing::info!(generation = generation.id, "aborted vector index generation");
+            Ok(())
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shard helpers (all blocking)
+
+fn create_shard(path: &Path, dims: usize) -> Result<EdgeShard, VectorError> {
+    if path.exists() {
+        // Stale directory from a crashed build with the same number.
+        fs::remove_dir_all(path).map_err(|e| io_unavailable("remove", path, e))?;
+    }
+    fs::create_dir_all(path).map_err(|e| io_unavailable("create", path, e))?;
+    let config = EdgeConfig::builder()
+        .vector(
+            DEFAULT_VECTOR_NAME,
+            EdgeVectorParams::builder(dims, Distance::Cosine).build(),
+        )
+        .build();
+    let shard = EdgeShard::new(path, config).map_err(op_err)?;
+    ensure_payload_indexes(&shard)?;
+    Ok(shard)
+}
+
+fn shard_dims(shard: &EdgeShard) -> Result<usize, VectorError> {
+    let config = shard.config();
+    let params = config
+        .vectors
+        .get(DEFAULT_VECTOR_NAME)
+        .ok_or_else(|| VectorError::Other("shard has no default dense vector; not a vitrine index".into()))?;
+    if params.distance != Distance::Cosine {
+        return Err(VectorError::Other(format!(
+            "shard uses {:?} distance, expected Cosine",
+            params.distance
+        )));
+    }
+    Ok(params.size)
+}
+
+/// Create the payload indexes. Idempotent: the engine skips indexes that
+/// already exist. Must be re-run after `optimize` and on load because edge
+/// creates fresh appendable segments from `payload_index.json`, which
+/// `CreateIndex` in 0.7.2 does not update (optimised segments do inherit the
+/// indexes of their sources). Without an index a filter is still exact, only
+/// slower, so the short window before re-running is harmless.
+fn ensure_payload_indexes(shard: &EdgeShard) -> Result<(), VectorError> {
+    let keyword = |is_tenant: bool| {
+        PayloadFieldSchema::FieldParams(PayloadSchemaParams::Keyword(KeywordIndexParams {
+            // The tenant flag makes the optimiser co-locate a tenant's points
+            // and lets the engine treat it as the primary partition key.
+            is_tenant: is_tenant.then_some(true),
+            ..KeywordIndexParams::default()
+        }))
+    };
+    let fields = [
+        (F_TENANT, keyword(true)),
+        (F_PRODUCT_ID, keyword(false)),
+        (F_CATEGORY, keyword(false)),
+        (F_CURRENCY, keyword(false)),
+        (F_TAGS, keyword(false)),
+        (
+            F_PRICE,
+            PayloadFieldSchema::FieldParams(PayloadSchemaParams::Float(FloatIndexParams::default())),
+        ),
+        (
+            F_IN_STOCK,
+            PayloadFieldSchema::FieldParams(PayloadSchemaParams::Bool(BoolIndexParams::default())),
+        ),
+    ];
+    for (name, schema) in fields {
+        shard
+            .update(UpdateOperation::FieldIndexOperation(
+                FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name: json_path(name)?,
+                    field_schema: Some(schema),
+                }),
+            ))
+            .map_err(op_err)?;
+    }
+    Ok(())
+}
+
+/// Caller must hold the shard exclusively for writes (see module docs).
+fn optimize_shard(shard: &EdgeShard) -> Result<(), VectorError> {
+    shard.optimize().map_err(op_err)?;
+    ensure_payload_indexes(shard)?;
+    shard.flush();
+    Ok(())
+}
+
+/// Validate the whole batch first so a bad point rejects the batch without
+/// partial writes, then apply it in WAL-friendly chunks.
+fn upsert_into(shard: &EdgeShard, dims: usize, points: Vec<VectorPoint>) -> Result<(), VectorError> {
+    for p in &points {
+        check_vector(&p.vector, dims)?;
+        if p.payload.price.is_some_and(|x| !x.is_finite()) {
+            return Err(VectorError::Other(format!(
+                "price of product {:?} is not finite",
+                p.product_id
+            )));
+        }
+    }
+    let mut points = points.into_iter().map(encode_point).peekable();
+    while points.peek().is_some() {
+        let chunk: Vec<PointStructPersisted> = points.by_ref().take(UPSERT_CHUNK).collect();
+        shard
+            .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                PointInsertOperations::PointsList(chunk),
+            )))
+            .map_err(op_err)?;
+    }
+    Ok(())
+}
+
+fn take_pending(inner: &Inner, id: u64) -> Result<EdgeShard, VectorError> {
+    let mut pending = inner.pending.lock();
+    let shard = pending.remove(&id).ok_or_else(|| unknown_generation(id))?;
+    match Arc::try_unwrap(shard) {
+        Ok(mutex) => Ok(mutex.into_inner()),
+        Err(shard) => {
+            // Only possible if an upsert_generation future was dropped while
+            // its blocking task still runs; let the caller retry.
+            pending.insert(id, shard);
+            Err(VectorError::Other(format!(
+                "generation {id} still has writes in flight"
+            )))
+        }
+    }
+}
+
+fn discard_shard(inner: &Inner, id: u64, shard: EdgeShard) {
+    drop(shard);
+    remove_dir_logged(&generation_dir(&inner.root, id));
+}
+
+fn unknown_generation(id: u64) -> VectorError {
+    VectorError::Other(format!("unknown or finished generation {id}"))
+}
+
+// ---------------------------------------------------------------------------
+// CURRENT file and generation directories
+
+fn generation_dir(root: &Path, generation: u64) -> PathBuf {
+    root.join(format!("{GEN_PREFIX}{generation}"))
+}
+
+fn list_generations(root: &Path) -> Result<Vec<u64>, VectorError> {
+    let entries = fs::read_dir(root).map_err(|e| io_unavailable("read", root, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_unavailable("read", root, e))?;
+        let name = entry.file_name();
+        if let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(GEN_PREFIX))
+            .and_then(|n| n.parse::<u64>().ok())
+            && entry.path().is_dir()
+        {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+fn read_current(root: &Path) -> Result<Option<u64>, VectorError> {
+    let path = root.join(CURRENT_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_unavailable("read", &path, e)),
+    };
+    text.trim()
+        .strip_prefix(GEN_PREFIX)
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| VectorError::Unavailable(format!("corrupt {}: {text:?}", path.display())))
+}
+
+/// Atomically point CURRENT at `generation`: write a temp file, fsync it,
+/// rename over CURRENT, fsync the directory (so the rename itself, and the new
+/// generation's directory entry, survive power loss).
+///
+/// Errors before the rename leave CURRENT untouched. A failed directory fsync
+/// after a successful rename is only logged: the switch has happened in the
+/// namespace and both generations are complete on disk, so whichever one a
+/// crash leaves visible is consistent.
+fn write_current(root: &Path, generation: u64) -> Result<(), VectorError> {
+    let tmp = root.join(CURRENT_TMP_FILE);
+    let target = root.join(CURRENT_FILE);
+    {
+        let mut f = fs::File::create(&tmp).map_err(|e| io_unavailable("create", &tmp, e))?;
+        f.write_all(format!("{GEN_PREFIX}{generation}\n").as_bytes())
+            .map_err(|e| io_unavailable("write", &tmp, e))?;
+        f.sync_all().map_err(|e| io_unavailable("fsync", &tmp, e))?;
+    }
+    fs::rename(&tmp, &target).map_err(|e| io_unavailable("rename", &tmp, e))?;
+    if let Err(e) = fs::File::open(root).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %root.display(), error = %e, "fsync of vectors dir failed after CURRENT switch");
+    }
+    Ok(())
+}
+
+fn remove_dir_logged(path: &Path) {
+    if let Err(e) = fs::remove_dir_all(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        // Not fatal: the next open removes non-current generations.
+        tracing::warn!(dir = %path.display(), error = %e, "failed to remove old vector generation");
+    }
+}
+
+fn remove_if_exists(path: &Path) {
+    if let Err(e) = fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(file = %path.display(), error = %e, "failed to remove stale file");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Conversions
+
+fn check_vector(v: &[f32], dims: usize) -> Result<(), VectorError> {
+    if v.len() != dims {
+        return Err(VectorError::DimensionMismatch {
+            expected: dims,
+            got: v.len(),
+        });
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(VectorError::Other("vector contains NaN or infinity".into()));
+    }
+    Ok(())
+}
+
+fn encode_point(p: VectorPoint) -> PointStructPersisted {
+    let VectorPoint {
+        tenant,
+        product_id,
+        vector,
+        payload,
+    } = p;
+    let id = PointId::Uuid(point_uuid(&tenant, &product_id));
+    let mut m = Map::new();
+    m.insert(F_TENANT.into(), Value::String(tenant));
+    m.insert(F_PRODUCT_ID.into(), Value::String(product_id));
+    // Absent optional fields are omitted (not null) so they never match a
+    // value or range condition.
+    if let Some(c) = payload.category {
+        m.insert(F_CATEGORY.into(), Value::String(c));
+    }
+    if let Some(n) = payload.price.and_then(serde_json::Number::from_f64) {
+        m.insert(F_PRICE.into(), Value::Number(n));
+    }
+    if let Some(c) = payload.currency {
+        m.insert(F_CURRENCY.into(), Value::String(c));
+    }
+    m.insert(
+        F_TAGS.into(),
+        Value::Array(payload.tags.into_iter().map(Value::String).collect()),
+    );
+    m.insert(F_IN_STOCK.into(), Value::Bool(payload.in_stock));
+    PointStructPersisted {
+        id,
+        vector: VectorStructPersisted::Single(vector),
+        payload: Some(Payload(m)),
+    }
+}
+
+fn decode_payload(payload: Option<&Payload>) -> (String, PointPayload) {
+    let Some(Payload(m)) = payload else {
+        return (String::new(), PointPayload::default());
+    };
+    let string = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+    let tags = match m.get(F_TAGS) {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        // Qdrant treats a scalar as a one-element array; mirror that.
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    (
+        string(F_PRODUCT_ID).unwrap_or_default(),
+        PointPayload {
+            category: string(F_CATEGORY),
+            price: m.get(F_PRICE).and_then(Value::as_f64),
+            currency: string(F_CURRENCY),
+            tags,
+            in_stock: m.get(F_IN_STOCK).and_then(Value::as_bool).unwrap_or(false),
+        },
+    )
+}
+
+fn dense_default_vector(v: VectorStructInternal) -> Option<Vec<f32>> {
+    match v {
+        VectorStructInternal::Single(v) => Some(v),
+        VectorStructInternal::Named(mut named) => match named.remove(DEFAULT_VECTOR_NAME) {
+            Some(VectorInternal::Dense(v)) => Some(v),
+            _ => None,
+        },
+        VectorStructInternal::MultiDense(_) => None,
+    }
+}
+
+fn json_path(name: &str) -> Result<JsonPath, VectorError> {
+    name.parse()
+        .map_err(|()| VectorError::Other(format!("invalid payload key {name:?}")))
+}
+
+fn keyword_eq(field: &str, value: &str) -> Result<Condition, VectorError> {
+    Ok(Condition::Field(FieldCondition::new_match(
+        json_path(field)?,
+        Match::new_value(ValueVariants::String(value.to_owned())),
+    )))
+}
+
+/// Translate the request into ONE engine filter: tenant, request filters and
+/// the exclusion all run inside the engine's (filtered) search, so `limit`
+/// and `offset` apply to matching points only.
+fn build_filter(q: &VectorQuery) -> Result<Filter, VectorError> {
+    let f = &q.filter;
+    let mut must = vec![keyword_eq(F_TENANT, &q.tenant)?];
+    if !f.categories.is_empty() {
+        must.push(Condition::Field(FieldCondition::new_match(
+            json_path(F_CATEGORY)?,
+            Match::Any(MatchAny {
+                any: AnyVariants::Strings(f.categories.iter().cloned().collect()),
+            }),
+        )));
+    }
+    if f.price_min.is_some() || f.price_max.is_some() {
+        if f.price_min.is_some_and(|x| !x.is_finite()) || f.price_max.is_some_and(|x| !x.is_finite()) {
+            return Err(VectorError::Other("price bounds must be finite".into()));
+        }
+        must.push(Condition::Field(FieldCondition::new_range(
+            json_path(F_PRICE)?,
+            Range {
+                gte: f.price_min.map(OrderedFloat),
+                lte: f.price_max.map(OrderedFloat),
+                gt: None,
+                lt: None,
+            },
+        )));
+    }
+    // All-of: one condition per tag (a keyword array matches a value if any
+    // element equals it).
+    for tag in &f.tags {
+        must.push(keyword_eq(F_TAGS, tag)?);
+    }
+    if let Some(in_stock) = f.in_stock {
+        must.push(Condition::Field(FieldCondition::new_match(
+            json_path(F_IN_STOCK)?,
+            Match::new_value(ValueVariants::Bool(in_stock)),
+        )));
+    }
+    let must_not = match &q.exclude_product {
+        Some(p) => Some(vec![keyword_eq(F_PRODUCT_ID, p)?]),
+        None => None,
+    };
+    Ok(Filter {
+        must: Some(must),
+        must_not,
+        ..Filter::default()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+fn op_err(e: OperationError) -> VectorError {
+    VectorError::Other(e.to_string())
+}
+
+fn io_unavailable(what: &str, path: &Path, e: std::io::Error) -> VectorError {
+    VectorError::Unavailable(format!("{what} {}: {e}", path.display()))
+}
+
+fn join_err(e: tokio::task::JoinError) -> VectorError {
+    // A panic inside the engine (e.g. its flush `expect`s on IO failure).
+    VectorError::Other(format!("vector store task failed: {e}"))
+}

@@ -1,0 +1,231 @@
+//! Runs the backend-agnostic contract suite on `EdgeIndex`, plus
+//! edge-specific tests (on-disk layout, dims check at open, crash durability).
+
+// A test suite / benchmark: a failed step stops it with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use tempfile::TempDir;
+use vitrine::store::vectors::contract::{self, point, query, random_vector};
+use vitrine::store::vectors::{EdgeIndex, PointPayload, VectorError, VectorIndex};
+
+const DIMS: usize = 16;
+
+fn fresh() -> (TempDir, EdgeIndex) {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = EdgeIndex::open(dir.path(), DIMS).unwrap();
+    (dir, idx)
+}
+
+macro_rules! contract_test {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (_dir, idx) = fresh();
+            contract::$name(&idx).await;
+        }
+    )*};
+}
+
+contract_test!(
+    upsert_and_search_nearest,
+    tenant_isolation,
+    filters,
+    exclude_product,
+    min_score,
+    pagination,
+    upsert_replaces,
+    delete_and_delete_tenant,
+    get_vector_normalised,
+    counts,
+    dimension_mismatch,
+    generations,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_random() {
+    for seed in [42, 7] {
+        let (_dir, idx) = fresh();
+        contract::property_random(&idx, seed).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    contract::persistence(|| {
+        let path = path.clone();
+        async move { Box::new(EdgeIndex::open_async(path, DIMS).await.unwrap()) as Box<dyn VectorIndex> }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_with_other_dims_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(EdgeIndex::open(dir.path(), DIMS).unwrap());
+    match EdgeIndex::open(dir.path(), DIMS + 1) {
+        Err(VectorError::DimensionMismatch { expected, got }) => {
+            assert_eq!((expected, got), (DIMS, DIMS + 1));
+        }
+        Err(e) => panic!("expected DimensionMismatch, got {e:?}"),
+        Ok(_) => panic!("expected DimensionMismatch, got Ok"),
+    }
+    assert!(EdgeIndex::open(dir.path(), 0).is_err());
+    EdgeIndex::open(dir.path(), DIMS).unwrap();
+}
+
+fn read_current(root: &Path) -> String {
+    std::fs::read_to_string(root.join("vectors/CURRENT")).unwrap()
+}
+
+fn gen_dirs(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("vectors"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("gen-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generation_layout_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = EdgeIndex::open(dir.path(), DIMS).unwrap();
+    assert_eq!(read_current(dir.path()), "gen-1\n");
+    assert_eq!(gen_dirs(dir.path()), ["gen-1"]);
+
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+    let g = idx.begin_generation(DIMS * 2).await.unwrap();
+    assert_eq!(gen_dirs(dir.path()), ["gen-1", "gen-2"]);
+    idx.upsert_generation(
+        &g,
+        vec![point(
+            "t",
+            "a",
+            random_vector(&mut rng, DIMS * 2),
+            PointPayload::default(),
+        )],
+    )
+    .await
+    .unwrap();
+    idx.commit_generation(g).await.unwrap();
+    assert_eq!(read_current(dir.path()), "gen-2\n");
+    assert_eq!(gen_dirs(dir.path()), ["gen-2"]);
+    assert_eq!(idx.generation(), 2);
+
+    // A reindex that never finished (process died) is cleaned up on open.
+    // The handle is simply forgotten, as if the process died mid-build.
+    let _stale = idx.begin_generation(DIMS).await.unwrap();
+    drop(idx);
+    assert_eq!(gen_dirs(dir.path()), ["gen-2", "gen-3"]);
+    // Reopen with the committed generation's dims.
+    let idx = EdgeIndex::open(dir.path(), DIMS * 2).unwrap();
+    assert_eq!(gen_dirs(dir.path()), ["gen-2"]);
+    assert_eq!(idx.count(None).await.unwrap(), 1);
+    assert_eq!(idx.dims(), DIMS * 2);
+    // New generations never reuse a number, not even a removed stale one.
+    let g = idx.begin_generation(DIMS).await.unwrap();
+    assert_eq!(g.id(), 4);
+    idx.abort_generation(g).await.unwrap();
+    assert_eq!(gen_dirs(dir.path()), ["gen-2"]);
+}
+
+/// Child half of `upsert_survives_process_kill`: opens the index, upserts,
+/// and aborts the process without running any destructor (no final flush).
+#[test]
+fn durability_child() {
+    let Ok(dir) = std::env::var("VITRINE_VECTORS_CHILD_DIR") else {
+        return; // Only does something when spawned by the parent test.
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let idx = EdgeIndex::open_async(dir.into(), DIMS).await.unwrap();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(99);
+        let points: Vec<_> = (0..50)
+            .map(|i| {
+                point(
+                    "t",
+                    &format!("p{i}"),
+                    random_vector(&mut rng, DIMS),
+                    PointPayload::default(),
+                )
+            })
+            .collect();
+        idx.upsert(points).await.unwrap();
+        idx.delete("t", &["p0".into()]).await.unwrap();
+        std::process::abort();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_survives_process_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "durability_child", "--nocapture", "--test-threads=1"])
+        .env("VITRINE_VECTORS_CHILD_DIR", dir.path())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "child should have aborted");
+    let idx = EdgeIndex::open(dir.path(), DIMS).unwrap();
+    assert_eq!(idx.count(Some("t")).await.unwrap(), 49);
+    assert_eq!(idx.get_vector("t", "p0").await.unwrap(), None);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(99);
+    let _p0 = random_vector(&mut rng, DIMS);
+    let p1 = random_vector(&mut rng, DIMS);
+    let hits = idx.search(&query("t", p1, 1)).await.unwrap();
+    assert_eq!(hits[0].product_id, "p1");
+}
+
+/// Searches keep working while writes, flushes and `optimize` run: the engine's
+/// flush panics on lock contention, so this guards the locking scheme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_writes_and_optimize() {
+    let (_dir, idx) = fresh();
+    let idx = std::sync::Arc::new(idx);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let points: Vec<_> = (0..4000)
+        .map(|i| {
+            point(
+                &format!("t{}", i % 3),
+                &format!("p{i}"),
+                random_vector(&mut rng, DIMS),
+                PointPayload::default(),
+            )
+        })
+        .collect();
+    idx.upsert(points[..2000].to_vec()).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for (r, p) in points.iter().take(4).enumerate() {
+        let idx = idx.clone();
+        let q = query(&format!("t{}", r % 3), p.vector.clone(), 10);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100 {
+                let hits = idx.search(&q).await.unwrap();
+                assert_eq!(hits.len(), 10);
+            }
+        }));
+    }
+    {
+        let idx = idx.clone();
+        let rest = points[2000..].to_vec();
+        tasks.push(tokio::spawn(async move {
+            for chunk in rest.chunks(100) {
+                idx.upsert(chunk.to_vec()).await.unwrap();
+            }
+        }));
+    }
+    for _ in 0..3 {
+        let idx = idx.clone();
+        tasks.push(tokio::spawn(async move { idx.optimize().await.unwrap() }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(idx.count(None).await.unwrap(), 4000);
+}
