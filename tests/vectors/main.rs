@@ -42,6 +42,7 @@ contract_test!(
     counts,
     dimension_mismatch,
     generations,
+    writes_reach_a_generation_under_construction,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,18 +65,40 @@ async fn persistence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_with_other_dims_fails() {
+async fn open_with_other_dims_keeps_the_stored_index() {
+    // A new model (another dimension) must not make the old index
+    // unreadable: it serves on until a full reindex replaces it.
     let dir = tempfile::tempdir().unwrap();
-    drop(EdgeIndex::open(dir.path(), DIMS).unwrap());
-    match EdgeIndex::open(dir.path(), DIMS + 1) {
+    let idx = EdgeIndex::open(dir.path(), DIMS).unwrap();
+    let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(3);
+    idx.upsert(vec![point(
+        "t",
+        "p",
+        random_vector(&mut rng, DIMS),
+        PointPayload::default(),
+    )])
+    .await
+    .unwrap();
+    drop(idx);
+    let idx = EdgeIndex::open(dir.path(), DIMS + 1).unwrap();
+    assert_eq!(idx.dims(), DIMS);
+    assert_eq!(idx.count(None).await.unwrap(), 1);
+    match idx
+        .upsert(vec![point(
+            "t",
+            "q",
+            random_vector(&mut rng, DIMS + 1),
+            PointPayload::default(),
+        )])
+        .await
+    {
         Err(VectorError::DimensionMismatch { expected, got }) => {
-            assert_eq!((expected, got), (DIMS, DIMS + 1));
+            assert_eq!((expected, got), (DIMS, DIMS + 1))
         }
-        Err(e) => panic!("expected DimensionMismatch, got {e:?}"),
-        Ok(_) => panic!("expected DimensionMismatch, got Ok"),
+        other => panic!("expected DimensionMismatch, got {other:?}"),
     }
+    drop(idx);
     assert!(EdgeIndex::open(dir.path(), 0).is_err());
-    EdgeIndex::open(dir.path(), DIMS).unwrap();
 }
 
 fn read_current(root: &Path) -> String {
@@ -228,4 +251,199 @@ async fn concurrent_reads_writes_and_optimize() {
         t.await.unwrap();
     }
     assert_eq!(idx.count(None).await.unwrap(), 4000);
+}
+
+/// The same contract on a Qdrant server (qdrant-client over gRPC), plus an
+/// equivalence test against Qdrant Edge. Runs when `QDRANT_URL` names a
+/// server (e.g. `http://127.0.0.1:6334`); each test uses its own alias and
+/// collections and removes them at the end.
+mod server {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use vitrine::store::vectors::contract::{self, point, random_vector};
+    use vitrine::store::vectors::server::ServerConfig;
+    use vitrine::store::vectors::{
+        EdgeIndex, PointPayload, QdrantIndex, VectorFilter, VectorIndex, VectorQuery,
+    };
+
+    use super::DIMS;
+
+    fn url() -> Option<String> {
+        match std::env::var("QDRANT_URL") {
+            Ok(u) if !u.is_empty() => Some(u),
+            _ => {
+                eprintln!(
+                    "skipped: set QDRANT_URL (e.g. http://127.0.0.1:6334) to run the Qdrant server half"
+                );
+                None
+            }
+        }
+    }
+
+    fn config(url: &str, name: &str) -> ServerConfig {
+        ServerConfig {
+            timeout: Duration::from_secs(30),
+            collection: name.to_owned(),
+            ..ServerConfig::new(url)
+        }
+    }
+
+    fn unique() -> String {
+        format!("vitrine_test_{}", uuid::Uuid::new_v4().simple())
+    }
+
+    /// Runs `body` on a fresh server index, then removes it.
+    async fn with_index<F, Fut>(body: F)
+    where
+        F: FnOnce(QdrantIndex) -> Fut,
+        Fut: Future<Output = QdrantIndex>,
+    {
+        let Some(url) = url() else { return };
+        let idx = QdrantIndex::connect(config(&url, &unique()), DIMS).await.unwrap();
+        let idx = body(idx).await;
+        idx.destroy().await.unwrap();
+    }
+
+    macro_rules! server_contract_test {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                with_index(|idx| async move {
+                    contract::$name(&idx).await;
+                    idx
+                })
+                .await;
+            }
+        )*};
+    }
+
+    server_contract_test!(
+        upsert_and_search_nearest,
+        tenant_isolation,
+        filters,
+        exclude_product,
+        min_score,
+        pagination,
+        upsert_replaces,
+        delete_and_delete_tenant,
+        get_vector_normalised,
+        counts,
+        dimension_mismatch,
+        generations,
+        writes_reach_a_generation_under_construction,
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn property_random() {
+        for seed in [42, 7] {
+            with_index(|idx| async move {
+                contract::property_random(&idx, seed).await;
+                idx
+            })
+            .await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistence() {
+        let Some(url) = url() else { return };
+        let name = unique();
+        let (u, n) = (url.clone(), name.clone());
+        contract::persistence(move || {
+            let config = config(&u, &n);
+            async move { Box::new(QdrantIndex::connect(config, DIMS).await.unwrap()) as Box<dyn VectorIndex> }
+        })
+        .await;
+        QdrantIndex::connect(config(&url, &name), DIMS)
+            .await
+            .unwrap()
+            .destroy()
+            .await
+            .unwrap();
+    }
+
+    /// Same points and queries on Qdrant Edge and on the server: the same
+    /// top-k, in the same order, with the same scores.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn edge_and_server_return_the_same_top_k() {
+        let Some(url) = url() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let edge = EdgeIndex::open(dir.path(), DIMS).unwrap();
+        let server = QdrantIndex::connect(config(&url, &unique()), DIMS).await.unwrap();
+        let mut rng = StdRng::seed_from_u64(99);
+        let categories = ["boots", "hats", "bags"];
+        let points: Vec<_> = (0..600)
+            .map(|i| {
+                point(
+                    ["a", "b"][i % 2],
+                    &format!("p{i}"),
+                    random_vector(&mut rng, DIMS),
+                    PointPayload {
+                        category: Some(categories[i % 3].into()),
+                        price: Some((i % 97) as f64),
+                        currency: Some("EUR".into()),
+                        tags: vec![format!("t{}", i % 4)],
+                        in_stock: i % 5 != 0,
+                    },
+                )
+            })
+            .collect();
+        for chunk in points.chunks(100) {
+            edge.upsert(chunk.to_vec()).await.unwrap();
+            server.upsert(chunk.to_vec()).await.unwrap();
+        }
+        edge.optimize().await.unwrap();
+        let filters = [
+            VectorFilter::default(),
+            VectorFilter {
+                categories: vec!["hats".into()],
+                ..VectorFilter::default()
+            },
+            VectorFilter {
+                price_min: Some(10.0),
+                price_max: Some(40.0),
+                in_stock: Some(true),
+                ..VectorFilter::default()
+            },
+            VectorFilter {
+                tags: vec!["t1".into()],
+                categories: vec!["boots".into(), "bags".into()],
+                ..VectorFilter::default()
+            },
+        ];
+        let mut compared = 0;
+        for (qi, filter) in filters.iter().cycle().take(24).enumerate() {
+            let q = VectorQuery {
+                tenant: ["a", "b"][qi % 2].into(),
+                vector: random_vector(&mut rng, DIMS),
+                limit: 10,
+                offset: if qi % 3 == 0 { 5 } else { 0 },
+                filter: filter.clone(),
+                exclude_product: (qi % 4 == 0).then(|| "p0".to_owned()),
+                min_score: None,
+            };
+            let e = edge.search(&q).await.unwrap();
+            let s = server.search(&q).await.unwrap();
+            let ids = |h: &[vitrine::store::vectors::ScoredPoint]| {
+                h.iter().map(|p| p.product_id.clone()).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&e), ids(&s), "query {qi}");
+            for (a, b) in e.iter().zip(&s) {
+                assert!(
+                    (a.score - b.score).abs() < 1e-4,
+                    "query {qi}: {} vs {}",
+                    a.score,
+                    b.score
+                );
+                assert_eq!(a.payload, b.payload, "query {qi}");
+            }
+            compared += e.len();
+        }
+        assert!(compared > 100, "the queries must return hits ({compared})");
+        assert_eq!(edge.count(None).await.unwrap(), server.count(None).await.unwrap());
+        server.destroy().await.unwrap();
+    }
 }

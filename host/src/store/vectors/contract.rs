@@ -662,6 +662,79 @@ pub async fn generations(idx: &dyn VectorIndex) {
     assert_eq!(idx.count(None).await.unwrap(), 0);
 }
 
+/// The service's writes during a reindex reach the generation under
+/// construction too (upserts and deletes), so the committed generation
+/// misses nothing; vectors of a new model's dimension go only to a
+/// generation of that dimension.
+pub async fn writes_reach_a_generation_under_construction(idx: &dyn VectorIndex) {
+    let dims = idx.dims();
+    let mut rng = StdRng::seed_from_u64(14);
+    let live = random_points(&mut rng, "t1", "a", 5, dims);
+    idx.upsert(live.clone()).await.unwrap();
+
+    let generation = idx.begin_generation(dims).await.unwrap();
+    // The rebuild copies a0..a2; meanwhile the service writes and deletes.
+    idx.upsert_generation(&generation, live[..3].to_vec())
+        .await
+        .unwrap();
+    let late = point(
+        "t1",
+        "late",
+        random_vector(&mut rng, dims),
+        PointPayload::default(),
+    );
+    idx.upsert(vec![late.clone()]).await.unwrap();
+    idx.delete("t1", &["a1".into()]).await.unwrap();
+    assert_eq!(idx.count(None).await.unwrap(), 5, "live: a0..a4 - a1 + late");
+    idx.commit_generation(generation).await.unwrap();
+    let mut ids = idx.product_ids("t1").await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["a0", "a2", "late"]);
+    let q = query("t1", late.vector.clone(), 10);
+    let hits = idx.search(&q).await.unwrap();
+    assert_eq!(hits[0].product_id, "late");
+    assert!(idx.product_ids("nobody").await.unwrap().is_empty());
+
+    // A model change: the new dimension goes only to the new generation,
+    // the old one only to the live index.
+    let new_dims = dims + 2;
+    let generation = idx.begin_generation(new_dims).await.unwrap();
+    let fresh = point(
+        "t1",
+        "fresh",
+        random_vector(&mut rng, new_dims),
+        PointPayload::default(),
+    );
+    idx.upsert(vec![fresh.clone()]).await.unwrap();
+    let old_model = point(
+        "t1",
+        "old",
+        random_vector(&mut rng, dims),
+        PointPayload::default(),
+    );
+    idx.upsert(vec![old_model]).await.unwrap();
+    assert_eq!(idx.dims(), dims);
+    assert_eq!(idx.count(None).await.unwrap(), 4);
+    idx.commit_generation(generation).await.unwrap();
+    assert_eq!(idx.dims(), new_dims);
+    assert_eq!(idx.product_ids("t1").await.unwrap(), ["fresh"]);
+    // Without a matching generation, another dimension is refused.
+    match idx
+        .upsert(vec![point(
+            "t1",
+            "x",
+            random_vector(&mut rng, dims),
+            PointPayload::default(),
+        )])
+        .await
+    {
+        Err(VectorError::DimensionMismatch { expected, got }) => {
+            assert_eq!((expected, got), (new_dims, dims))
+        }
+        other => panic!("expected DimensionMismatch, got {other:?}"),
+    }
+}
+
 /// Data survives dropping the index and opening it again. `open` must open
 /// the SAME store each call (same dir / same server collection).
 pub async fn persistence<F, Fut>(open: F)

@@ -47,28 +47,20 @@ use qdrant_edge::{
     EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, FloatIndexParams,
     JsonPath, KeywordIndexParams, Match, MatchAny, NamedQuery, OperationError, Payload, PayloadFieldSchema,
     PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum,
-    QueryRequest, Range, ScoringQuery, UpdateOperation, ValueVariants, VectorInternal, VectorStructInternal,
-    VectorStructPersisted, WithPayloadInterface, WithVector,
+    QueryRequest, Range, ScoringQuery, ScrollRequest, UpdateOperation, ValueVariants, VectorInternal,
+    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
-use serde_json::{Map, Value};
 
 use super::{
-    Generation, MAX_RESULT_WINDOW, PointPayload, ScoredPoint, VectorError, VectorIndex, VectorPoint,
-    VectorQuery, point_uuid,
+    F_CATEGORY, F_CURRENCY, F_IN_STOCK, F_PRICE, F_PRODUCT_ID, F_TAGS, F_TENANT, Generation, PointPayload,
+    ScoredPoint, VectorError, VectorIndex, VectorPoint, VectorQuery, check_query, check_vector,
+    decode_payload_map, payload_map, point_uuid,
 };
 
 const VECTORS_DIR: &str = "vectors";
 const CURRENT_FILE: &str = "CURRENT";
 const CURRENT_TMP_FILE: &str = "CURRENT.tmp";
 const GEN_PREFIX: &str = "gen-";
-
-const F_TENANT: &str = "tenant";
-const F_PRODUCT_ID: &str = "product_id";
-const F_CATEGORY: &str = "category";
-const F_PRICE: &str = "price";
-const F_CURRENCY: &str = "currency";
-const F_TAGS: &str = "tags";
-const F_IN_STOCK: &str = "in_stock";
 
 /// Points per engine update operation. Each operation is one WAL record, and
 /// a record must fit a WAL segment (32 MiB by default); 256 x 4096-d f32 is
@@ -93,9 +85,12 @@ struct Inner {
     dims: AtomicUsize,
     /// Generations under construction. The per-shard mutex serialises writes
     /// into one generation (the engine's flush must not race them).
-    pending: Mutex<HashMap<u64, Arc<Mutex<EdgeShard>>>>,
+    pending: Mutex<HashMap<u64, PendingShard>>,
     next_generation: AtomicU64,
 }
+
+/// A generation under construction: its dimension and its shard.
+type PendingShard = (usize, Arc<Mutex<EdgeShard>>);
 
 struct Live {
     shard: EdgeShard,
@@ -107,9 +102,11 @@ impl EdgeIndex {
     /// Open (or create) the index under `data_dir/vectors/`.
     ///
     /// Blocking (disk IO, segment loading): call it at startup or via
-    /// [`EdgeIndex::open_async`]. Fails with `DimensionMismatch { expected:
-    /// <stored dims>, got: dims }` if the live generation was built with other
-    /// dimensions; changing dimensions is done by building a new generation.
+    /// [`EdgeIndex::open_async`]. `dims` is the dimension of a fresh store;
+    /// an existing live generation keeps the dimension it was built with,
+    /// even when the encoder now makes other vectors (a new model): the
+    /// service then keeps serving the old index until a full reindex builds
+    /// and commits a generation of the new dimension.
     pub fn open(data_dir: &Path, dims: usize) -> Result<EdgeIndex, VectorError> {
         if dims == 0 {
             return Err(VectorError::Other("vector dimension must be > 0".into()));
@@ -134,10 +131,13 @@ impl EdgeIndex {
                 let shard = EdgeShard::load(&path, None).map_err(op_err)?;
                 let stored = shard_dims(&shard)?;
                 if stored != dims {
-                    return Err(VectorError::DimensionMismatch {
-                        expected: stored,
-                        got: dims,
-                    });
+                    tracing::warn!(
+                        generation,
+                        index_dims = stored,
+                        encoder_dims = dims,
+                        "the live vector index was built with another dimension; \
+                         run a full reindex (POST /v1/admin/reindex) to rebuild it for this model"
+                    );
                 }
                 // Re-issuing index creation is idempotent (engine skips
                 // existing ones) and repairs appendable segments that were
@@ -151,7 +151,7 @@ impl EdgeIndex {
                 Live {
                     shard,
                     generation,
-                    dims,
+                    dims: stored,
                 }
             }
             None => {
@@ -172,6 +172,7 @@ impl EdgeIndex {
         };
 
         let next = max_existing.max(live.generation) + 1;
+        let dims = live.dims;
         tracing::info!(
             collection = super::COLLECTION,
             generation = live.generation,
@@ -242,8 +243,22 @@ impl VectorIndex for EdgeIndex {
         }
         self.blocking(move |inner| {
             let live = inner.live.upgradable_read();
-            upsert_into(&live.shard, live.dims, points)?;
-            live.shard.flush();
+            let got = points.first().map_or(live.dims, |p| p.vector.len());
+            // A reindex under way gets every write too, so that it misses
+            // nothing written while it runs. Generations of another
+            // dimension (a model change) get only the vectors that fit them.
+            let pending = pending_shards(inner);
+            let mut written = false;
+            for (dims, shard) in &pending {
+                if *dims == got {
+                    upsert_into(&shard.lock(), *dims, points.clone())?;
+                    written = true;
+                }
+            }
+            if live.dims == got || !written {
+                upsert_into(&live.shard, live.dims, points)?;
+                live.shard.flush();
+            }
             Ok(())
         })
         .await
@@ -261,11 +276,11 @@ impl VectorIndex for EdgeIndex {
             .collect();
         self.blocking(move |inner| {
             let live = inner.live.upgradable_read();
-            live.shard
-                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
-                    ids,
-                }))
-                .map_err(op_err)?;
+            let op = UpdateOperation::PointOperation(PointOperations::DeletePoints { ids });
+            for (_, shard) in pending_shards(inner) {
+                shard.lock().update(op.clone()).map_err(op_err)?;
+            }
+            live.shard.update(op).map_err(op_err)?;
             live.shard.flush();
             Ok(())
         })
@@ -279,11 +294,11 @@ impl VectorIndex for EdgeIndex {
         };
         self.blocking(move |inner| {
             let live = inner.live.upgradable_read();
-            live.shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePointsByFilter(filter),
-                ))
-                .map_err(op_err)?;
+            let op = UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
+            for (_, shard) in pending_shards(inner) {
+                shard.lock().update(op.clone()).map_err(op_err)?;
+            }
+            live.shard.update(op).map_err(op_err)?;
             live.shard.flush();
             Ok(())
         })
@@ -294,14 +309,7 @@ impl VectorIndex for EdgeIndex {
         if q.limit == 0 {
             return Ok(Vec::new());
         }
-        if q.offset.saturating_add(q.limit) > MAX_RESULT_WINDOW {
-            return Err(VectorError::Other(format!(
-                "offset + limit must be <= {MAX_RESULT_WINDOW}"
-            )));
-        }
-        if q.min_score.is_some_and(|s| !s.is_finite()) {
-            return Err(VectorError::Other("min_score must be finite".into()));
-        }
+        check_query(q)?;
         let filter = build_filter(q)?;
         let q = q.clone();
         self.blocking(move |inner| {
@@ -368,6 +376,42 @@ impl VectorIndex for EdgeIndex {
         .await
     }
 
+    async fn product_ids(&self, tenant: &str) -> Result<Vec<String>, VectorError> {
+        let filter = Filter {
+            must: Some(vec![keyword_eq(F_TENANT, tenant)?]),
+            ..Filter::default()
+        };
+        self.blocking(move |inner| {
+            let live = inner.live.read();
+            let mut ids = Vec::new();
+            let mut offset = None;
+            loop {
+                let (records, next) = live
+                    .shard
+                    .scroll(ScrollRequest {
+                        offset,
+                        limit: Some(1024),
+                        filter: Some(filter.clone()),
+                        with_payload: Some(WithPayloadInterface::Fields(vec![json_path(F_PRODUCT_ID)?])),
+                        with_vector: WithVector::Bool(false),
+                        order_by: None,
+                    })
+                    .map_err(op_err)?;
+                ids.extend(
+                    records
+                        .iter()
+                        .map(|r| decode_payload(r.payload.as_ref()).0)
+                        .filter(|id| !id.is_empty()),
+                );
+                match next {
+                    Some(n) => offset = Some(n),
+                    None => return Ok(ids),
+                }
+            }
+        })
+        .await
+    }
+
     async fn count(&self, tenant: Option<&str>) -> Result<u64, VectorError> {
         let filter = match tenant {
             Some(t) => Some(Filter {
@@ -402,7 +446,10 @@ impl VectorIndex for EdgeIndex {
         self.blocking(move |inner| {
             let id = inner.next_generation.fetch_add(1, Ordering::AcqRel);
             let shard = create_shard(&generation_dir(&inner.root, id), dims)?;
-            inner.pending.lock().insert(id, Arc::new(Mutex::new(shard)));
+            inner
+                .pending
+                .lock()
+                .insert(id, (dims, Arc::new(Mutex::new(shard))));
             tracing::info!(generation = id, dims, "began vector index generation");
             Ok(Generation { id, dims })
         })
@@ -419,7 +466,10 @@ impl VectorIndex for EdgeIndex {
         }
         let (id, dims) = (generation.id, generation.dims);
         self.blocking(move |inner| {
-            let shard = inner
+            // Held so that a commit (which takes the write lock) never
+            // switches while this write is half done.
+            let _live = inner.live.read();
+            let (_, shard) = inner
                 .pending
                 .lock()
                 .get(&id)
@@ -435,15 +485,24 @@ impl VectorIndex for EdgeIndex {
 
     async fn commit_generation(&self, generation: Generation) -> Result<(), VectorError> {
         self.blocking(move |inner| {
-            let shard = take_pending(inner, generation.id)?;
             // Index the new generation before it goes live, outside the live
-            // lock, so searches keep running on the old one meanwhile.
-            if let Err(e) = optimize_shard(&shard) {
-                discard_shard(inner, generation.id, shard);
-                return Err(e);
-            }
+            // lock, so searches keep running on the old one meanwhile. It
+            // stays pending (and keeps receiving the service's writes) until
+            // the switch, so nothing written meanwhile is lost.
+            let (_, building) = inner
+                .pending
+                .lock()
+                .get(&generation.id)
+                .cloned()
+                .ok_or_else(|| unknown_generation(generation.id))?;
+            optimize_shard(&building.lock())?;
+            drop(building);
 
+            // The write lock waits for every write in flight (they hold a
+            // read or upgradable lock), so the pending shard is ours alone.
             let mut live = inner.live.write();
+            let shard = take_pending(inner, generation.id)?;
+            shard.flush();
             if let Err(e) = write_current(&inner.root, generation.id) {
                 drop(live);
                 discard_shard(inner, generation.id, shard);
@@ -598,18 +657,23 @@ fn upsert_into(shard: &EdgeShard, dims: usize, points: Vec<VectorPoint>) -> Resu
 
 fn take_pending(inner: &Inner, id: u64) -> Result<EdgeShard, VectorError> {
     let mut pending = inner.pending.lock();
-    let shard = pending.remove(&id).ok_or_else(|| unknown_generation(id))?;
+    let (dims, shard) = pending.remove(&id).ok_or_else(|| unknown_generation(id))?;
     match Arc::try_unwrap(shard) {
         Ok(mutex) => Ok(mutex.into_inner()),
         Err(shard) => {
             // Only possible if an upsert_generation future was dropped while
             // its blocking task still runs; let the caller retry.
-            pending.insert(id, shard);
+            pending.insert(id, (dims, shard));
             Err(VectorError::Other(format!(
                 "generation {id} still has writes in flight"
             )))
         }
     }
+}
+
+/// The generations under construction, for the service's writes to reach.
+fn pending_shards(inner: &Inner) -> Vec<PendingShard> {
+    inner.pending.lock().values().cloned().collect()
 }
 
 fn discard_shard(inner: &Inner, id: u64, shard: EdgeShard) {
@@ -704,74 +768,21 @@ fn remove_if_exists(path: &Path) {
 // ---------------------------------------------------------------------------
 // Conversions
 
-fn check_vector(v: &[f32], dims: usize) -> Result<(), VectorError> {
-    if v.len() != dims {
-        return Err(VectorError::DimensionMismatch {
-            expected: dims,
-            got: v.len(),
-        });
-    }
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err(VectorError::Other("vector contains NaN or infinity".into()));
-    }
-    Ok(())
-}
-
 fn encode_point(p: VectorPoint) -> PointStructPersisted {
-    let VectorPoint {
-        tenant,
-        product_id,
-        vector,
-        payload,
-    } = p;
-    let id = PointId::Uuid(point_uuid(&tenant, &product_id));
-    let mut m = Map::new();
-    m.insert(F_TENANT.into(), Value::String(tenant));
-    m.insert(F_PRODUCT_ID.into(), Value::String(product_id));
-    // Absent optional fields are omitted (not null) so they never match a
-    // value or range condition.
-    if let Some(c) = payload.category {
-        m.insert(F_CATEGORY.into(), Value::String(c));
-    }
-    if let Some(n) = payload.price.and_then(serde_json::Number::from_f64) {
-        m.insert(F_PRICE.into(), Value::Number(n));
-    }
-    if let Some(c) = payload.currency {
-        m.insert(F_CURRENCY.into(), Value::String(c));
-    }
-    m.insert(
-        F_TAGS.into(),
-        Value::Array(payload.tags.into_iter().map(Value::String).collect()),
-    );
-    m.insert(F_IN_STOCK.into(), Value::Bool(payload.in_stock));
+    let id = PointId::Uuid(point_uuid(&p.tenant, &p.product_id));
+    let m = payload_map(&p.tenant, &p.product_id, &p.payload);
     PointStructPersisted {
         id,
-        vector: VectorStructPersisted::Single(vector),
+        vector: VectorStructPersisted::Single(p.vector),
         payload: Some(Payload(m)),
     }
 }
 
 fn decode_payload(payload: Option<&Payload>) -> (String, PointPayload) {
-    let Some(Payload(m)) = payload else {
-        return (String::new(), PointPayload::default());
-    };
-    let string = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-    let tags = match m.get(F_TAGS) {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        // Qdrant treats a scalar as a one-element array; mirror that.
-        Some(Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
-    };
-    (
-        string(F_PRODUCT_ID).unwrap_or_default(),
-        PointPayload {
-            category: string(F_CATEGORY),
-            price: m.get(F_PRICE).and_then(Value::as_f64),
-            currency: string(F_CURRENCY),
-            tags,
-            in_stock: m.get(F_IN_STOCK).and_then(Value::as_bool).unwrap_or(false),
-        },
-    )
+    match payload {
+        Some(Payload(m)) => decode_payload_map(m),
+        None => (String::new(), PointPayload::default()),
+    }
 }
 
 fn dense_default_vector(v: VectorStructInternal) -> Option<Vec<f32>> {

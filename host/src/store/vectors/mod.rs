@@ -17,12 +17,14 @@
 #![forbid(unsafe_code)]
 
 mod edge;
+pub mod server;
 
 /// The contract suite every backend passes; public so that each backend's
 /// tests (including a server backend's integration tests) run the same cases.
 pub mod contract;
 
 pub use edge::EdgeIndex;
+pub use server::QdrantIndex;
 
 /// Logical collection name. qdrant-edge has no collection concept (a shard
 /// directory *is* the collection); the name is kept so logs, metrics and a
@@ -148,13 +150,21 @@ pub trait VectorIndex: Send + Sync + 'static {
     /// Dimension of the live generation.
     fn dims(&self) -> usize;
     /// Batch upsert; idempotent by `(tenant, product_id)`. Durable on return.
+    /// Also written to every generation under construction whose dimension
+    /// fits, so a reindex misses nothing written while it runs; vectors of
+    /// a new model's dimension go only to such a generation.
     async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError>;
-    /// Delete products of one tenant; unknown ids are ignored. Durable on return.
+    /// Delete products of one tenant (from the live generation and any under
+    /// construction); unknown ids are ignored. Durable on return.
     async fn delete(&self, tenant: &str, product_ids: &[String]) -> Result<(), VectorError>;
     async fn delete_tenant(&self, tenant: &str) -> Result<(), VectorError>;
     async fn search(&self, q: &VectorQuery) -> Result<Vec<ScoredPoint>, VectorError>;
     /// The stored vector (normalised to unit length by cosine distance).
     async fn get_vector(&self, tenant: &str, product_id: &str) -> Result<Option<Vec<f32>>, VectorError>;
+    /// Every product id of one tenant in the live generation, in no
+    /// particular order (a reindex uses it to drop vectors whose product is
+    /// gone).
+    async fn product_ids(&self, tenant: &str) -> Result<Vec<String>, VectorError>;
     /// Exact point count for one tenant, or for all tenants with `None`.
     async fn count(&self, tenant: Option<&str>) -> Result<u64, VectorError>;
     /// Build indexes / merge segments. qdrant-edge has no background
@@ -172,6 +182,131 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn commit_generation(&self, generation: Generation) -> Result<(), VectorError>;
     /// Drop a generation under construction; the live one is untouched.
     async fn abort_generation(&self, generation: Generation) -> Result<(), VectorError>;
+}
+
+// Payload field names, shared by every backend (and by plugins, which see
+// the same fields on candidates).
+pub(crate) const F_TENANT: &str = "tenant";
+pub(crate) const F_PRODUCT_ID: &str = "product_id";
+pub(crate) const F_CATEGORY: &str = "category";
+pub(crate) const F_PRICE: &str = "price";
+pub(crate) const F_CURRENCY: &str = "currency";
+pub(crate) const F_TAGS: &str = "tags";
+pub(crate) const F_IN_STOCK: &str = "in_stock";
+
+/// A point's payload as JSON. Absent optional fields are omitted (not null)
+/// so they never match a value or range condition.
+pub(crate) fn payload_map(
+    tenant: &str,
+    product_id: &str,
+    p: &PointPayload,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let mut m = serde_json::Map::new();
+    m.insert(F_TENANT.into(), Value::String(tenant.to_owned()));
+    m.insert(F_PRODUCT_ID.into(), Value::String(product_id.to_owned()));
+    if let Some(c) = &p.category {
+        m.insert(F_CATEGORY.into(), Value::String(c.clone()));
+    }
+    if let Some(n) = p.price.and_then(serde_json::Number::from_f64) {
+        m.insert(F_PRICE.into(), Value::Number(n));
+    }
+    if let Some(c) = &p.currency {
+        m.insert(F_CURRENCY.into(), Value::String(c.clone()));
+    }
+    m.insert(
+        F_TAGS.into(),
+        Value::Array(p.tags.iter().cloned().map(Value::String).collect()),
+    );
+    m.insert(F_IN_STOCK.into(), Value::Bool(p.in_stock));
+    m
+}
+
+/// The product id and filter payload back from a stored payload.
+pub(crate) fn decode_payload_map(m: &serde_json::Map<String, serde_json::Value>) -> (String, PointPayload) {
+    use serde_json::Value;
+    let string = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+    let tags = match m.get(F_TAGS) {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        // Qdrant treats a scalar as a one-element array; mirror that.
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    (
+        string(F_PRODUCT_ID).unwrap_or_default(),
+        PointPayload {
+            category: string(F_CATEGORY),
+            price: m.get(F_PRICE).and_then(Value::as_f64),
+            currency: string(F_CURRENCY),
+            tags,
+            in_stock: m.get(F_IN_STOCK).and_then(Value::as_bool).unwrap_or(false),
+        },
+    )
+}
+
+/// The vector has the index's dimension and only finite components.
+pub(crate) fn check_vector(v: &[f32], dims: usize) -> Result<(), VectorError> {
+    if v.len() != dims {
+        return Err(VectorError::DimensionMismatch {
+            expected: dims,
+            got: v.len(),
+        });
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(VectorError::Other("vector contains NaN or infinity".into()));
+    }
+    Ok(())
+}
+
+/// Checks a query before it reaches a backend.
+pub(crate) fn check_query(q: &VectorQuery) -> Result<(), VectorError> {
+    if q.offset.saturating_add(q.limit) > MAX_RESULT_WINDOW {
+        return Err(VectorError::Other(format!(
+            "offset + limit must be <= {MAX_RESULT_WINDOW}"
+        )));
+    }
+    if q.min_score.is_some_and(|s| !s.is_finite()) {
+        return Err(VectorError::Other("min_score must be finite".into()));
+    }
+    let f = &q.filter;
+    if f.price_min.is_some_and(|x| !x.is_finite()) || f.price_max.is_some_and(|x| !x.is_finite()) {
+        return Err(VectorError::Other("price bounds must be finite".into()));
+    }
+    Ok(())
+}
+
+/// The vector index as the rest of the service sees it: opening in the
+/// background at start (it needs the encoder's dimension), then ready or
+/// failed.
+#[derive(Clone, Default)]
+pub struct SharedVectors(std::sync::Arc<std::sync::RwLock<VectorsState>>);
+
+#[derive(Clone, Default)]
+pub enum VectorsState {
+    #[default]
+    Opening,
+    Ready(std::sync::Arc<dyn VectorIndex>),
+    Failed(String),
+}
+
+impl SharedVectors {
+    pub fn set(&self, state: VectorsState) {
+        if let Ok(mut s) = self.0.write() {
+            *s = state;
+        }
+    }
+
+    /// The open index, or why there is none.
+    pub fn index(&self) -> Result<std::sync::Arc<dyn VectorIndex>, String> {
+        match self.0.read().map(|s| s.clone()) {
+            Ok(VectorsState::Ready(v)) => Ok(v),
+            Ok(VectorsState::Opening) => {
+                Err("the vector index is still opening (it waits for the encoder)".into())
+            }
+            Ok(VectorsState::Failed(why)) => Err(why),
+            Err(_) => Err("poisoned".into()),
+        }
+    }
 }
 
 #[cfg(test)]

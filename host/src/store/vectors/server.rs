@@ -1,0 +1,612 @@
+//! [`VectorIndex`] on a Qdrant server or cluster through qdrant-client (gRPC).
+//!
+//! Layout on the server:
+//! ```text
+//! alias product_embeddings  ->  collection product_embeddings_g<n>  (live)
+//!                               collection product_embeddings_g<m>, m > n (a reindex under way)
+//! ```
+//! Reads and writes name the alias, so a generation switch (one
+//! `CreateAlias` of the existing alias, which the server applies atomically
+//! under its collection lock) moves every host at once. Generations under
+//! construction are found by listing collections, so every host's writes
+//! reach them without any shared state besides the server itself.
+//!
+//! Points carry the same ids and payload as on Qdrant Edge
+//! ([`super::point_uuid`], [`super::payload_map`]); every write waits for the
+//! server to apply it (`wait = true`), so it is durable and visible to
+//! searches on return, like the Edge backend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use qdrant_client::qdrant::{
+    BoolIndexParamsBuilder, Condition, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter,
+    FloatIndexParamsBuilder, GetPointsBuilder, KeywordIndexParamsBuilder, PayloadIncludeSelector, PointId,
+    PointStruct, PointsIdsList, QueryPointsBuilder, Range, ScrollPointsBuilder, UpsertPointsBuilder,
+    VectorParamsBuilder, vector_output, vectors_config,
+};
+use qdrant_client::{Payload, Qdrant, QdrantError};
+use serde_json::Value;
+
+use super::{
+    COLLECTION, F_CATEGORY, F_CURRENCY, F_IN_STOCK, F_PRICE, F_PRODUCT_ID, F_TAGS, F_TENANT, Generation,
+    PointPayload, ScoredPoint, VectorError, VectorIndex, VectorPoint, VectorQuery, check_query, check_vector,
+    decode_payload_map, payload_map, point_uuid,
+};
+
+/// Points per upsert request: well under the server's 32 MiB gRPC message
+/// limit for any realistic dimension, large enough to amortise round trips.
+const UPSERT_CHUNK: usize = 256;
+/// Points per scroll page when listing ids.
+const SCROLL_PAGE: u32 = 1024;
+
+/// Connection settings for [`QdrantIndex::connect`].
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// gRPC URL, e.g. `http://127.0.0.1:6334`.
+    pub url: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    /// Collection (and alias) name; [`COLLECTION`] in the service. Tests use
+    /// their own so that they never touch each other's data.
+    pub collection: String,
+}
+
+impl ServerConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            api_key: None,
+            timeout: Duration::from_secs(10),
+            collection: COLLECTION.to_owned(),
+        }
+    }
+}
+
+/// Qdrant server implementation of [`VectorIndex`].
+pub struct QdrantIndex {
+    client: Arc<Qdrant>,
+    /// The alias every read and write goes through.
+    alias: String,
+    /// Dimension of the live generation as last seen (refreshed by `ping`
+    /// and after a commit, since another host may switch generations).
+    dims: AtomicUsize,
+}
+
+impl QdrantIndex {
+    /// Connects and makes sure the alias points at a generation, creating
+    /// the first one (with `dims`) on a fresh server. An existing live
+    /// generation keeps its own dimension (see [`super::EdgeIndex::open`]).
+    pub async fn connect(config: ServerConfig, dims: usize) -> Result<QdrantIndex, VectorError> {
+        if dims == 0 {
+            return Err(VectorError::Other("vector dimension must be > 0".into()));
+        }
+        let mut builder = Qdrant::from_url(&config.url)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .skip_compatibility_check();
+        if let Some(key) = &config.api_key {
+            builder = builder.api_key(key.clone());
+        }
+        let client = builder.build().map_err(unavailable)?;
+        let index = QdrantIndex {
+            client: Arc::new(client),
+            alias: config.collection,
+            dims: AtomicUsize::new(dims),
+        };
+        let live = match index.live_collection().await? {
+            Some(live) => live,
+            None => index.create_first_generation(dims).await?,
+        };
+        let stored = index.collection_dims(&live).await?;
+        if stored != dims {
+            tracing::warn!(
+                collection = %live,
+                index_dims = stored,
+                encoder_dims = dims,
+                "the live vector index was built with another dimension; \
+                 run a full reindex (POST /v1/admin/reindex) to rebuild it for this model"
+            );
+        }
+        index.dims.store(stored, Ordering::Release);
+        tracing::info!(alias = %index.alias, collection = %live, dims = stored, "connected to the Qdrant server");
+        Ok(index)
+    }
+
+    /// Removes the alias and every generation of this index from the
+    /// server (tests, and operators retiring an index).
+    pub async fn destroy(&self) -> Result<(), VectorError> {
+        if self.live_collection().await?.is_some() {
+            self.client
+                .delete_alias(self.alias.as_str())
+                .await
+                .map_err(client_err)?;
+        }
+        for (_, name) in self.generations().await? {
+            self.client.delete_collection(&name).await.map_err(client_err)?;
+        }
+        Ok(())
+    }
+
+    fn generation_name(&self, id: u64) -> String {
+        format!("{}_g{id}", self.alias)
+    }
+
+    fn generation_of(&self, collection: &str) -> Option<u64> {
+        collection
+            .strip_prefix(&self.alias)?
+            .strip_prefix("_g")?
+            .parse()
+            .ok()
+    }
+
+    /// The collection the alias points at, if any.
+    async fn live_collection(&self) -> Result<Option<String>, VectorError> {
+        let aliases = self.client.list_aliases().await.map_err(client_err)?;
+        Ok(aliases
+            .aliases
+            .into_iter()
+            .find(|a| a.alias_name == self.alias)
+            .map(|a| a.collection_name))
+    }
+
+    /// Every generation collection on the server: (id, name).
+    async fn generations(&self) -> Result<Vec<(u64, String)>, VectorError> {
+        let list = self.client.list_collections().await.map_err(client_err)?;
+        let mut out: Vec<(u64, String)> = list
+            .collections
+            .into_iter()
+            .filter_map(|c| self.generation_of(&c.name).map(|g| (g, c.name)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Generations under construction (newer than the live one), with
+    /// their dimensions.
+    async fn pending(&self) -> Result<Vec<(String, usize)>, VectorError> {
+        let live = self.live_collection().await?;
+        let live_id = live.as_deref().and_then(|l| self.generation_of(l)).unwrap_or(0);
+        let mut out = Vec::new();
+        for (id, name) in self.generations().await? {
+            if id > live_id {
+                match self.collection_dims(&name).await {
+                    Ok(d) => out.push((name, d)),
+                    // Committed and dropped by another host in between.
+                    Err(e) => tracing::debug!(collection = %name, error = %e, "pending generation vanished"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn collection_dims(&self, name: &str) -> Result<usize, VectorError> {
+        let info = self.client.collection_info(name).await.map_err(client_err)?;
+        let params = info
+            .result
+            .and_then(|r| r.config)
+            .and_then(|c| c.params)
+            .and_then(|p| p.vectors_config)
+            .and_then(|v| v.config);
+        match params {
+            Some(vectors_config::Config::Params(p)) => {
+                if p.distance != Distance::Cosine as i32 {
+                    return Err(VectorError::Other(format!(
+                        "collection {name} does not use cosine distance; not a vitrine index"
+                    )));
+                }
+                Ok(p.size as usize)
+            }
+            _ => Err(VectorError::Other(format!(
+                "collection {name} has no single unnamed vector; not a vitrine index"
+            ))),
+        }
+    }
+
+    async fn create_collection(&self, name: &str, dims: usize) -> Result<(), VectorError> {
+        self.client
+            .create_collection(
+                CreateCollectionBuilder::new(name)
+                    .vectors_config(VectorParamsBuilder::new(dims as u64, Distance::Cosine)),
+            )
+            .await
+            .map_err(client_err)?;
+        let keyword = |tenant: bool| KeywordIndexParamsBuilder::default().is_tenant(tenant).build();
+        let fields: [(&str, FieldType); 7] = [
+            (F_TENANT, FieldType::Keyword),
+            (F_PRODUCT_ID, FieldType::Keyword),
+            (F_CATEGORY, FieldType::Keyword),
+            (F_CURRENCY, FieldType::Keyword),
+            (F_TAGS, FieldType::Keyword),
+            (F_PRICE, FieldType::Float),
+            (F_IN_STOCK, FieldType::Bool),
+        ];
+        for (field, kind) in fields {
+            let mut request = CreateFieldIndexCollectionBuilder::new(name, field, kind).wait(true);
+            request = match kind {
+                FieldType::Keyword => request.field_index_params(keyword(field == F_TENANT)),
+                FieldType::Float => request.field_index_params(FloatIndexParamsBuilder::default().build()),
+                _ => request.field_index_params(BoolIndexParamsBuilder::default().build()),
+            };
+            self.client
+                .create_field_index(request)
+                .await
+                .map_err(client_err)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh server: generation 1 plus the alias. Several hosts may start
+    /// at once; whoever loses the race uses the winner's generation.
+    async fn create_first_generation(&self, dims: usize) -> Result<String, VectorError> {
+        let name = self.generation_name(1);
+        if let Err(e) = self.create_collection(&name, dims).await
+            && !e.to_string().contains("already exists")
+        {
+            return Err(e);
+        }
+        if self.live_collection().await?.is_none() {
+            self.client
+                .create_alias(CreateAliasBuilder::new(&name, &self.alias))
+                .await
+                .map_err(client_err)?;
+        }
+        self.live_collection()
+            .await?
+            .ok_or_else(|| VectorError::Unavailable(format!("alias {} was not created", self.alias)))
+    }
+
+    async fn upsert_into(
+        &self,
+        collection: &str,
+        dims: usize,
+        points: &[VectorPoint],
+    ) -> Result<(), VectorError> {
+        for p in points {
+            check_vector(&p.vector, dims)?;
+            if p.payload.price.is_some_and(|x| !x.is_finite()) {
+                return Err(VectorError::Other(format!(
+                    "price of product {:?} is not finite",
+                    p.product_id
+                )));
+            }
+        }
+        for chunk in points.chunks(UPSERT_CHUNK) {
+            let structs: Vec<PointStruct> = chunk.iter().map(encode_point).collect();
+            self.client
+                .upsert_points(UpsertPointsBuilder::new(collection, structs).wait(true))
+                .await
+                .map_err(client_err)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_by(&self, collection: &str, selector: DeleteSelector<'_>) -> Result<(), VectorError> {
+        let request = DeletePointsBuilder::new(collection).wait(true);
+        let request = match selector {
+            DeleteSelector::Ids(ids) => request.points(PointsIdsList { ids: ids.to_vec() }),
+            DeleteSelector::Filter(f) => request.points(f.clone()),
+        };
+        self.client.delete_points(request).await.map_err(client_err)?;
+        Ok(())
+    }
+}
+
+enum DeleteSelector<'a> {
+    Ids(&'a [PointId]),
+    Filter(&'a Filter),
+}
+
+fn encode_point(p: &VectorPoint) -> PointStruct {
+    let payload = Payload::from(payload_map(&p.tenant, &p.product_id, &p.payload));
+    PointStruct::new(
+        point_uuid(&p.tenant, &p.product_id).to_string(),
+        p.vector.clone(),
+        payload,
+    )
+}
+
+fn decode_payload(payload: HashMap<String, qdrant_client::qdrant::Value>) -> (String, PointPayload) {
+    let map: serde_json::Map<String, Value> = payload.into_iter().map(|(k, v)| (k, v.into_json())).collect();
+    decode_payload_map(&map)
+}
+
+fn tenant_filter(tenant: &str) -> Filter {
+    Filter::must([Condition::matches(F_TENANT, tenant.to_owned())])
+}
+
+/// The same conditions as the Edge backend's filter, in the server's terms.
+fn build_filter(q: &VectorQuery) -> Filter {
+    let f = &q.filter;
+    let mut must = vec![Condition::matches(F_TENANT, q.tenant.clone())];
+    if !f.categories.is_empty() {
+        must.push(Condition::matches(F_CATEGORY, f.categories.clone()));
+    }
+    if f.price_min.is_some() || f.price_max.is_some() {
+        must.push(Condition::range(
+            F_PRICE,
+            Range {
+                gte: f.price_min,
+                lte: f.price_max,
+                ..Range::default()
+            },
+        ));
+    }
+    for tag in &f.tags {
+        must.push(Condition::matches(F_TAGS, tag.clone()));
+    }
+    if let Some(in_stock) = f.in_stock {
+        must.push(Condition::matches(F_IN_STOCK, in_stock));
+    }
+    let mut filter = Filter::must(must);
+    if let Some(p) = &q.exclude_product {
+        filter.must_not = vec![Condition::matches(F_PRODUCT_ID, p.clone())];
+    }
+    filter
+}
+
+fn client_err(e: QdrantError) -> VectorError {
+    match &e {
+        QdrantError::ResponseError { status }
+            if matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) =>
+        {
+            VectorError::Unavailable(status.message().to_owned())
+        }
+        QdrantError::ResponseError { status } => VectorError::Other(status.message().to_owned()),
+        _ => VectorError::Unavailable(e.to_string()),
+    }
+}
+
+fn unavailable(e: QdrantError) -> VectorError {
+    VectorError::Unavailable(e.to_string())
+}
+
+fn unknown_generation(id: u64) -> VectorError {
+    VectorError::Other(format!("unknown or finished generation {id}"))
+}
+
+#[async_trait::async_trait]
+impl VectorIndex for QdrantIndex {
+    fn backend(&self) -> &'static str {
+        "qdrant"
+    }
+
+    async fn ping(&self) -> Result<(), VectorError> {
+        self.client.health_check().await.map_err(client_err)?;
+        let live = self
+            .live_collection()
+            .await?
+            .ok_or_else(|| VectorError::Unavailable(format!("alias {} is missing", self.alias)))?;
+        let dims = self.collection_dims(&live).await?;
+        self.dims.store(dims, Ordering::Release);
+        Ok(())
+    }
+
+    fn dims(&self) -> usize {
+        self.dims.load(Ordering::Acquire)
+    }
+
+    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let got = points[0].vector.len();
+        let mut written = false;
+        // Generations under construction first, as on Edge: a reindex must
+        // miss nothing written while it runs.
+        for (name, dims) in self.pending().await? {
+            if dims == got {
+                self.upsert_into(&name, dims, &points).await?;
+                written = true;
+            }
+        }
+        let live_dims = self.dims();
+        if live_dims == got || !written {
+            self.upsert_into(&self.alias, live_dims, &points).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, tenant: &str, product_ids: &[String]) -> Result<(), VectorError> {
+        if product_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<PointId> = product_ids
+            .iter()
+            .map(|p| PointId::from(point_uuid(tenant, p).to_string()))
+            .collect();
+        for (name, _) in self.pending().await? {
+            self.delete_by(&name, DeleteSelector::Ids(&ids)).await?;
+        }
+        self.delete_by(&self.alias, DeleteSelector::Ids(&ids)).await
+    }
+
+    async fn delete_tenant(&self, tenant: &str) -> Result<(), VectorError> {
+        let filter = tenant_filter(tenant);
+        for (name, _) in self.pending().await? {
+            self.delete_by(&name, DeleteSelector::Filter(&filter)).await?;
+        }
+        self.delete_by(&self.alias, DeleteSelector::Filter(&filter)).await
+    }
+
+    async fn search(&self, q: &VectorQuery) -> Result<Vec<ScoredPoint>, VectorError> {
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        check_query(q)?;
+        check_vector(&q.vector, self.dims())?;
+        let mut request = QueryPointsBuilder::new(&self.alias)
+            .query(q.vector.clone())
+            .filter(build_filter(q))
+            .limit(q.limit as u64)
+            .offset(q.offset as u64)
+            .with_payload(true);
+        if let Some(s) = q.min_score {
+            request = request.score_threshold(s);
+        }
+        let response = self.client.query(request).await.map_err(client_err)?;
+        Ok(response
+            .result
+            .into_iter()
+            .map(|hit| {
+                let (product_id, payload) = decode_payload(hit.payload);
+                ScoredPoint {
+                    product_id,
+                    score: hit.score,
+                    payload,
+                }
+            })
+            .collect())
+    }
+
+    async fn get_vector(&self, tenant: &str, product_id: &str) -> Result<Option<Vec<f32>>, VectorError> {
+        let id = PointId::from(point_uuid(tenant, product_id).to_string());
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(&self.alias, vec![id])
+                    .with_payload(false)
+                    .with_vectors(true),
+            )
+            .await
+            .map_err(client_err)?;
+        Ok(response
+            .result
+            .into_iter()
+            .next()
+            .and_then(|p| p.vectors)
+            .and_then(|v| v.get_vector())
+            .and_then(|v| match v {
+                vector_output::Vector::Dense(d) => Some(d.data),
+                _ => None,
+            }))
+    }
+
+    async fn product_ids(&self, tenant: &str) -> Result<Vec<String>, VectorError> {
+        let mut ids = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(&self.alias)
+                .filter(tenant_filter(tenant))
+                .limit(SCROLL_PAGE)
+                .with_payload(PayloadIncludeSelector::from(vec![F_PRODUCT_ID.to_owned()]))
+                .with_vectors(false);
+            if let Some(o) = offset.take() {
+                request = request.offset(o);
+            }
+            let page = self.client.scroll(request).await.map_err(client_err)?;
+            ids.extend(
+                page.result
+                    .into_iter()
+                    .map(|p| decode_payload(p.payload).0)
+                    .filter(|id| !id.is_empty()),
+            );
+            match page.next_page_offset {
+                Some(next) if next.point_id_options.is_some() => offset = Some(next),
+                _ => return Ok(ids),
+            }
+        }
+    }
+
+    async fn count(&self, tenant: Option<&str>) -> Result<u64, VectorError> {
+        let mut request = CountPointsBuilder::new(&self.alias).exact(true);
+        if let Some(t) = tenant {
+            request = request.filter(tenant_filter(t));
+        }
+        let response = self.client.count(request).await.map_err(client_err)?;
+        Ok(response.result.map_or(0, |r| r.count))
+    }
+
+    async fn optimize(&self) -> Result<(), VectorError> {
+        // The server optimises in the background on its own.
+        Ok(())
+    }
+
+    async fn begin_generation(&self, dims: usize) -> Result<Generation, VectorError> {
+        if dims == 0 {
+            return Err(VectorError::Other("vector dimension must be > 0".into()));
+        }
+        // Two reindexes racing for a number: the loser takes the next one.
+        for _ in 0..8 {
+            let next = self.generations().await?.last().map_or(1, |(g, _)| g + 1);
+            let name = self.generation_name(next);
+            match self.create_collection(&name, dims).await {
+                Ok(()) => {
+                    tracing::info!(collection = %name, dims, "began vector index generation");
+                    return Ok(Generation { id: next, dims });
+                }
+                Err(e) if e.to_string().contains("already exists") => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(VectorError::Other(
+            "cannot allocate a new generation number".into(),
+        ))
+    }
+
+    async fn upsert_generation(
+        &self,
+        generation: &Generation,
+        points: Vec<VectorPoint>,
+    ) -> Result<(), VectorError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let name = self.generation_name(generation.id);
+        self.upsert_into(&name, generation.dims, &points)
+            .await
+            .map_err(|e| match e {
+                VectorError::Other(m) if m.contains("doesn't exist") || m.contains("Not found") => {
+                    unknown_generation(generation.id)
+                }
+                other => other,
+            })
+    }
+
+    async fn commit_generation(&self, generation: Generation) -> Result<(), VectorError> {
+        let name = self.generation_name(generation.id);
+        if !self.generations().await?.iter().any(|(g, _)| *g == generation.id) {
+            return Err(unknown_generation(generation.id));
+        }
+        let old = self.live_collection().await?;
+        // One alias operation: the server swaps it under its collection lock,
+        // so no search ever sees a missing or half-built collection.
+        self.client
+            .create_alias(CreateAliasBuilder::new(&name, &self.alias))
+            .await
+            .map_err(client_err)?;
+        self.dims.store(generation.dims, Ordering::Release);
+        // The old generation and any abandoned older build go away.
+        for (g, other) in self.generations().await? {
+            if g < generation.id
+                && let Err(e) = self.client.delete_collection(&other).await
+            {
+                tracing::warn!(collection = %other, error = %e, "cannot drop an old generation");
+            }
+        }
+        tracing::info!(collection = %name, old = ?old, dims = generation.dims, "committed vector index generation");
+        Ok(())
+    }
+
+    async fn abort_generation(&self, generation: Generation) -> Result<(), VectorError> {
+        let name = self.generation_name(generation.id);
+        if self.live_collection().await?.as_deref() == Some(name.as_str()) {
+            return Err(VectorError::Other(format!(
+                "generation {} is live and cannot be aborted",
+                generation.id
+            )));
+        }
+        let dropped = self.client.delete_collection(&name).await.map_err(client_err)?;
+        if !dropped.result {
+            return Err(unknown_generation(generation.id));
+        }
+        tracing::info!(collection = %name, "aborted vector index generation");
+        Ok(())
+    }
+}
