@@ -98,3 +98,213 @@ pub fn encode(model: &Path, iters: usize, threads: Option<usize>) -> Result<Valu
         "peak_rss_mb": peak_rss_mb(),
     }))
 }
+
+/// Figures of `vitrine bench index`.
+pub struct IndexBenchOptions<'a> {
+    /// A checkpoint directory; `None` writes a random-weight ViT-B/32
+    /// (the real architecture and size) to a temp dir.
+    pub model: Option<&'a Path>,
+    pub products: usize,
+    pub threads: Option<usize>,
+    /// Side of the served images (JPEG), like a shop's product photo.
+    pub image_side: u32,
+}
+
+/// A product photo stand-in: a smooth colour field with some texture,
+/// JPEG-encoded, different for every seed.
+fn photo_jpeg(seed: u32, side: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(side, side, |x, y| {
+        let (fx, fy) = (x as f32 / side as f32, y as f32 / side as f32);
+        let s = seed as f32 * 0.37;
+        let r = 127.0 + 120.0 * (fx * 6.3 + s).sin();
+        let g = 127.0 + 120.0 * (fy * 4.1 + s * 1.7).cos();
+        let b = 127.0 + 120.0 * ((fx + fy) * 3.3 + s * 0.3).sin();
+        let grain = ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729) ^ seed) % 23) as f32;
+        image::Rgb([(r + grain) as u8, (g + grain) as u8, (b - grain).max(0.0) as u8])
+    });
+    let mut out = Vec::new();
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
+    let _ = enc.encode_image(&img);
+    out
+}
+
+/// End-to-end indexing throughput against the encoder's raw throughput,
+/// measured in the same run on the same images.
+///
+/// Raw: the images already decoded in memory, embedded through the
+/// encoder thread in `encoder.max_batch` batches (what the encoder alone
+/// can do). End to end: products written to a SQLite catalog with their
+/// indexing jobs, run by the job runner: each image fetched over HTTP from
+/// a local server (SSRF checks included), its original stored, decoded,
+/// embedded, upserted into Qdrant Edge and its status recorded. The raw
+/// figure is measured before and after the end-to-end run and averaged.
+pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
+    use std::sync::Arc;
+
+    use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
+    use crate::indexing::IndexProducts;
+    use crate::jobs::{JobRunner, RunnerConfig};
+    use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
+    use crate::store::sqlite::SqliteCatalog;
+    use crate::store::vectors::{EdgeIndex, VectorIndex};
+    use crate::store::{Catalog, JobStatus, NewJob};
+
+    let work = tempfile::tempdir()?;
+    let model_dir = match o.model {
+        Some(m) => m.to_path_buf(),
+        None => {
+            let dir = work.path().join("model");
+            std::fs::create_dir_all(&dir)?;
+            crate::encoder::testing::write_tiny_checkpoint(
+                &dir,
+                &crate::encoder::testing::TinyClipSpec::vit_b32(),
+            )?;
+            dir
+        }
+    };
+    let options = EncoderOptions {
+        threads: o.threads,
+        ..EncoderOptions::default()
+    };
+    let encoder = Encoder::from_dir(&model_dir, &options)?;
+    let model = encoder.model_id().to_owned();
+    let batch = BatchConfig::default();
+    let max_batch = batch.max_batch;
+    let service = EncoderService::start(encoder, batch)?;
+
+    // The images, served from memory by a local HTTP server.
+    let photos: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..o.products as u32)
+            .map(|i| photo_jpeg(i, o.image_side))
+            .collect(),
+    );
+    let served = photos.clone();
+    let app = axum::Router::new().route(
+        "/img/{n}",
+        axum::routing::get(move |axum::extract::Path(n): axum::extract::Path<usize>| {
+            let served = served.clone();
+            async move {
+                match served.get(n) {
+                    Some(b) => {
+                        ([(axum::http::header::CONTENT_TYPE, "image/jpeg")], b.clone()).into_response()
+                    }
+                    None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        }),
+    );
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // Raw encoder throughput on the decoded images.
+    let decoded: Vec<DecodedImage> = photos
+        .iter()
+        .map(|b| DecodedImage::decode(b, &crate::encoder::DecodeOptions::default()))
+        .collect::<Result<_, _>>()?;
+    let raw = |service: EncoderService, decoded: Vec<DecodedImage>| async move {
+        // Warm-up batch (allocations, page faults).
+        service
+            .embed_images(decoded[..max_batch.min(decoded.len())].to_vec())
+            .await?;
+        let start = Instant::now();
+        for chunk in decoded.chunks(max_batch) {
+            service.embed_images(chunk.to_vec()).await?;
+        }
+        Ok::<f64, anyhow::Error>(decoded.len() as f64 / start.elapsed().as_secs_f64())
+    };
+    let raw_before = raw(service.clone(), decoded.clone()).await?;
+
+    // End to end through the job runner.
+    let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(&work.path().join("c.sqlite3"), 4).await?);
+    let vectors: Arc<dyn VectorIndex> =
+        Arc::new(EdgeIndex::open_async(work.path().to_path_buf(), service.dims()).await?);
+    let shared = SharedEncoder::default();
+    shared.set(EncoderState::Ready(service.clone()));
+    let fetcher = ImageFetcher::new(FetchConfig {
+        policy: AddressPolicy {
+            allow_private_networks: true,
+            allowed: Vec::new(),
+        },
+        ..FetchConfig::default()
+    })?;
+    let handler = Arc::new(IndexProducts {
+        catalog: catalog.clone(),
+        encoder: shared,
+        vectors: vectors.clone(),
+        fetcher: Arc::new(fetcher),
+        blobs: BlobStore::open(None, work.path())?,
+        time_limit: std::time::Duration::from_secs(3600),
+    });
+    let per_job = 64;
+    let mut jobs = Vec::new();
+    let start = Instant::now();
+    for (j, chunk) in (0..o.products).collect::<Vec<_>>().chunks(per_job).enumerate() {
+        let mut items = Vec::new();
+        for i in chunk {
+            let doc = json!({"title": format!("Product {i}"), "image_url": format!("http://{addr}/img/{i}")});
+            let input = crate::model::parse_product(doc.as_object().ok_or_else(|| anyhow::anyhow!("doc"))?)
+                .map_err(|e| anyhow::anyhow!("bad product: {e:?}"))?;
+            items.push((format!("p{i}"), input.fields));
+        }
+        let job = NewJob::new(
+            "batch_index_products",
+            "default",
+            json!({"external_ids": items.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()}),
+        );
+        catalog.upsert_products("default", &items, &job).await?;
+        jobs.push(job.id);
+        let _ = j;
+    }
+    let mut config = RunnerConfig::new("bench");
+    config.poll_interval = std::time::Duration::from_millis(20);
+    let mut runner = JobRunner::new(catalog.clone(), config);
+    runner.register("batch_index_products", handler);
+    let runner = Arc::new(runner);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(runner.run(async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    loop {
+        let mut open = 0;
+        for id in &jobs {
+            match catalog.get_job(id).await?.map(|j| j.status) {
+                Some(JobStatus::Succeeded) => {}
+                Some(JobStatus::Failed | JobStatus::Cancelled) | None => {
+                    anyhow::bail!("indexing job {id} did not succeed")
+                }
+                _ => open += 1,
+            }
+        }
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let e2e_secs = start.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    let _ = running.await;
+    let stored = vectors.count(None).await?;
+    anyhow::ensure!(
+        stored as usize == o.products,
+        "{stored} vectors for {} products",
+        o.products
+    );
+
+    let raw_after = raw(service, decoded).await?;
+    let raw_mean = (raw_before + raw_after) / 2.0;
+    let e2e = o.products as f64 / e2e_secs;
+    Ok(json!({
+        "model": model,
+        "products": o.products,
+        "image_side": o.image_side,
+        "encoder_max_batch": max_batch,
+        "raw_encoder_img_per_s": {"before": raw_before, "after": raw_after, "mean": raw_mean},
+        "end_to_end_products_per_s": e2e,
+        "end_to_end_secs": e2e_secs,
+        "ratio_end_to_end_over_raw": e2e / raw_mean,
+        "target_ratio": 0.9,
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+}

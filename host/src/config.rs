@@ -16,7 +16,14 @@ use serde::Deserialize;
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Settings read from the environment as plain strings, never parsed.
-const VERBATIM_ENV_KEYS: [&str; 4] = ["auth.admin_key", "catalog.url", "blobs.url", "encoder.model"];
+const VERBATIM_ENV_KEYS: [&str; 6] = [
+    "auth.admin_key",
+    "catalog.url",
+    "blobs.url",
+    "encoder.model",
+    "vectors.url",
+    "vectors.api_key",
+];
 
 /// Shortest admin key accepted in production (API.md).
 pub const MIN_ADMIN_KEY_BYTES: usize = 16;
@@ -56,7 +63,51 @@ pub struct Settings {
     pub encoder: EncoderSettings,
     pub media: MediaSettings,
     pub blobs: BlobsSettings,
+    pub vectors: VectorsSettings,
+    pub jobs: JobsSettings,
     pub log: LogSettings,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorsSettings {
+    /// Unset: Qdrant Edge in `data_dir/vectors`. Otherwise the gRPC URL of a
+    /// Qdrant server (`http://host:6334`); it may carry an API key as the
+    /// password part, so it is a secret.
+    pub url: Option<SecretString>,
+    /// API key for the Qdrant server (also `VITRINE__VECTORS__API_KEY`).
+    pub api_key: Option<SecretString>,
+    /// Deadline of one call to the Qdrant server.
+    pub timeout_secs: u64,
+}
+
+impl fmt::Debug for VectorsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VectorsSettings")
+            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose_secret())))
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSettings {
+    /// Jobs this process runs at once.
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat; a dead worker's jobs run
+    /// again this long after it stopped answering.
+    pub lease_secs: u64,
+    /// How often an idle worker looks for jobs.
+    pub poll_interval_ms: u64,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Longest one attempt at indexing a batch may run.
+    pub index_time_limit_secs: u64,
+    /// Longest one attempt at a full reindex may run.
+    pub reindex_time_limit_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,6 +335,46 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "media.fetch_timeout_secs",
                 "must be at least 1",
+            ));
+        }
+        if let Some(url) = &self.vectors.url {
+            let parsed = url::Url::parse(url.expose_secret())
+                .map_err(|e| ConfigError::invalid("vectors.url", format!("not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                return Err(ConfigError::invalid(
+                    "vectors.url",
+                    "must be the Qdrant server's gRPC address, e.g. http://127.0.0.1:6334",
+                ));
+            }
+        }
+        if self.vectors.timeout_secs == 0 {
+            return Err(ConfigError::invalid("vectors.timeout_secs", "must be at least 1"));
+        }
+        if !(1..=256).contains(&self.jobs.concurrency) {
+            return Err(ConfigError::invalid(
+                "jobs.concurrency",
+                "must be between 1 and 256",
+            ));
+        }
+        if self.jobs.lease_secs == 0 {
+            return Err(ConfigError::invalid("jobs.lease_secs", "must be at least 1"));
+        }
+        if self.jobs.poll_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "jobs.poll_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.jobs.retry_max_ms < self.jobs.retry_initial_ms {
+            return Err(ConfigError::invalid(
+                "jobs.retry_max_ms",
+                "must be at least jobs.retry_initial_ms",
+            ));
+        }
+        if self.jobs.index_time_limit_secs == 0 || self.jobs.reindex_time_limit_secs == 0 {
+            return Err(ConfigError::invalid(
+                "jobs.index_time_limit_secs",
+                "time limits must be at least 1 second",
             ));
         }
         if let Some(url) = &self.blobs.url {

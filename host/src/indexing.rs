@@ -19,12 +19,14 @@ use crate::encoder::{DecodeOptions, DecodedImage};
 use crate::jobs::{JobContext, JobError, JobHandler};
 use crate::media::{BlobStore, ImageFetcher, MediaError};
 use crate::model::{IndexStatus, Product};
-use crate::store::vectors::{PointPayload, VectorIndex, VectorPoint};
+use crate::store::vectors::{Generation, PointPayload, VectorError, VectorIndex, VectorPoint};
 use crate::store::{Catalog, IndexUpdate, Job};
 
 /// Products handled per step: one catalog read, one encoder batch per
 /// kind, one vector upsert, one status write.
 const CHUNK: usize = 64;
+/// Failed products named (with their reason) in a job's result.
+const MAX_REPORTED_FAILURES: usize = 100;
 /// Concurrent image downloads per job: enough to hide network latency
 /// behind the encoder, few enough not to hammer one shop's image server.
 const FETCH_CONCURRENCY: usize = 8;
@@ -151,7 +153,13 @@ impl IndexProducts {
         }
     }
 
-    async fn process_chunk(&self, tenant: &str, ids: &[String]) -> Result<Vec<(Product, Outcome)>, JobError> {
+    /// Embeds the products of `ids` not indexed yet; also says how many
+    /// were (by an earlier attempt).
+    async fn process_chunk(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<(Vec<(Product, Outcome)>, u64), JobError> {
         let products = self.catalog.get_products(tenant, ids).await?;
         // Products deleted since the job was queued leave no vectors behind.
         let missing: Vec<String> = ids
@@ -166,10 +174,18 @@ impl IndexProducts {
                 .map_err(|e| JobError::Retryable(e.to_string()))?;
         }
         // A retried job redoes only what is still to do.
+        let found = products.len();
         let todo: Vec<Product> = products
             .into_iter()
             .filter(|p| p.index_status != IndexStatus::Indexed)
             .collect();
+        let already = (found - todo.len()) as u64;
+        Ok((self.embed_products(tenant, todo).await, already))
+    }
+
+    /// Embeds products (images in one encoder batch, texts of products
+    /// without an image in another) and says what happened to each.
+    async fn embed_products(&self, tenant: &str, todo: Vec<Product>) -> Vec<(Product, Outcome)> {
         let with_image: Vec<&Product> = todo.iter().filter(|p| p.fields.image_url.is_some()).collect();
         let image_vectors = self.image_vectors(&with_image).await;
         let text_only: Vec<String> = todo
@@ -200,7 +216,7 @@ impl IndexProducts {
             };
             results.push((p.clone(), outcome));
         }
-        Ok(results)
+        results
     }
 }
 
@@ -216,19 +232,14 @@ impl JobHandler for IndexProducts {
             .get("external_ids")
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .ok_or_else(|| JobError::Fatal("the job payload has no external_ids list".into()))?;
-        let encoder = self.encoder.service().map_err(JobError::Retryable)?;
-        if encoder.dims() != self.vectors.dims() {
-            return Err(JobError::Fatal(format!(
-                "the encoder makes {}-dimensional vectors but the index holds {}; run a full reindex",
-                encoder.dims(),
-                self.vectors.dims()
-            )));
-        }
+        self.encoder.service().map_err(JobError::Retryable)?;
         let last_attempt = job.attempts >= job.max_attempts;
         let total = ids.len() as i64;
         let (mut indexed, mut failed, mut transient) = (0u64, 0u64, Vec::new());
+        let mut failures = Vec::new();
         for (n, chunk) in ids.chunks(CHUNK).enumerate() {
-            let results = self.process_chunk(&job.tenant, chunk).await?;
+            let (results, already) = self.process_chunk(&job.tenant, chunk).await?;
+            indexed += already;
             let mut points = Vec::new();
             let mut updates = Vec::new();
             for (p, outcome) in results {
@@ -260,12 +271,14 @@ impl JobHandler for IndexProducts {
             }
             let stored = points.len() as u64;
             if !points.is_empty() {
-                self.vectors
-                    .upsert(points)
-                    .await
-                    .map_err(|e| JobError::Retryable(format!("vector store: {e}")))?;
+                self.vectors.upsert(points).await.map_err(vector_error)?;
             }
             failed += updates.iter().filter(|u| u.status == IndexStatus::Failed).count() as u64;
+            for u in updates.iter().filter(|u| u.status == IndexStatus::Failed) {
+                if failures.len() < MAX_REPORTED_FAILURES {
+                    failures.push(json!({"external_id": u.external_id, "error": u.error}));
+                }
+            }
             self.catalog.set_index_status(&job.tenant, &updates).await?;
             indexed += stored;
             let done = ((n + 1) * CHUNK).min(ids.len()) as i64;
@@ -279,6 +292,303 @@ impl JobHandler for IndexProducts {
                 shown.join("; ")
             )));
         }
-        Ok(json!({"indexed": indexed, "failed": failed}))
+        Ok(json!({"indexed": indexed, "failed": failed, "failures": failures}))
+    }
+}
+
+/// A vector-store failure as a job error: a dimension mismatch (a new model
+/// before a full reindex) will not heal by retrying; anything else may.
+fn vector_error(e: VectorError) -> JobError {
+    match e {
+        VectorError::DimensionMismatch { expected, got } => JobError::Fatal(format!(
+            "the encoder makes {got}-dimensional vectors but the index holds {expected}; \
+             run a full reindex (POST /v1/admin/reindex)"
+        )),
+        other => JobError::Retryable(format!("vector store: {other}")),
+    }
+}
+
+/// Products read per reindex step.
+const REINDEX_PAGE: u32 = 256;
+/// Extra rounds a reindex spends on a page: re-embedding products written
+/// while it ran (after that their own indexing jobs, which also reach the
+/// new generation, have the last word) and retrying transient failures.
+const RECHECK_ROUNDS: usize = 6;
+/// First pause before retrying a page's transient failures (then 2x).
+const RECHECK_PAUSE: Duration = Duration::from_millis(500);
+
+/// `reindex_all`: re-embeds a whole catalog (or one tenant) with the
+/// current model.
+///
+/// Every tenant: the vectors go into a new generation, which goes live only
+/// when complete, so searches keep using the old index meanwhile and a model
+/// with another dimension switches cleanly. One tenant: the generation holds
+/// every tenant, so the tenant's vectors are replaced in place instead (each
+/// product keeps a vector throughout) and vectors of products that no
+/// longer exist are dropped; that needs the model's dimension unchanged.
+///
+/// The service's own writes reach a generation under construction (see
+/// [`VectorIndex::upsert`]), and every page is re-read after it is written,
+/// so a product written or deleted meanwhile ends up right. An attempt that
+/// dies (the process is killed) leaves a generation that the next open
+/// discards; the retried attempt starts over.
+pub struct Reindex {
+    pub index: Arc<IndexProducts>,
+    pub time_limit: Duration,
+}
+
+/// Where a reindex writes.
+enum Target<'a> {
+    Live,
+    Generation(&'a Generation),
+}
+
+#[derive(Default)]
+struct Tally {
+    done: i64,
+    indexed: u64,
+    failed: u64,
+}
+
+impl Reindex {
+    async fn write(&self, target: &Target<'_>, points: Vec<VectorPoint>) -> Result<(), JobError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let vectors = &self.index.vectors;
+        match target {
+            Target::Live => vectors.upsert(points).await,
+            Target::Generation(g) => vectors.upsert_generation(g, points).await,
+        }
+        .map_err(vector_error)
+    }
+
+    /// Embeds and writes one page, then re-reads it: products deleted since
+    /// lose their vector, products written since are embedded again, and
+    /// products that hit a transient error (an image server hiccup) are
+    /// tried again after a pause that doubles each round.
+    async fn page(
+        &self,
+        tenant: &str,
+        products: Vec<Product>,
+        target: &Target<'_>,
+        tally: &mut Tally,
+    ) -> Result<(), JobError> {
+        let catalog = &self.index.catalog;
+        let mut todo = products;
+        let mut pause = RECHECK_PAUSE;
+        // Each product's last outcome.
+        let mut outcomes = std::collections::HashMap::new();
+        for round in 0..=RECHECK_ROUNDS {
+            if todo.is_empty() {
+                break;
+            }
+            let ids: Vec<String> = todo.iter().map(|p| p.external_id.clone()).collect();
+            let versions: std::collections::HashMap<String, i64> =
+                todo.iter().map(|p| (p.external_id.clone(), p.version)).collect();
+            let results = self.index.embed_products(tenant, std::mem::take(&mut todo)).await;
+            let mut points = Vec::new();
+            let mut updates = Vec::new();
+            let mut again = std::collections::HashSet::new();
+            for (p, outcome) in results {
+                let (status, error) = match outcome {
+                    Outcome::Point(point) => {
+                        points.push(point);
+                        (IndexStatus::Indexed, None)
+                    }
+                    Outcome::Fatal(e) => (IndexStatus::Failed, Some(e)),
+                    Outcome::Transient(e) if round == RECHECK_ROUNDS => (
+                        IndexStatus::Failed,
+                        Some(format!(
+                            "{e} (gave up after {} tries during a reindex)",
+                            round + 1
+                        )),
+                    ),
+                    Outcome::Transient(_) => {
+                        again.insert(p.external_id);
+                        continue;
+                    }
+                };
+                updates.push(IndexUpdate {
+                    external_id: p.external_id,
+                    version: p.version,
+                    status,
+                    error,
+                });
+            }
+            self.write(target, points).await?;
+            // Re-read: what changed while we embedded is done again.
+            let fresh = catalog.get_products(tenant, &ids).await?;
+            let gone: Vec<String> = ids
+                .iter()
+                .filter(|id| !fresh.iter().any(|p| &p.external_id == *id))
+                .cloned()
+                .collect();
+            if !gone.is_empty() {
+                self.index
+                    .vectors
+                    .delete(tenant, &gone)
+                    .await
+                    .map_err(vector_error)?;
+            }
+            catalog.set_index_status(tenant, &updates).await?;
+            for u in &updates {
+                outcomes.insert(u.external_id.clone(), u.status);
+            }
+            todo = fresh
+                .into_iter()
+                .filter(|p| {
+                    again.contains(&p.external_id)
+                        || versions.get(&p.external_id).is_some_and(|v| *v != p.version)
+                })
+                .collect();
+            if !again.is_empty() && !todo.is_empty() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        }
+        tally.indexed += outcomes.values().filter(|s| **s == IndexStatus::Indexed).count() as u64;
+        tally.failed += outcomes.values().filter(|s| **s == IndexStatus::Failed).count() as u64;
+        Ok(())
+    }
+
+    async fn tenant(
+        &self,
+        tenant: &str,
+        target: &Target<'_>,
+        ctx: &JobContext,
+        total: i64,
+        tally: &mut Tally,
+    ) -> Result<(), JobError> {
+        let mut after = None;
+        loop {
+            let page = self
+                .index
+                .catalog
+                .list_products(tenant, None, after, REINDEX_PAGE)
+                .await?;
+            let n = page.products.len() as i64;
+            self.page(tenant, page.products, target, tally).await?;
+            tally.done += n;
+            ctx.progress(tally.done.min(total), total.max(tally.done)).await?;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        if matches!(target, Target::Live) {
+            // Vectors whose product is gone (e.g. a delete whose cleanup job
+            // failed) are dropped.
+            let ids = self
+                .index
+                .vectors
+                .product_ids(tenant)
+                .await
+                .map_err(vector_error)?;
+            let known: std::collections::HashSet<String> = self
+                .index
+                .catalog
+                .get_products(tenant, &ids)
+                .await?
+                .into_iter()
+                .map(|p| p.external_id)
+                .collect();
+            let stale: Vec<String> = ids.into_iter().filter(|id| !known.contains(id)).collect();
+            self.index
+                .vectors
+                .delete(tenant, &stale)
+                .await
+                .map_err(vector_error)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobHandler for Reindex {
+    fn time_limit(&self) -> Duration {
+        self.time_limit
+    }
+
+    async fn run(&self, job: &Job, ctx: &JobContext) -> Result<Value, JobError> {
+        let only: Option<String> = match job.payload.get("tenant") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(t.clone()),
+            Some(other) => return Err(JobError::Fatal(format!("bad tenant in the job payload: {other}"))),
+        };
+        let encoder = self.index.encoder.service().map_err(JobError::Retryable)?;
+        let dims = encoder.dims();
+        let vectors = &self.index.vectors;
+        let catalog = &self.index.catalog;
+        let tenants: Vec<String> = match &only {
+            Some(t) => {
+                if catalog.get_tenant(t).await?.is_none() {
+                    return Err(JobError::Fatal(format!("there is no tenant `{t}`")));
+                }
+                vec![t.clone()]
+            }
+            None => catalog.list_tenants().await?.into_iter().map(|t| t.id).collect(),
+        };
+        let mut total = 0;
+        for t in &tenants {
+            total += catalog.count_products(t).await?;
+        }
+        ctx.progress(0, total).await?;
+        let mut tally = Tally::default();
+        let generation = match &only {
+            Some(_) if vectors.dims() != dims => {
+                return Err(JobError::Fatal(format!(
+                    "the model now makes {dims}-dimensional vectors but the index holds {}: \
+                     reindex every tenant (no `tenant`) to rebuild it",
+                    vectors.dims()
+                )));
+            }
+            Some(_) => None,
+            None => Some(vectors.begin_generation(dims).await.map_err(vector_error)?),
+        };
+        let outcome = async {
+            let target = match &generation {
+                Some(g) => Target::Generation(g),
+                None => Target::Live,
+            };
+            for t in &tenants {
+                self.tenant(t, &target, ctx, total, &mut tally).await?;
+            }
+            Ok::<(), JobError>(())
+        }
+        .await;
+        let committed = match (outcome, generation) {
+            (Ok(()), Some(g)) => {
+                let id = g.id();
+                vectors.commit_generation(g).await.map_err(vector_error)?;
+                Some(id)
+            }
+            (Ok(()), None) => {
+                vectors.optimize().await.map_err(vector_error)?;
+                None
+            }
+            (Err(e), g) => {
+                if let Some(g) = g
+                    && let Err(abort) = vectors.abort_generation(g).await
+                {
+                    tracing::warn!(error = %abort, "cannot drop an unfinished generation");
+                }
+                return Err(e);
+            }
+        };
+        let count = match &only {
+            Some(t) => vectors.count(Some(t)).await,
+            None => vectors.count(None).await,
+        }
+        .map_err(vector_error)?;
+        Ok(json!({
+            "tenants": tenants.len(),
+            "products": total,
+            "indexed": tally.indexed,
+            "failed": tally.failed,
+            "vectors": count,
+            "generation": committed,
+            "dims": dims,
+        }))
     }
 }

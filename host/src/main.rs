@@ -35,13 +35,93 @@ enum Command {
     /// Safe to run repeatedly and from many hosts at once: applied
     /// migrations are recorded and skipped.
     Migrate,
+    /// Import products from a JSON Lines or CSV file into a running server,
+    /// then follow their indexing to the end.
+    ///
+    /// JSONL: one product object per line (API.md's fields). CSV: a header
+    /// row of field names; `tags` separated by `|`, `in_stock` true/false,
+    /// `metadata` a JSON object. Existing products (same external_id) are
+    /// replaced. Prints a summary: accepted, rejected (with line numbers),
+    /// indexed and failed (with reasons).
+    Import {
+        /// The file to import (`.csv` is read as CSV, anything else as JSONL).
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Tenant to import into.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Force the file format instead of guessing it from the extension.
+        #[arg(long, value_enum)]
+        format: Option<vitrine::cli::Format>,
+        /// Products per batch request (1 to 1000).
+        #[arg(long, default_value_t = vitrine::cli::DEFAULT_BATCH)]
+        batch: usize,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Re-embed every product (or one tenant's) with the current model on a
+    /// running server, and follow the job to the end. Searches keep using
+    /// the old index until the new one is complete. Needs the admin key.
+    Reindex {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Only this tenant (its vectors are replaced in place).
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Run a benchmark and print its figures as JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
 
+/// How to reach the server.
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// Base URL of a running `vitrine serve`.
+    #[arg(long, env = "VITRINE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// API key (a tenant key with the `write` scope, or the admin key).
+    #[arg(long, env = "VITRINE_API_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct OutputArgs {
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Return once the work is queued instead of following it.
+    #[arg(long)]
+    no_wait: bool,
+    /// No progress bar (it is drawn on stderr when that is a terminal).
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Indexing: end-to-end products per second (HTTP image fetch, SSRF
+    /// checks, original stored, decode, embed, Qdrant Edge upsert, catalog
+    /// status, all through the job runner) against the encoder's raw
+    /// throughput on the same decoded images, in the same run.
+    Index {
+        /// Checkpoint directory; default: a random-weight ViT-B/32 of the
+        /// real size, written to a temp dir.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Products (each with its own image).
+        #[arg(long, default_value_t = 256)]
+        products: usize,
+        /// Inference threads; default one per core.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Side of the served JPEG images, in pixels.
+        #[arg(long, default_value_t = 512)]
+        image_side: u32,
+    },
     /// CLIP encoder: image throughput at batch 1/8/32, short-query text
     /// latency p50/p99 and peak RSS. `scripts/bench_encode.sh` runs it next
     /// to PyTorch and ONNX Runtime on the same checkpoint.
@@ -63,6 +143,9 @@ fn main() -> ExitCode {
     if let Command::Bench(bench) = &cli.command {
         return run_bench(bench);
     }
+    if matches!(cli.command, Command::Import { .. } | Command::Reindex { .. }) {
+        return run_client(cli.command);
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -82,7 +165,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => vitrine::server::run(settings).await?,
             Command::Migrate => migrate(&settings).await?,
-            Command::Bench(_) => {}
+            Command::Bench(_) | Command::Import { .. } | Command::Reindex { .. } => {}
         }
         Ok(())
     });
@@ -121,6 +204,81 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `import` and `reindex` talk to a server over HTTP: no settings needed.
+fn run_client(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vitrine: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Import {
+                file,
+                server,
+                tenant,
+                format,
+                batch,
+                output,
+            } => {
+                let client = vitrine::cli::Client::new(&server.url, server.key)?;
+                let summary = vitrine::cli::import(
+                    &client,
+                    &vitrine::cli::ImportOptions {
+                        file: &file,
+                        format,
+                        tenant: &tenant,
+                        batch,
+                        wait: !output.no_wait,
+                        progress: !output.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    },
+                )
+                .await?;
+                Ok::<_, anyhow::Error>((summary, output.json, "import"))
+            }
+            Command::Reindex {
+                server,
+                tenant,
+                output,
+            } => {
+                let client = vitrine::cli::Client::new(&server.url, server.key)?;
+                let summary = vitrine::cli::reindex(
+                    &client,
+                    &vitrine::cli::ReindexOptions {
+                        tenant: tenant.as_deref(),
+                        wait: !output.no_wait,
+                        progress: !output.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    },
+                )
+                .await?;
+                Ok((summary, output.json, "reindex"))
+            }
+            _ => anyhow::bail!("not a client command"),
+        }
+    });
+    match result {
+        Ok((summary, json, what)) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            } else {
+                vitrine::cli::print_summary(&summary, what);
+            }
+            // Anything that did not make it is an unsuccessful run.
+            if summary.rejected.is_empty() && summary.failed == 0 && summary.failed_jobs.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("vitrine: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Benchmarks need no settings or runtime: they drive components directly.
 fn run_bench(bench: &BenchCommand) -> ExitCode {
     let result = match bench {
@@ -128,7 +286,24 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
             model,
             iters,
             threads,
-        } => vitrine::bench::encode(model, *iters, *threads),
+        } => vitrine::bench::encode(model, *iters, *threads).map_err(anyhow::Error::from),
+        BenchCommand::Index {
+            model,
+            products,
+            threads,
+            image_side,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(vitrine::bench::index(&vitrine::bench::IndexBenchOptions {
+                    model: model.as_deref(),
+                    products: *products,
+                    threads: *threads,
+                    image_side: *image_side,
+                }))
+            }),
     };
     match result {
         Ok(figures) => {

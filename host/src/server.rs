@@ -8,15 +8,20 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use crate::api::admin::JOB_REINDEX_ALL;
 use crate::api::products::{JOB_BATCH_INDEX, JOB_INDEX_PRODUCT};
 use crate::api::{self, AppState, Limits, auth::Authenticator};
 use crate::config::{CatalogBackend, Environment, Settings, redact_url};
 use crate::encoder::service::{BatchConfig, SharedEncoder, load_into};
 use crate::encoder::{EncoderOptions, ModelSource, SourceOptions};
 use crate::indexing::IndexProducts;
+use crate::indexing::Reindex;
+use crate::jobs::RetryPolicy;
 use crate::jobs::{JobRunner, RunnerConfig};
 use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
-use crate::store::vectors::{EdgeIndex, VectorIndex};
+use crate::store::vectors::{
+    EdgeIndex, QdrantIndex, SharedVectors, VectorIndex, VectorsState, server::ServerConfig,
+};
 use crate::store::{self, Catalog};
 use crate::telemetry;
 
@@ -54,10 +59,16 @@ pub async fn open_catalog(settings: &Settings) -> Result<Arc<dyn Catalog>, Serve
 }
 
 /// Builds the application state from settings and an open catalog.
-pub fn app_state(settings: &Settings, catalog: Arc<dyn Catalog>, encoder: SharedEncoder) -> AppState {
+pub fn app_state(
+    settings: &Settings,
+    catalog: Arc<dyn Catalog>,
+    encoder: SharedEncoder,
+    vectors: SharedVectors,
+) -> AppState {
     AppState {
         catalog,
         encoder,
+        vectors,
         auth: Arc::new(Authenticator::new(settings.auth.admin_key.as_ref())),
         metrics: telemetry::metrics_handle(),
         limits: Limits::from_settings(settings),
@@ -114,10 +125,12 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     let catalog = open_catalog(&settings).await?;
     let (source, options, batch) = encoder_options(&settings)?;
     let encoder = SharedEncoder::default();
+    let vectors = SharedVectors::default();
     let indexing = Indexing {
         catalog: catalog.clone(),
         encoder: encoder.clone(),
-        data_dir: settings.data_dir.clone(),
+        vectors: vectors.clone(),
+        settings: settings.clone(),
         fetcher: Arc::new(ImageFetcher::new(fetch_config(&settings)).map_err(|e| {
             ServerError::Config(crate::config::ConfigError::Invalid {
                 key: "media".into(),
@@ -143,7 +156,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         load_into(indexing.encoder.clone(), source, options, batch).await;
         indexing.run(stop_rx).await;
     });
-    let state = app_state(&settings, catalog, encoder);
+    let state = app_state(&settings, catalog, encoder, vectors);
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
@@ -178,39 +191,103 @@ fn fetch_config(settings: &Settings) -> FetchConfig {
 struct Indexing {
     catalog: Arc<dyn Catalog>,
     encoder: SharedEncoder,
-    data_dir: std::path::PathBuf,
+    vectors: SharedVectors,
+    settings: Settings,
     fetcher: Arc<ImageFetcher>,
     blobs: BlobStore,
 }
 
-/// Longest one indexing attempt may run (a batch of up to 1,000 products).
-const INDEX_TIME_LIMIT: Duration = Duration::from_secs(600);
+/// Opens the vector index the settings select: the Qdrant server when
+/// `vectors.url` is set, Qdrant Edge in the data directory otherwise.
+pub async fn open_vectors(settings: &Settings, dims: usize) -> Result<Arc<dyn VectorIndex>, String> {
+    match &settings.vectors.url {
+        Some(url) => {
+            let config = ServerConfig {
+                url: url.expose_secret().to_owned(),
+                api_key: settings
+                    .vectors
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_owned()),
+                timeout: Duration::from_secs(settings.vectors.timeout_secs),
+                ..ServerConfig::new("")
+            };
+            tracing::info!(url = %redact_url(url.expose_secret()), "vectors: Qdrant server");
+            QdrantIndex::connect(config, dims)
+                .await
+                .map(|v| Arc::new(v) as Arc<dyn VectorIndex>)
+                .map_err(|e| format!("cannot reach the Qdrant server named by vectors.url: {e}"))
+        }
+        None => EdgeIndex::open_async(settings.data_dir.clone(), dims)
+            .await
+            .map(|v| Arc::new(v) as Arc<dyn VectorIndex>)
+            .map_err(|e| format!("cannot open the Qdrant Edge index in data_dir: {e}")),
+    }
+}
+
+/// The job runner's settings.
+pub fn runner_config(settings: &Settings) -> RunnerConfig {
+    let j = &settings.jobs;
+    let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    RunnerConfig {
+        concurrency: j.concurrency,
+        lease: Duration::from_secs(j.lease_secs),
+        poll_interval: Duration::from_millis(j.poll_interval_ms),
+        retry: RetryPolicy {
+            initial: Duration::from_millis(j.retry_initial_ms),
+            factor: 2.0,
+            max: Duration::from_millis(j.retry_max_ms),
+        },
+        ..RunnerConfig::new(worker)
+    }
+}
 
 impl Indexing {
     async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let Ok(service) = self.encoder.service() else {
-            return; // the encoder's failure is already logged
+        let service = match self.encoder.service() {
+            Ok(s) => s,
+            Err(why) => {
+                // The encoder's failure is already logged.
+                tracing::warn!(
+                    "vector index unavailable: it takes its dimension from the encoder, which failed"
+                );
+                self.vectors.set(VectorsState::Failed(format!(
+                    "not opened: the vector index takes its dimension from the encoder, which failed ({why})"
+                )));
+                return;
+            }
         };
-        let vectors: Arc<dyn VectorIndex> =
-            match EdgeIndex::open_async(self.data_dir.clone(), service.dims()).await {
-                Ok(v) => Arc::new(v),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open the vector index; indexing is stopped");
-                    return;
-                }
-            };
+        let vectors = match open_vectors(&self.settings, service.dims()).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "vector index unavailable; indexing is stopped");
+                self.vectors.set(VectorsState::Failed(e));
+                return;
+            }
+        };
+        self.vectors.set(VectorsState::Ready(vectors.clone()));
+        tracing::info!(
+            backend = vectors.backend(),
+            dims = vectors.dims(),
+            "vector index ready"
+        );
+        let jobs = &self.settings.jobs;
         let handler = Arc::new(IndexProducts {
             catalog: self.catalog.clone(),
             encoder: self.encoder.clone(),
             vectors,
             fetcher: self.fetcher,
             blobs: self.blobs,
-            time_limit: INDEX_TIME_LIMIT,
+            time_limit: Duration::from_secs(jobs.index_time_limit_secs),
         });
-        let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        let mut runner = JobRunner::new(self.catalog, RunnerConfig::new(worker));
+        let reindex = Arc::new(Reindex {
+            index: handler.clone(),
+            time_limit: Duration::from_secs(jobs.reindex_time_limit_secs),
+        });
+        let mut runner = JobRunner::new(self.catalog, runner_config(&self.settings));
         runner.register(JOB_INDEX_PRODUCT, handler.clone());
         runner.register(JOB_BATCH_INDEX, handler);
+        runner.register(JOB_REINDEX_ALL, reindex);
         Arc::new(runner)
             .run(async move {
                 let _ = stop.wait_for(|s| *s).await;

@@ -87,7 +87,7 @@ impl PgSchema {
 
 enum Event {
     Listening(SocketAddr),
-    EncoderSettled,
+    Settled,
 }
 
 /// A running server process.
@@ -165,20 +165,23 @@ impl Setup {
                     {
                         let _ = tx.send(Event::Listening(addr));
                     }
-                    if message == "encoder ready" || message.starts_with("encoder unavailable") {
-                        let _ = tx.send(Event::EncoderSettled);
+                    // The vector index opens once the encoder has loaded
+                    // (or says why it cannot, when the encoder failed).
+                    if message == "vector index ready" || message.starts_with("vector index unavailable") {
+                        let _ = tx.send(Event::Settled);
                     }
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        // Ready to test once it listens and the encoder has loaded (or
-        // failed to: tests of that case look at readiness themselves).
+        // Ready to test once it listens and the encoder and the vector
+        // index are up (or failed: tests of that case look at readiness
+        // themselves).
         let (mut addr, mut settled) = (None, false);
         while addr.is_none() || !settled {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(Event::Listening(a)) => addr = Some(a),
-                Ok(Event::EncoderSettled) => settled = true,
+                Ok(Event::Settled) => settled = true,
                 Err(_) => {
                     let _ = child.kill();
                     panic!("server did not start; logs: {:#?}", logs.lock().unwrap());
@@ -327,5 +330,107 @@ impl Client {
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+/// A local image server for indexing tests: `/img/N.png` serves a real PNG
+/// (different per N); `/missing.png` answers 404. A `fail_rate` share of
+/// `/img` requests, picked at random, answers 503 instead.
+pub struct ImageServer {
+    pub addr: SocketAddr,
+    /// `/img` requests served and failed on purpose.
+    pub served: Arc<std::sync::atomic::AtomicU64>,
+    pub failed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+pub async fn image_server(fail_rate: f64) -> ImageServer {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use axum::extract::Path;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let served = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (s, f) = (served.clone(), failed.clone());
+    let app = axum::Router::new()
+        .route(
+            "/img/{n}",
+            get(move |Path(n): Path<String>| {
+                let (s, f) = (s.clone(), f.clone());
+                async move {
+                    if fail_rate > 0.0 && rand::random::<f64>() < fail_rate {
+                        f.fetch_add(1, Ordering::Relaxed);
+                        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                    s.fetch_add(1, Ordering::Relaxed);
+                    let seed: u32 = n.trim_end_matches(".png").parse().unwrap_or(0);
+                    let img = image::RgbImage::from_fn(48, 40, |x, y| {
+                        image::Rgb([
+                            (x * 5 + seed * 40) as u8,
+                            (y * 6 + seed * 13) as u8,
+                            (seed * 77 + seed / 7) as u8,
+                        ])
+                    });
+                    let mut out = Vec::new();
+                    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+                        .unwrap();
+                    ([(header::CONTENT_TYPE, "image/png")], out).into_response()
+                }
+            }),
+        )
+        .route("/missing.png", get(|| async { StatusCode::NOT_FOUND }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    ImageServer { addr, served, failed }
+}
+
+/// Polls a job until it has finished.
+pub async fn wait_for_job(client: &Client, job_id: &str, limit: Duration) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (_, job) = client.get(&format!("/v1/jobs/{job_id}")).await;
+        if matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            return job;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "job {job_id} did not finish in {limit:?}: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Settings that make the job runner react quickly in tests: a dead
+/// worker's lease runs out in 2 s, retries start after 100 ms.
+pub fn fast_jobs(setup: &mut Setup) {
+    for (k, v) in [
+        ("VITRINE__JOBS__LEASE_SECS", "2"),
+        ("VITRINE__JOBS__POLL_INTERVAL_MS", "100"),
+        ("VITRINE__JOBS__RETRY_INITIAL_MS", "100"),
+        ("VITRINE__JOBS__RETRY_MAX_MS", "1000"),
+        ("VITRINE__MEDIA__ALLOW_PRIVATE_NETWORKS", "true"),
+    ] {
+        setup.env.push((k.to_owned(), v.to_owned()));
+    }
+}
+
+/// Every product of a tenant, through the paginated list.
+pub async fn all_products(client: &Client, tenant: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/tenants/{tenant}/products?limit=500&cursor={c}"),
+            None => format!("/v1/tenants/{tenant}/products?limit=500"),
+        };
+        let (s, page) = client.get(&path).await;
+        assert_eq!(s, 200, "{page}");
+        out.extend(page["products"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
     }
 }

@@ -5,12 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod indexing;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use harness::{ADMIN_KEY, Catalog, Client, Setup};
+use harness::{ADMIN_KEY, Catalog, Client, Setup, image_server};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -369,7 +370,11 @@ async fn an_unreachable_hub_model_is_reported_naming_the_setting() {
     let admin = Client::new(&server, ADMIN_KEY);
     let (s, ready) = admin.get("/health/ready").await;
     assert_eq!(s, 503, "{ready}");
-    assert_eq!(ready["error"]["details"]["failing"], json!(["encoder"]));
+    // The vector index takes its dimension from the encoder.
+    assert_eq!(
+        ready["error"]["details"]["failing"],
+        json!(["encoder", "vectors"])
+    );
     let (_, deps) = admin.get("/health/dependencies").await;
     let why = deps["dependencies"]["encoder"]["error"].as_str().unwrap();
     assert!(why.contains("encoder.model"), "{why}");
@@ -384,54 +389,15 @@ async fn an_unreachable_hub_model_is_reported_naming_the_setting() {
     assert_eq!(s, 201);
 }
 
-/// A local image server for indexing tests: `/img/N.png` serves a real PNG,
-/// `/missing.png` answers 404.
-async fn image_server() -> std::net::SocketAddr {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/img/{n}",
-            get(|axum::extract::Path(n): axum::extract::Path<String>| async move {
-                let seed: u32 = n.trim_end_matches(".png").parse().unwrap_or(0);
-                let img = image::RgbImage::from_fn(48, 40, |x, y| {
-                    image::Rgb([
-                        (x * 5 + seed * 40) as u8,
-                        (y * 6 + seed * 13) as u8,
-                        (seed * 77) as u8,
-                    ])
-                });
-                let mut out = Vec::new();
-                img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-                    .unwrap();
-                ([(axum::http::header::CONTENT_TYPE, "image/png")], out)
-            }),
-        )
-        .route(
-            "/missing.png",
-            get(|| async { axum::http::StatusCode::NOT_FOUND }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
 async fn wait_for_job(client: &Client, job_id: &str) -> Value {
-    for _ in 0..300 {
-        let (_, job) = client.get(&format!("/v1/jobs/{job_id}")).await;
-        if matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
-            return job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {job_id} did not finish");
+    harness::wait_for_job(client, job_id, Duration::from_secs(30)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn product_writes_are_indexed_and_broken_images_end_failed_with_a_reason() {
     for catalog in Catalog::all().await {
         let backend = catalog.name();
-        let images = image_server().await;
+        let images = image_server(0.0).await.addr;
         let mut setup = Setup::new(&catalog);
         setup.env.push((
             "VITRINE__MEDIA__ALLOW_PRIVATE_NETWORKS".to_owned(),
@@ -457,7 +423,12 @@ async fn product_writes_are_indexed_and_broken_images_end_failed_with_a_reason()
         assert_eq!(s, 202, "{backend}: {batch}");
         let job = wait_for_job(&admin, batch["job_id"].as_str().unwrap()).await;
         assert_eq!(job["status"], "succeeded", "{backend}: {job}");
-        assert_eq!(job["result"], json!({"indexed": 13, "failed": 1}), "{backend}");
+        assert_eq!(job["result"]["indexed"], 13, "{backend}: {job}");
+        assert_eq!(job["result"]["failed"], 1, "{backend}: {job}");
+        assert_eq!(
+            job["result"]["failures"][0]["external_id"], "broken",
+            "{backend}: {job}"
+        );
         assert_eq!(job["progress"], json!({"done": 14, "total": 14}), "{backend}");
         for id in ["p0", "p11", "text-only"] {
             let (_, p) = admin.get(&format!("/v1/tenants/default/products/{id}")).await;
@@ -488,7 +459,11 @@ async fn product_writes_are_indexed_and_broken_images_end_failed_with_a_reason()
         let (_, jobs) = admin.get("/v1/tenants/default/jobs?limit=1").await;
         let job = wait_for_job(&admin, jobs["jobs"][0]["id"].as_str().unwrap()).await;
         assert_eq!(job["status"], "succeeded", "{backend}: {job}");
-        assert_eq!(job["result"], json!({"indexed": 0, "failed": 0}), "{backend}");
+        assert_eq!(
+            job["result"],
+            json!({"indexed": 0, "failed": 0, "failures": []}),
+            "{backend}"
+        );
         drop(server);
         catalog.cleanup().await;
     }

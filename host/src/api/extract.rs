@@ -53,6 +53,29 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
+/// A JSON object body that may be left out entirely (no body, no content
+/// type), which reads as `{}`.
+pub struct OptionalJsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        let no_type = !req.headers().contains_key(header::CONTENT_TYPE);
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        if no_type && (declared_empty || (!chunked && !req.headers().contains_key(header::CONTENT_LENGTH))) {
+            return Ok(Self(Map::new()));
+        }
+        JsonObject::from_request(req, state)
+            .await
+            .map(|JsonObject(m)| Self(m))
+    }
+}
+
 /// `application/json`, `application/merge-patch+json` and any other
 /// `application/*+json`, with or without parameters such as `charset`.
 fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {

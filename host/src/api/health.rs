@@ -28,8 +28,9 @@ struct Probe {
 }
 
 async fn probe_all(state: &AppState) -> Vec<Probe> {
-    let (catalog, encoder) = tokio::join!(probe_catalog(state), probe_encoder(state));
-    vec![catalog, encoder]
+    let (catalog, encoder, vectors) =
+        tokio::join!(probe_catalog(state), probe_encoder(state), probe_vectors(state));
+    vec![catalog, encoder, vectors]
 }
 
 fn timed_out() -> String {
@@ -70,6 +71,36 @@ async fn probe_encoder(state: &AppState) -> Probe {
     Probe {
         name: "encoder",
         backend: "candle-clip",
+        ok,
+        latency: start.elapsed(),
+        error,
+    }
+}
+
+/// The vector index is ready when it is open and answers a ping.
+async fn probe_vectors(state: &AppState) -> Probe {
+    let start = Instant::now();
+    let (backend, ok, error) = match state.vectors.index() {
+        Err(why) => ("none", false, Some(why)),
+        Ok(index) => {
+            let backend = index.backend();
+            match tokio::time::timeout(PROBE_TIMEOUT, index.ping()).await {
+                Ok(Ok(())) => (backend, true, None),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "vector index probe failed");
+                    (
+                        backend,
+                        false,
+                        Some("the vector index did not answer the probe".to_owned()),
+                    )
+                }
+                Err(_) => (backend, false, Some(timed_out())),
+            }
+        }
+    };
+    Probe {
+        name: "vectors",
+        backend,
         ok,
         latency: start.elapsed(),
         error,

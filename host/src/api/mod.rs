@@ -22,8 +22,10 @@ use tower_http::trace::TraceLayer;
 use crate::config::Settings;
 use crate::encoder::service::SharedEncoder;
 use crate::store::Catalog;
+use crate::store::vectors::SharedVectors;
 use crate::telemetry::{HTTP_DURATION, HTTP_REQUESTS};
 
+pub mod admin;
 pub mod auth;
 pub mod embed;
 pub mod error;
@@ -43,6 +45,7 @@ use error::ApiError;
 pub struct AppState {
     pub catalog: Arc<dyn Catalog>,
     pub encoder: SharedEncoder,
+    pub vectors: SharedVectors,
     pub auth: Arc<auth::Authenticator>,
     pub metrics: PrometheusHandle,
     pub limits: Limits,
@@ -96,6 +99,8 @@ pub fn router(state: AppState) -> Router {
         .route("/tenants/{t}/jobs", get(jobs::list))
         .route("/jobs/{job_id}", get(jobs::get))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/admin/reindex", post(admin::reindex))
+        .route("/admin/vectors", get(admin::vectors))
         .route(
             "/tenants/{t}/products/{id}",
             get(products::get)

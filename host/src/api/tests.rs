@@ -15,8 +15,9 @@ use crate::store::sqlite::SqliteCatalog;
 const ADMIN: &str = "test-admin-key-0123456789";
 
 struct TestApp {
-    _dir: tempfile::TempDir,
+    // Dropped before the directory it keeps its files in.
     app: Router,
+    _dir: tempfile::TempDir,
 }
 
 struct Reply {
@@ -74,9 +75,16 @@ async fn app_with(admin_key: Option<&str>) -> TestApp {
         .await
         .unwrap();
     let key = admin_key.map(|k| secrecy::SecretString::from(k.to_owned()));
+    let encoder = tiny_encoder();
+    let dims = encoder.service().unwrap().dims();
+    let vectors = crate::store::vectors::SharedVectors::default();
+    vectors.set(crate::store::vectors::VectorsState::Ready(Arc::new(
+        crate::store::vectors::EdgeIndex::open(dir.path(), dims).unwrap(),
+    )));
     let state = AppState {
         catalog: Arc::new(catalog),
-        encoder: tiny_encoder(),
+        encoder,
+        vectors,
         auth: Arc::new(auth::Authenticator::new(key.as_ref())),
         metrics: crate::telemetry::metrics_handle(),
         limits: limits(),
@@ -934,8 +942,11 @@ async fn health_reports_the_catalog_and_metrics_count_requests_by_route() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["checks"]["catalog"], "ok");
     assert_eq!(r.body["checks"]["encoder"], "ok");
+    assert_eq!(r.body["checks"]["vectors"], "ok");
     let r = t.call(Method::GET, "/health/dependencies", None, None).await;
     assert_eq!(r.body["dependencies"]["encoder"]["status"], "ok");
+    assert_eq!(r.body["dependencies"]["vectors"]["status"], "ok");
+    assert_eq!(r.body["dependencies"]["vectors"]["backend"], "qdrant-edge");
     assert_eq!(r.body["dependencies"]["catalog"]["status"], "ok");
     assert_eq!(r.body["dependencies"]["catalog"]["backend"], "sqlite");
     assert!(r.body["dependencies"]["catalog"]["latency_ms"].as_f64().is_some());
@@ -1200,6 +1211,7 @@ async fn a_missing_encoder_makes_embedding_and_readiness_503_but_not_the_catalog
         app: router(AppState {
             catalog: Arc::new(catalog),
             encoder,
+            vectors: Default::default(),
             auth: Arc::new(auth::Authenticator::new(None)),
             metrics: crate::telemetry::metrics_handle(),
             limits: limits(),
@@ -1213,7 +1225,11 @@ async fn a_missing_encoder_makes_embedding_and_readiness_503_but_not_the_catalog
     assert!(r.headers.contains_key("retry-after"));
     let r = t.call(Method::GET, "/health/ready", None, None).await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "not_ready");
-    assert_eq!(r.body["error"]["details"]["failing"], json!(["encoder"]));
+    // The vector index opens once the encoder says which dimension it needs.
+    assert_eq!(
+        r.body["error"]["details"]["failing"],
+        json!(["encoder", "vectors"])
+    );
     let r = t.call(Method::GET, "/health/dependencies", None, None).await;
     assert!(
         r.body["dependencies"]["encoder"]["error"]
@@ -1225,4 +1241,116 @@ async fn a_missing_encoder_makes_embedding_and_readiness_503_but_not_the_catalog
         .call(Method::POST, "/v1/tenants/default/products", None, Some(boots()))
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn admin_reindex_is_admin_only_validated_and_one_at_a_time() {
+    let t = app().await;
+    let key = t.tenant_with_key("shop", &["search", "write", "admin"]).await;
+    let r = t
+        .call(Method::POST, "/v1/admin/reindex", Some(&key), Some(json!({})))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let r = t
+        .call(
+            Method::POST,
+            "/v1/admin/reindex",
+            Some(ADMIN),
+            Some(json!({"tenant": "x", "all": true})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "unknown_field");
+    assert_eq!(r.body["error"]["details"]["field"], "all");
+    let r = t
+        .call(
+            Method::POST,
+            "/v1/admin/reindex",
+            Some(ADMIN),
+            Some(json!({"tenant": "Bad Id"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(r.body["error"]["details"]["field"], "tenant");
+    let r = t
+        .call(
+            Method::POST,
+            "/v1/admin/reindex",
+            Some(ADMIN),
+            Some(json!({"tenant": "nobody"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "tenant_not_found");
+
+    // No body at all is a full reindex.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/admin/reindex")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = t.raw(req).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let job_id = r.body["job_id"].as_str().unwrap().to_owned();
+    let r = t
+        .call(Method::GET, &format!("/v1/jobs/{job_id}"), Some(ADMIN), None)
+        .await;
+    assert_eq!(r.body["kind"], "reindex_all");
+    assert_eq!(r.body["status"], "queued");
+    assert_eq!(r.body["tenant"], Value::Null);
+    let r = t
+        .call(
+            Method::POST,
+            "/v1/admin/reindex",
+            Some(ADMIN),
+            Some(json!({"tenant": "shop"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "reindex_in_progress");
+    assert_eq!(r.body["error"]["details"]["job_id"], job_id.as_str());
+    // Once it is cancelled another may start.
+    let r = t
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{job_id}/cancel"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = t
+        .call(
+            Method::POST,
+            "/v1/admin/reindex",
+            Some(ADMIN),
+            Some(json!({"tenant": "shop"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn admin_vectors_reports_backend_dims_and_counts() {
+    let t = app().await;
+    let r = t.call(Method::GET, "/v1/admin/vectors", Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["backend"], "qdrant-edge");
+    assert_eq!(r.body["count"], 0);
+    assert!(r.body["dims"].as_u64().unwrap() > 0);
+    let r = t
+        .call(Method::GET, "/v1/admin/vectors?tenant=shop", Some(ADMIN), None)
+        .await;
+    assert_eq!(r.body["tenant"], "shop");
+    let r = t
+        .call(Method::GET, "/v1/admin/vectors?bogus=1", Some(ADMIN), None)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "unknown_parameter");
+    let r = t
+        .call(
+            Method::GET,
+            "/v1/admin/vectors?tenant=Bad%20Id",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }

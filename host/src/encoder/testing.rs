@@ -52,6 +52,31 @@ impl Default for TinyClipSpec {
     }
 }
 
+impl TinyClipSpec {
+    /// The architecture and size of openai/clip-vit-base-patch32 (ViT-B/32
+    /// vision tower, 12-layer 512-wide text tower, 512-d projection), with
+    /// random weights and the small test vocabulary: for speed benchmarks,
+    /// where only the shapes matter.
+    pub fn vit_b32() -> Self {
+        Self {
+            text_hidden: 512,
+            text_layers: 12,
+            text_heads: 8,
+            text_intermediate: 2048,
+            max_position_embeddings: 77,
+            vision_hidden: 768,
+            vision_layers: 12,
+            vision_heads: 12,
+            vision_intermediate: 3072,
+            image_size: 224,
+            patch_size: 32,
+            projection_dim: 512,
+            seed: 0,
+            write_preprocessor_config: true,
+        }
+    }
+}
+
 /// Words that get whole-word BPE merges in the tiny vocabulary; everything else
 /// tokenises to single byte-level characters.
 pub const TINY_WORDS: [&str; 10] = [
