@@ -19,6 +19,7 @@ use crate::indexing::Reindex;
 use crate::jobs::RetryPolicy;
 use crate::jobs::{JobRunner, RunnerConfig};
 use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
+use crate::search::{SearchConfig, SearchService};
 use crate::store::vectors::{
     EdgeIndex, QdrantIndex, SharedVectors, VectorIndex, VectorsState, server::ServerConfig,
 };
@@ -64,11 +65,20 @@ pub fn app_state(
     catalog: Arc<dyn Catalog>,
     encoder: SharedEncoder,
     vectors: SharedVectors,
+    fetcher: Arc<ImageFetcher>,
 ) -> AppState {
+    let search = Arc::new(SearchService::new(
+        catalog.clone(),
+        encoder.clone(),
+        vectors.clone(),
+        &SearchConfig::default(),
+    ));
     AppState {
         catalog,
         encoder,
         vectors,
+        search,
+        fetcher,
         auth: Arc::new(Authenticator::new(settings.auth.admin_key.as_ref())),
         metrics: telemetry::metrics_handle(),
         limits: Limits::from_settings(settings),
@@ -126,17 +136,18 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     let (source, options, batch) = encoder_options(&settings)?;
     let encoder = SharedEncoder::default();
     let vectors = SharedVectors::default();
+    let fetcher = Arc::new(ImageFetcher::new(fetch_config(&settings)).map_err(|e| {
+        ServerError::Config(crate::config::ConfigError::Invalid {
+            key: "media".into(),
+            message: e.to_string(),
+        })
+    })?);
     let indexing = Indexing {
         catalog: catalog.clone(),
         encoder: encoder.clone(),
         vectors: vectors.clone(),
         settings: settings.clone(),
-        fetcher: Arc::new(ImageFetcher::new(fetch_config(&settings)).map_err(|e| {
-            ServerError::Config(crate::config::ConfigError::Invalid {
-                key: "media".into(),
-                message: e.to_string(),
-            })
-        })?),
+        fetcher: fetcher.clone(),
         blobs: BlobStore::open(
             settings.blobs.url.as_ref().map(|u| u.expose_secret()),
             &settings.data_dir,
@@ -156,7 +167,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         load_into(indexing.encoder.clone(), source, options, batch).await;
         indexing.run(stop_rx).await;
     });
-    let state = app_state(&settings, catalog, encoder, vectors);
+    let state = app_state(&settings, catalog, encoder, vectors, fetcher);
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await

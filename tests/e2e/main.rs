@@ -6,6 +6,7 @@
 
 mod harness;
 mod indexing;
+mod search;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -33,6 +33,7 @@ pub mod extract;
 pub mod health;
 pub mod jobs;
 pub mod products;
+pub mod search;
 pub mod tenants;
 
 #[cfg(test)]
@@ -46,6 +47,9 @@ pub struct AppState {
     pub catalog: Arc<dyn Catalog>,
     pub encoder: SharedEncoder,
     pub vectors: SharedVectors,
+    pub search: Arc<crate::search::SearchService>,
+    /// Image downloads for `image_url` queries (SSRF-safe).
+    pub fetcher: Arc<crate::media::ImageFetcher>,
     pub auth: Arc<auth::Authenticator>,
     pub metrics: PrometheusHandle,
     pub limits: Limits,
@@ -95,6 +99,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/embed",
             post(embed::embed).layer(DefaultBodyLimit::max(embed::MAX_BODY_BYTES)),
+        )
+        .route(
+            "/tenants/{t}/search",
+            post(search::search).layer(DefaultBodyLimit::max(embed::MAX_BODY_BYTES)),
+        )
+        .route(
+            "/tenants/{t}/search/image",
+            post(search::search_image).layer(DefaultBodyLimit::max(embed::MAX_IMAGE_BYTES + 64 * 1024)),
         )
         .route("/tenants/{t}/jobs", get(jobs::list))
         .route("/jobs/{job_id}", get(jobs::get))

@@ -69,6 +69,33 @@ fn tiny_encoder() -> SharedEncoder {
     shared
 }
 
+fn search_service(
+    catalog: &Arc<dyn crate::store::Catalog>,
+    encoder: &SharedEncoder,
+    vectors: &crate::store::vectors::SharedVectors,
+) -> Arc<crate::search::SearchService> {
+    Arc::new(crate::search::SearchService::new(
+        catalog.clone(),
+        encoder.clone(),
+        vectors.clone(),
+        &Default::default(),
+    ))
+}
+
+/// Image downloads may reach the tests' own local image server.
+fn test_fetcher() -> Arc<crate::media::ImageFetcher> {
+    Arc::new(
+        crate::media::ImageFetcher::new(crate::media::FetchConfig {
+            policy: crate::media::AddressPolicy {
+                allow_private_networks: true,
+                allowed: Vec::new(),
+            },
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
 async fn app_with(admin_key: Option<&str>) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let catalog = SqliteCatalog::open(&dir.path().join("c.sqlite3"), 2)
@@ -81,8 +108,11 @@ async fn app_with(admin_key: Option<&str>) -> TestApp {
     vectors.set(crate::store::vectors::VectorsState::Ready(Arc::new(
         crate::store::vectors::EdgeIndex::open(dir.path(), dims).unwrap(),
     )));
+    let catalog: Arc<dyn crate::store::Catalog> = Arc::new(catalog);
     let state = AppState {
-        catalog: Arc::new(catalog),
+        search: search_service(&catalog, &encoder, &vectors),
+        fetcher: test_fetcher(),
+        catalog,
         encoder,
         vectors,
         auth: Arc::new(auth::Authenticator::new(key.as_ref())),
@@ -1203,13 +1233,16 @@ async fn a_missing_encoder_makes_embedding_and_readiness_503_but_not_the_catalog
     let catalog = SqliteCatalog::open(&dir.path().join("c.sqlite3"), 2)
         .await
         .unwrap();
+    let catalog: Arc<dyn crate::store::Catalog> = Arc::new(catalog);
     let encoder = SharedEncoder::default();
     encoder.set(crate::encoder::service::EncoderState::Failed(
         "hub unreachable; check encoder.model".into(),
     ));
     let t = TestApp {
         app: router(AppState {
-            catalog: Arc::new(catalog),
+            search: search_service(&catalog, &encoder, &Default::default()),
+            fetcher: test_fetcher(),
+            catalog,
             encoder,
             vectors: Default::default(),
             auth: Arc::new(auth::Authenticator::new(None)),

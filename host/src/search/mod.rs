@@ -1,0 +1,253 @@
+//! The query pipeline (DESIGN.md "Query pipeline"): embed the query (texts
+//! through a cache), search the vector index with the tenant and the
+//! filters pushed into it, hydrate the hits from the catalog in one read.
+//! No HTTP types in here: the API parses requests into [`SearchRequest`] and
+//! maps [`SearchError`] to responses.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use moka::future::Cache;
+
+use crate::encoder::DecodedImage;
+use crate::encoder::service::{EmbedError, SharedEncoder};
+use crate::model::Product;
+use crate::store::vectors::{SharedVectors, VectorError, VectorFilter, VectorQuery};
+use crate::store::{Catalog, StoreError};
+
+/// What a search starts from.
+#[derive(Debug)]
+pub enum QuerySource {
+    Text(String),
+    /// A decoded image (uploaded, sent as base64, or fetched from a URL);
+    /// `url` is kept for the search log.
+    Image {
+        image: DecodedImage,
+        url: Option<String>,
+    },
+    /// "More like this": the stored vector of a product of the tenant.
+    Like(String),
+}
+
+impl QuerySource {
+    /// The `query_type` of responses and search logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QuerySource::Text(_) => "text",
+            QuerySource::Image { .. } => "image",
+            QuerySource::Like(_) => "like",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SearchRequest {
+    pub tenant: String,
+    pub source: QuerySource,
+    pub filter: VectorFilter,
+    pub limit: usize,
+    pub offset: usize,
+    pub min_score: Option<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub product: Product,
+    pub score: f32,
+}
+
+#[derive(Debug)]
+pub struct SearchResponse {
+    pub hits: Vec<Hit>,
+    pub took_ms: f64,
+    pub query_type: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// `like` names a product the tenant does not have.
+    #[error("there is no product `{0}`")]
+    ProductNotFound(String),
+    /// `like` names a product that has no vector (yet, or its image failed).
+    #[error("product `{0}` is not indexed yet, so there is nothing to compare with")]
+    ProductNotIndexed(String),
+    /// The encoder or the vector index cannot serve now.
+    #[error("the {0} is unavailable")]
+    Unavailable(&'static str),
+    /// The encoder queue is full.
+    #[error("the encoder is overloaded")]
+    Busy,
+    /// The index holds vectors of another dimension (a model change whose
+    /// reindex has not finished).
+    #[error("the index was built with another model; a full reindex is needed")]
+    ModelMismatch,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for SearchError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => SearchError::Unavailable("catalog"),
+            other => SearchError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn vector_error(e: VectorError) -> SearchError {
+    match e {
+        VectorError::DimensionMismatch { .. } => SearchError::ModelMismatch,
+        VectorError::Unavailable(why) => {
+            tracing::warn!(reason = %why, "vector index unavailable");
+            SearchError::Unavailable("vector index")
+        }
+        VectorError::Other(why) => SearchError::Internal(why),
+    }
+}
+
+fn embed_error(e: EmbedError) -> SearchError {
+    match e {
+        EmbedError::Busy => SearchError::Busy,
+        EmbedError::Stopped => SearchError::Unavailable("encoder"),
+        EmbedError::Encoder(e) => SearchError::Internal(format!("encoder: {e}")),
+    }
+}
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// Upper bound of the text-embedding cache, in bytes of vectors and keys.
+    pub text_cache_bytes: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            text_cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The query pipeline. Cheap to share (`Arc`).
+pub struct SearchService {
+    catalog: Arc<dyn Catalog>,
+    encoder: SharedEncoder,
+    vectors: SharedVectors,
+    /// (model id, text) → unit vector.
+    text_cache: Cache<(String, String), Arc<Vec<f32>>>,
+}
+
+impl SearchService {
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        encoder: SharedEncoder,
+        vectors: SharedVectors,
+        config: &SearchConfig,
+    ) -> Self {
+        let text_cache = Cache::builder()
+            .weigher(|k: &(String, String), v: &Arc<Vec<f32>>| {
+                let bytes = k.0.len() + k.1.len() + v.len() * 4 + 64;
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .max_capacity(config.text_cache_bytes)
+            .build();
+        Self {
+            catalog,
+            encoder,
+            vectors,
+            text_cache,
+        }
+    }
+
+    /// Embeds a query text, through the cache. Concurrent misses of one
+    /// text share a single encoder call.
+    async fn text_vector(&self, text: &str) -> Result<Arc<Vec<f32>>, SearchError> {
+        let encoder = self.encoder.service().map_err(|why| {
+            tracing::warn!(reason = %why, "search refused: encoder not ready");
+            SearchError::Unavailable("encoder")
+        })?;
+        let key = (encoder.model_id().to_owned(), text.trim().to_owned());
+        let text = key.1.clone();
+        self.text_cache
+            .try_get_with(key, async move { encoder.embed_text(text).await.map(Arc::new) })
+            .await
+            .map_err(|e: Arc<EmbedError>| match &*e {
+                EmbedError::Busy => SearchError::Busy,
+                EmbedError::Stopped => SearchError::Unavailable("encoder"),
+                EmbedError::Encoder(e) => SearchError::Internal(format!("encoder: {e}")),
+            })
+    }
+
+    pub async fn search(&self, req: SearchRequest) -> Result<SearchResponse, SearchError> {
+        let start = Instant::now();
+        let query_type = req.source.kind();
+        let vectors = self.vectors.index().map_err(|why| {
+            tracing::warn!(reason = %why, "search refused: vector index not ready");
+            SearchError::Unavailable("vector index")
+        })?;
+        let (vector, exclude) = match req.source {
+            QuerySource::Text(t) => (self.text_vector(&t).await?.as_ref().clone(), None),
+            QuerySource::Image { image, .. } => {
+                let encoder = self
+                    .encoder
+                    .service()
+                    .map_err(|_| SearchError::Unavailable("encoder"))?;
+                (encoder.embed_image(image).await.map_err(embed_error)?, None)
+            }
+            QuerySource::Like(id) => {
+                match vectors.get_vector(&req.tenant, &id).await.map_err(vector_error)? {
+                    Some(v) => (v, Some(id)),
+                    None => {
+                        let known = !self
+                            .catalog
+                            .get_products(&req.tenant, std::slice::from_ref(&id))
+                            .await?
+                            .is_empty();
+                        return Err(if known {
+                            SearchError::ProductNotIndexed(id)
+                        } else {
+                            SearchError::ProductNotFound(id)
+                        });
+                    }
+                }
+            }
+        };
+        let scored = vectors
+            .search(&VectorQuery {
+                tenant: req.tenant.clone(),
+                vector,
+                limit: req.limit,
+                offset: req.offset,
+                filter: req.filter,
+                exclude_product: exclude,
+                min_score: req.min_score,
+            })
+            .await
+            .map_err(vector_error)?;
+        // One catalog read for the whole page, then back into hit order. A
+        // product deleted a moment ago (its vector's removal still queued)
+        // is left out.
+        let ids: Vec<String> = scored.iter().map(|s| s.product_id.clone()).collect();
+        let mut products: std::collections::HashMap<String, Product> = self
+            .catalog
+            .get_products(&req.tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.external_id.clone(), p))
+            .collect();
+        let hits = scored
+            .into_iter()
+            .filter_map(|s| {
+                products.remove(&s.product_id).map(|product| Hit {
+                    product,
+                    score: s.score,
+                })
+            })
+            .collect();
+        Ok(SearchResponse {
+            hits,
+            took_ms: start.elapsed().as_secs_f64() * 1000.0,
+            query_type,
+        })
+    }
+}
