@@ -19,6 +19,7 @@ use crate::indexing::Reindex;
 use crate::jobs::RetryPolicy;
 use crate::jobs::{JobRunner, RunnerConfig};
 use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
+use crate::search::logs::SearchLogger;
 use crate::search::{SearchConfig, SearchService};
 use crate::store::vectors::{
     EdgeIndex, QdrantIndex, SharedVectors, VectorIndex, VectorsState, server::ServerConfig,
@@ -67,10 +68,13 @@ pub fn app_state(
     vectors: SharedVectors,
     fetcher: Arc<ImageFetcher>,
 ) -> AppState {
+    // The writer task ends (flushing) when the last logger is dropped.
+    let (logger, _writer) = SearchLogger::start(catalog.clone(), crate::search::logs::BUFFER);
     let search = Arc::new(SearchService::new(
         catalog.clone(),
         encoder.clone(),
         vectors.clone(),
+        logger,
         &SearchConfig::default(),
     ));
     AppState {

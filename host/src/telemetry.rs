@@ -17,6 +17,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 pub const HTTP_REQUESTS: &str = "vitrine_http_requests_total";
 pub const HTTP_DURATION: &str = "vitrine_http_request_duration_seconds";
+/// Search logs dropped because the buffer was full or the catalog refused them.
+pub const SEARCH_LOGS_DROPPED: &str = "vitrine_search_logs_dropped_total";
+/// Search logs written to the catalog.
+pub const SEARCH_LOGS_WRITTEN: &str = "vitrine_search_logs_written_total";
 
 /// Installs the global tracing subscriber. Every event inside a request's
 /// span carries that span's fields, including `request_id`.

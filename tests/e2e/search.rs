@@ -362,6 +362,78 @@ async fn every_query_source_finds_the_right_products_within_the_filters() {
         .post("/v1/tenants/nobody/search", &json!({"text": "a"}))
         .await;
     assert_eq!(s, 404, "{e}");
+
+    // The searches were logged in the background; analytics read the logs.
+    let r = search(
+        &admin,
+        "default",
+        json!({"text": "nothing here", "filters": {"category": "none"}}),
+    )
+    .await;
+    assert_eq!(ids(&r).len(), 0);
+    let mut top = Value::Null;
+    for _ in 0..100 {
+        let (s, body) = admin
+            .get("/v1/tenants/default/analytics/queries?kind=top&limit=100")
+            .await;
+        assert_eq!(s, 200, "{body}");
+        top = body;
+        let logged = top["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["query_text"] == "nothing here");
+        if logged {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hat = top["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["query_text"] == "hat")
+        .unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(hat["count"], 8, "{top}");
+    assert!(hat["avg_results"].as_f64().unwrap() > 0.0);
+    assert!(hat["p95_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        top["queries"][0]["query_text"], "hat",
+        "the most frequent first: {top}"
+    );
+    let (_, zero) = admin
+        .get("/v1/tenants/default/analytics/queries?kind=zero_results")
+        .await;
+    assert_eq!(zero["queries"].as_array().unwrap().len(), 1, "{zero}");
+    assert_eq!(zero["queries"][0]["query_text"], "nothing here", "{zero}");
+    assert_eq!(zero["queries"][0]["count"], 1, "{zero}");
+    let (_, none) = admin.get("/v1/tenants/other/analytics/queries").await;
+    assert!(
+        none["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["query_text"] != "hat"),
+        "{none}"
+    );
+    let (_, later) = admin
+        .get("/v1/tenants/default/analytics/queries?since=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(later["queries"], json!([]));
+    for (q, field) in [
+        ("kind=best", "kind"),
+        ("since=yesterday", "since"),
+        ("limit=0", "limit"),
+        ("x=1", "x"),
+    ] {
+        let (s, e) = admin
+            .get(&format!("/v1/tenants/default/analytics/queries?{q}"))
+            .await;
+        assert_eq!(s, 400, "{q}: {e}");
+        assert_eq!(e["error"]["details"]["field"], field, "{q}: {e}");
+    }
+    let (s, _) = other.get("/v1/tenants/default/analytics/queries").await;
+    assert_eq!(s, 403);
     drop(server);
 }
 

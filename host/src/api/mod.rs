@@ -26,6 +26,7 @@ use crate::store::vectors::SharedVectors;
 use crate::telemetry::{HTTP_DURATION, HTTP_REQUESTS};
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod embed;
 pub mod error;
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{t}/search/image",
             post(search::search_image).layer(DefaultBodyLimit::max(embed::MAX_IMAGE_BYTES + 64 * 1024)),
         )
+        .route("/tenants/{t}/analytics/queries", get(analytics::queries))
         .route("/tenants/{t}/jobs", get(jobs::list))
         .route("/jobs/{job_id}", get(jobs::get))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))

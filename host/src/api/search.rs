@@ -44,6 +44,8 @@ struct Options {
     limit: usize,
     offset: usize,
     min_score: Option<f32>,
+    user_id: Option<String>,
+    session_id: Option<String>,
 }
 
 fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -170,6 +172,8 @@ fn parse_options(body: &mut Map<String, Value>) -> ApiResult<Options> {
         limit: DEFAULT_LIMIT as usize,
         offset: 0,
         min_score: None,
+        user_id: None,
+        session_id: None,
     };
     if let Some(v) = body.remove("filters").filter(|v| !v.is_null()) {
         o.filter = parse_filters(v)?;
@@ -231,7 +235,13 @@ fn parse_options(body: &mut Map<String, Value>) -> ApiResult<Options> {
     for field in ["user_id", "session_id"] {
         match body.remove(field) {
             None | Some(Value::Null) => {}
-            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS => {}
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS => {
+                if field == "user_id" {
+                    o.user_id = Some(s);
+                } else {
+                    o.session_id = Some(s);
+                }
+            }
             Some(_) => {
                 return Err(invalid(
                     field,
@@ -368,6 +378,8 @@ async fn run(state: &AppState, tenant: String, source: QuerySource, o: Options) 
             limit: o.limit,
             offset: o.offset,
             min_score: o.min_score,
+            user_id: o.user_id,
+            session_id: o.session_id,
         })
         .await
         .map_err(search_error)?;

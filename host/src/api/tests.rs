@@ -74,10 +74,12 @@ fn search_service(
     encoder: &SharedEncoder,
     vectors: &crate::store::vectors::SharedVectors,
 ) -> Arc<crate::search::SearchService> {
+    let (logger, _) = crate::search::logs::SearchLogger::start(catalog.clone(), 100);
     Arc::new(crate::search::SearchService::new(
         catalog.clone(),
         encoder.clone(),
         vectors.clone(),
+        logger,
         &Default::default(),
     ))
 }

@@ -9,11 +9,15 @@ use std::time::Instant;
 
 use moka::future::Cache;
 
+pub mod logs;
+
+use logs::SearchLogger;
+
 use crate::encoder::DecodedImage;
 use crate::encoder::service::{EmbedError, SharedEncoder};
 use crate::model::Product;
 use crate::store::vectors::{SharedVectors, VectorError, VectorFilter, VectorQuery};
-use crate::store::{Catalog, StoreError};
+use crate::store::{Catalog, SearchLog, StoreError};
 
 /// What a search starts from.
 #[derive(Debug)]
@@ -48,6 +52,9 @@ pub struct SearchRequest {
     pub limit: usize,
     pub offset: usize,
     pub min_score: Option<f32>,
+    /// Who searched, for the search log.
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +142,7 @@ pub struct SearchService {
     vectors: SharedVectors,
     /// (model id, text) → unit vector.
     text_cache: Cache<(String, String), Arc<Vec<f32>>>,
+    logger: SearchLogger,
 }
 
 impl SearchService {
@@ -142,6 +150,7 @@ impl SearchService {
         catalog: Arc<dyn Catalog>,
         encoder: SharedEncoder,
         vectors: SharedVectors,
+        logger: SearchLogger,
         config: &SearchConfig,
     ) -> Self {
         let text_cache = Cache::builder()
@@ -156,6 +165,7 @@ impl SearchService {
             encoder,
             vectors,
             text_cache,
+            logger,
         }
     }
 
@@ -181,6 +191,11 @@ impl SearchService {
     pub async fn search(&self, req: SearchRequest) -> Result<SearchResponse, SearchError> {
         let start = Instant::now();
         let query_type = req.source.kind();
+        let (query_text, query_image_url) = match &req.source {
+            QuerySource::Text(t) => (Some(t.clone()), None),
+            QuerySource::Image { url, .. } => (None, url.clone()),
+            QuerySource::Like(_) => (None, None),
+        };
         let vectors = self.vectors.index().map_err(|why| {
             tracing::warn!(reason = %why, "search refused: vector index not ready");
             SearchError::Unavailable("vector index")
@@ -235,7 +250,7 @@ impl SearchService {
             .into_iter()
             .map(|p| (p.external_id.clone(), p))
             .collect();
-        let hits = scored
+        let hits: Vec<Hit> = scored
             .into_iter()
             .filter_map(|s| {
                 products.remove(&s.product_id).map(|product| Hit {
@@ -244,9 +259,21 @@ impl SearchService {
                 })
             })
             .collect();
+        let took_ms = start.elapsed().as_secs_f64() * 1000.0;
+        self.logger.record(SearchLog {
+            tenant: req.tenant,
+            query_type: query_type.to_owned(),
+            query_text,
+            query_image_url,
+            results_count: i32::try_from(hits.len()).unwrap_or(i32::MAX),
+            execution_time_ms: took_ms,
+            user_id: req.user_id,
+            session_id: req.session_id,
+            created_at: crate::model::now(),
+        });
         Ok(SearchResponse {
             hits,
-            took_ms: start.elapsed().as_secs_f64() * 1000.0,
+            took_ms,
             query_type,
         })
     }

@@ -9,7 +9,10 @@ use serde_json::json;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{ApiKeyRecord, Catalog, IndexUpdate, JobOutcome, JobStatus, NewJob, StoreError};
+use super::{
+    ApiKeyRecord, Catalog, IndexUpdate, JobOutcome, JobStatus, NewJob, QueryStat, QueryStatsKind, SearchLog,
+    StoreError,
+};
 use crate::model::{IndexStatus, ProductFields, now};
 
 pub async fn run_all(c: &dyn Catalog) {
@@ -38,6 +41,7 @@ pub async fn run_all(c: &dyn Catalog) {
     concurrent_claims_never_hand_out_a_job_twice(c).await;
     jobs_list_newest_first_by_tenant_and_status(c).await;
     index_outcomes_apply_only_to_the_indexed_version(c).await;
+    search_logs_feed_per_tenant_query_stats(c).await;
 }
 
 fn fields(title: &str) -> ProductFields {
@@ -757,5 +761,96 @@ async fn index_outcomes_apply_only_to_the_indexed_version(c: &dyn Catalog) {
     assert_eq!(
         (b3.index_status, b3.index_error.as_deref()),
         (IndexStatus::Failed, Some("image answered 404"))
+    );
+}
+
+async fn search_logs_feed_per_tenant_query_stats(c: &dyn Catalog) {
+    c.create_tenant("t_logs", "logs").await.unwrap();
+    let t0 = now();
+    let log = |text: Option<&str>, results: i32, ms: f64, at: DateTime<Utc>| SearchLog {
+        tenant: "t_logs".into(),
+        query_type: if text.is_some() { "text" } else { "image" }.into(),
+        query_text: text.map(str::to_owned),
+        query_image_url: None,
+        results_count: results,
+        execution_time_ms: ms,
+        user_id: Some("u1".into()),
+        session_id: None,
+        created_at: at,
+    };
+    let mut logs = Vec::new();
+    // "boots": 20 searches taking 1..=20 ms, 10 results each.
+    for i in 1..=20 {
+        logs.push(log(Some("boots"), 10, f64::from(i), t0));
+    }
+    // "hat": 3 searches, one with no result.
+    logs.push(log(Some("hat"), 4, 5.0, t0));
+    logs.push(log(Some("hat"), 2, 7.0, t0));
+    logs.push(log(Some("hat"), 0, 9.0, t0));
+    // Nothing found for "unicorn", twice; and an image search (no text).
+    logs.push(log(Some("unicorn"), 0, 3.0, t0));
+    logs.push(log(Some("unicorn"), 0, 4.0, t0));
+    logs.push(log(None, 5, 30.0, t0));
+    // Old and other-tenant searches do not count.
+    logs.push(log(Some("old"), 1, 1.0, at(t0, -86_400 * 30)));
+    let mut other = log(Some("boots"), 1, 1.0, t0);
+    other.tenant = "default".into();
+    logs.push(other);
+    c.insert_search_logs(&logs).await.unwrap();
+    c.insert_search_logs(&[]).await.unwrap();
+
+    let since = at(t0, -3600);
+    let top = c
+        .query_stats("t_logs", QueryStatsKind::Top, since, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        top,
+        vec![
+            QueryStat {
+                query_text: "boots".into(),
+                count: 20,
+                avg_results: 10.0,
+                p95_ms: 19.0
+            },
+            QueryStat {
+                query_text: "hat".into(),
+                count: 3,
+                avg_results: 2.0,
+                p95_ms: 9.0
+            },
+            QueryStat {
+                query_text: "unicorn".into(),
+                count: 2,
+                avg_results: 0.0,
+                p95_ms: 4.0
+            },
+        ]
+    );
+    let top1 = c
+        .query_stats("t_logs", QueryStatsKind::Top, since, 1)
+        .await
+        .unwrap();
+    assert_eq!(top1.len(), 1);
+    let zero = c
+        .query_stats("t_logs", QueryStatsKind::ZeroResults, since, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        zero.iter()
+            .map(|q| (q.query_text.as_str(), q.count))
+            .collect::<Vec<_>>(),
+        [("unicorn", 2), ("hat", 1)]
+    );
+    let all_time = c
+        .query_stats("t_logs", QueryStatsKind::Top, at(t0, -86_400 * 365), 10)
+        .await
+        .unwrap();
+    assert_eq!(all_time.len(), 4);
+    assert!(
+        c.query_stats("nobody", QueryStatsKind::Top, since, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -3,6 +3,7 @@
 //! backends that pass one shared contract suite (`contract.rs`):
 //! SQLite for the embedded single node and PostgreSQL at scale.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -275,9 +276,83 @@ pub trait Catalog: Send + Sync + 'static {
     /// `Conflict` for a job that already finished.
     async fn cancel_job(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Job>;
 
+    /// Appends search logs (one batch, one transaction).
+    async fn insert_search_logs(&self, logs: &[SearchLog]) -> StoreResult<()>;
+
+    /// The most frequent query texts of a tenant since `since`, with their
+    /// count, average result count and p95 time; most frequent first.
+    async fn query_stats(
+        &self,
+        tenant: &str,
+        kind: QueryStatsKind,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueryStat>>;
+
     /// Puts `worker`'s running jobs back in the queue without counting the
     /// interrupted attempt (graceful shutdown). Returns how many.
     async fn release_jobs(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// One search, as the original design logged it (plus the tenant).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchLog {
+    pub tenant: String,
+    pub query_type: String,
+    pub query_text: Option<String>,
+    pub query_image_url: Option<String>,
+    pub results_count: i32,
+    pub execution_time_ms: f64,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which queries `query_stats` ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryStatsKind {
+    /// The most frequent query texts.
+    Top,
+    /// The most frequent query texts that found nothing.
+    ZeroResults,
+}
+
+/// One query text in the analytics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryStat {
+    pub query_text: String,
+    pub count: i64,
+    pub avg_results: f64,
+    pub p95_ms: f64,
+}
+
+/// Nearest-rank 95th percentile.
+pub(crate) fn p95(mut times: Vec<f64>) -> f64 {
+    if times.is_empty() {
+        return 0.0;
+    }
+    times.sort_by(f64::total_cmp);
+    let rank = ((0.95 * times.len() as f64).ceil() as usize).clamp(1, times.len());
+    times[rank - 1]
+}
+
+/// Adds each text's p95 to `(text, count, avg)` rows from its timings.
+pub(crate) fn with_p95(rows: Vec<(String, i64, f64)>, timings: Vec<(String, f64)>) -> Vec<QueryStat> {
+    let mut by_text: HashMap<String, Vec<f64>> = HashMap::new();
+    for (t, ms) in timings {
+        by_text.entry(t).or_default().push(ms);
+    }
+    rows.into_iter()
+        .map(|(query_text, count, avg_results)| {
+            let p95_ms = p95(by_text.remove(&query_text).unwrap_or_default());
+            QueryStat {
+                query_text,
+                count,
+                avg_results,
+                p95_ms,
+            }
+        })
+        .collect()
 }
 
 /// How one attempt at a job ended.

@@ -18,8 +18,8 @@ use tokio_postgres::types::ToSql;
 use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
 use super::{
-    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, ProductPage, StoreError,
-    StoreResult, Tenant,
+    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, ProductPage, QueryStat,
+    QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, with_p95,
 };
 use crate::model::{IndexStatus, Product, ProductFields, now};
 
@@ -828,6 +828,79 @@ impl Catalog for PostgresCatalog {
             )
             .await
             .map_err(map_err)
+    }
+
+    async fn insert_search_logs(&self, logs: &[SearchLog]) -> StoreResult<()> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO search_logs (tenant, query_type, query_text, query_image_url, results_count,
+                                          execution_time_ms, user_id, session_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .await
+            .map_err(map_err)?;
+        for l in logs {
+            tx.execute(
+                &st,
+                &[
+                    &l.tenant,
+                    &l.query_type,
+                    &l.query_text,
+                    &l.query_image_url,
+                    &l.results_count,
+                    &l.execution_time_ms,
+                    &l.user_id,
+                    &l.session_id,
+                    &l.created_at,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn query_stats(
+        &self,
+        tenant: &str,
+        kind: QueryStatsKind,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueryStat>> {
+        let client = self.client().await?;
+        let zero = kind == QueryStatsKind::ZeroResults;
+        let rows: Vec<(String, i64, f64)> = client
+            .query(
+                "SELECT query_text, count(*), avg(results_count)::float8 FROM search_logs
+                 WHERE tenant = $1 AND created_at >= $2 AND query_text IS NOT NULL
+                   AND (NOT $3 OR results_count = 0)
+                 GROUP BY query_text ORDER BY count(*) DESC, query_text LIMIT $4",
+                &[&tenant, &since, &zero, &i64::from(limit)],
+            )
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let texts: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let timings: Vec<(String, f64)> = client
+            .query(
+                "SELECT query_text, execution_time_ms FROM search_logs
+                 WHERE tenant = $1 AND created_at >= $2 AND (NOT $3 OR results_count = 0)
+                   AND query_text = ANY($4)",
+                &[&tenant, &since, &zero, &texts],
+            )
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(with_p95(rows, timings))
     }
 }
 

@@ -18,8 +18,9 @@ use rust_decimal::Decimal;
 use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
 use super::{
-    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, ProductPage, StoreError,
-    StoreResult, Tenant, object_from_json, string_list_from_json,
+    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, ProductPage, QueryStat,
+    QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, object_from_json, string_list_from_json,
+    with_p95,
 };
 use crate::model::{IndexStatus, Product, ProductFields, format_time, now};
 
@@ -963,6 +964,89 @@ impl Catalog for SqliteCatalog {
             )
             .map(|n| n as u64)
             .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn insert_search_logs(&self, logs: &[SearchLog]) -> StoreResult<()> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let logs = logs.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(map_err)?;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO search_logs (tenant, query_type, query_text, query_image_url, results_count,
+                                                  execution_time_ms, user_id, session_id, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )
+                    .map_err(map_err)?;
+                for l in &logs {
+                    st.execute(params![
+                        l.tenant,
+                        l.query_type,
+                        l.query_text,
+                        l.query_image_url,
+                        l.results_count,
+                        l.execution_time_ms,
+                        l.user_id,
+                        l.session_id,
+                        format_time(&l.created_at),
+                    ])
+                    .map_err(map_err)?;
+                }
+            }
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn query_stats(
+        &self,
+        tenant: &str,
+        kind: QueryStatsKind,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueryStat>> {
+        let (tenant, since) = (tenant.to_owned(), format_time(&since));
+        let zero = kind == QueryStatsKind::ZeroResults;
+        self.read(move |c| {
+            let rows: Vec<(String, i64, f64)> = {
+                let mut st = c
+                    .prepare_cached(
+                        "SELECT query_text, count(*), avg(results_count) FROM search_logs
+                         WHERE tenant = ?1 AND created_at >= ?2 AND query_text IS NOT NULL
+                           AND (?3 = 0 OR results_count = 0)
+                         GROUP BY query_text ORDER BY count(*) DESC, query_text LIMIT ?4",
+                    )
+                    .map_err(map_err)?;
+                st.query_map(params![tenant, since, zero, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(map_err)?
+            };
+            let texts =
+                serde_json::Value::from(rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()).to_string();
+            let timings: Vec<(String, f64)> = {
+                let mut st = c
+                    .prepare_cached(
+                        "SELECT query_text, execution_time_ms FROM search_logs
+                         WHERE tenant = ?1 AND created_at >= ?2 AND (?3 = 0 OR results_count = 0)
+                           AND query_text IN (SELECT value FROM json_each(?4))",
+                    )
+                    .map_err(map_err)?;
+                st.query_map(params![tenant, since, zero, texts], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(map_err)?
+            };
+            Ok(with_p95(rows, timings))
         })
         .await
     }
