@@ -65,6 +65,7 @@ pub struct Settings {
     pub blobs: BlobsSettings,
     pub vectors: VectorsSettings,
     pub jobs: JobsSettings,
+    pub search: SearchSettings,
     pub log: LogSettings,
 }
 
@@ -89,6 +90,17 @@ impl fmt::Debug for VectorsSettings {
             .field("timeout_secs", &self.timeout_secs)
             .finish()
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// Text-embedding cache size, MiB.
+    pub text_cache_mb: u64,
+    /// Result-page cache size, MiB; 0 turns the page cache off.
+    pub page_cache_mb: u64,
+    /// Longest a cached page is served (any product write ends it sooner).
+    pub page_cache_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -349,6 +361,12 @@ impl Settings {
         }
         if self.vectors.timeout_secs == 0 {
             return Err(ConfigError::invalid("vectors.timeout_secs", "must be at least 1"));
+        }
+        if self.search.page_cache_ttl_secs == 0 && self.search.page_cache_mb > 0 {
+            return Err(ConfigError::invalid(
+                "search.page_cache_ttl_secs",
+                "must be at least 1 (set search.page_cache_mb = 0 to turn the page cache off)",
+            ));
         }
         if !(1..=256).contains(&self.jobs.concurrency) {
             return Err(ConfigError::invalid(

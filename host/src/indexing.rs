@@ -172,6 +172,8 @@ impl IndexProducts {
                 .delete(tenant, &missing)
                 .await
                 .map_err(|e| JobError::Retryable(e.to_string()))?;
+            // Cached result pages may still hold the deleted products' slots.
+            self.catalog.bump_generation(tenant).await?;
         }
         // A retried job redoes only what is still to do.
         let found = products.len();
@@ -561,6 +563,10 @@ impl JobHandler for Reindex {
             (Ok(()), Some(g)) => {
                 let id = g.id();
                 vectors.commit_generation(g).await.map_err(vector_error)?;
+                // Every tenant's results changed at once: drop cached pages.
+                for t in &tenants {
+                    catalog.bump_generation(t).await?;
+                }
                 Some(id)
             }
             (Ok(()), None) => {

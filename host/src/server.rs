@@ -75,7 +75,11 @@ pub fn app_state(
         encoder.clone(),
         vectors.clone(),
         logger,
-        &SearchConfig::default(),
+        &SearchConfig {
+            text_cache_bytes: settings.search.text_cache_mb * 1024 * 1024,
+            page_cache_bytes: settings.search.page_cache_mb * 1024 * 1024,
+            page_cache_ttl: Duration::from_secs(settings.search.page_cache_ttl_secs.max(1)),
+        },
     ));
     AppState {
         catalog,

@@ -19,6 +19,9 @@ pub const HTTP_REQUESTS: &str = "vitrine_http_requests_total";
 pub const HTTP_DURATION: &str = "vitrine_http_request_duration_seconds";
 /// Search logs dropped because the buffer was full or the catalog refused them.
 pub const SEARCH_LOGS_DROPPED: &str = "vitrine_search_logs_dropped_total";
+/// Result-page cache lookups of text and like searches, by `outcome`
+/// (`hit`, `miss`).
+pub const SEARCH_PAGE_CACHE: &str = "vitrine_search_page_cache_total";
 /// Search logs written to the catalog.
 pub const SEARCH_LOGS_WRITTEN: &str = "vitrine_search_logs_written_total";
 

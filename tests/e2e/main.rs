@@ -284,11 +284,11 @@ async fn migrate_is_idempotent() {
             String::from_utf8_lossy(&first.stderr)
         );
         let out = String::from_utf8_lossy(&first.stdout);
-        assert!(out.contains("1 applied"), "{}: {out}", catalog.name());
+        assert!(out.contains("2 applied ([1, 2])"), "{}: {out}", catalog.name());
         let second = setup.command(&["migrate"]).output().unwrap();
         let out = String::from_utf8_lossy(&second.stdout);
         assert!(
-            out.contains("0 applied") && out.contains("1 already applied"),
+            out.contains("0 applied") && out.contains("2 already applied"),
             "{}: {out}",
             catalog.name()
         );

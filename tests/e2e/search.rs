@@ -363,6 +363,45 @@ async fn every_query_source_finds_the_right_products_within_the_filters() {
         .await;
     assert_eq!(s, 404, "{e}");
 
+    // Result pages are cached, and any product write makes them stale at
+    // once: a metadata change shows in the very next search, a deleted
+    // product disappears.
+    let q = json!({"text": "cached query", "limit": 30});
+    let first = search(&admin, "default", q.clone()).await;
+    let again = search(&admin, "default", q.clone()).await;
+    assert_eq!(first["hits"], again["hits"]);
+    let (_, metrics) = admin.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("vitrine_search_page_cache_total{outcome=\"hit\"}"),
+        "{metrics}"
+    );
+    let top_id = ids(&first)[0].clone();
+    let (s, _) = admin
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/tenants/default/products/{top_id}"),
+            Some(&json!({"metadata": {"badge": "new"}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let after = search(&admin, "default", q.clone()).await;
+    assert_eq!(
+        after["hits"][0]["product"]["metadata"],
+        json!({"badge": "new"}),
+        "{after}"
+    );
+    let (s, _) = admin
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/tenants/default/products/{top_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let after = search(&admin, "default", q.clone()).await;
+    assert!(!ids(&after).contains(&top_id), "{after}");
+
     // The searches were logged in the background; analytics read the logs.
     let r = search(
         &admin,

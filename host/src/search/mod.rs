@@ -18,6 +18,7 @@ use crate::encoder::service::{EmbedError, SharedEncoder};
 use crate::model::Product;
 use crate::store::vectors::{SharedVectors, VectorError, VectorFilter, VectorQuery};
 use crate::store::{Catalog, SearchLog, StoreError};
+use crate::telemetry::SEARCH_PAGE_CACHE;
 
 /// What a search starts from.
 #[derive(Debug)]
@@ -125,15 +126,26 @@ fn embed_error(e: EmbedError) -> SearchError {
 pub struct SearchConfig {
     /// Upper bound of the text-embedding cache, in bytes of vectors and keys.
     pub text_cache_bytes: u64,
+    /// Upper bound of the result-page cache, in (estimated) bytes; 0 turns
+    /// it off.
+    pub page_cache_bytes: u64,
+    /// Longest a result page is reused (writes invalidate it sooner).
+    pub page_cache_ttl: std::time::Duration,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
         Self {
             text_cache_bytes: 64 * 1024 * 1024,
+            page_cache_bytes: 64 * 1024 * 1024,
+            page_cache_ttl: std::time::Duration::from_secs(30),
         }
     }
 }
+
+/// A cached result page: its key holds the tenant's generation, so any
+/// product write (which bumps it) makes older pages unreachable.
+type PageKey = (String, i64, String);
 
 /// The query pipeline. Cheap to share (`Arc`).
 pub struct SearchService {
@@ -142,6 +154,9 @@ pub struct SearchService {
     vectors: SharedVectors,
     /// (model id, text) → unit vector.
     text_cache: Cache<(String, String), Arc<Vec<f32>>>,
+    /// (tenant, tenant generation, canonical request) → hits. Text and
+    /// like queries only: image queries are rarely repeated byte for byte.
+    pages: Option<Cache<PageKey, Arc<Vec<Hit>>>>,
     logger: SearchLogger,
 }
 
@@ -160,11 +175,23 @@ impl SearchService {
             })
             .max_capacity(config.text_cache_bytes)
             .build();
+        let pages = (config.page_cache_bytes > 0).then(|| {
+            Cache::builder()
+                .weigher(|k: &PageKey, v: &Arc<Vec<Hit>>| {
+                    // A hydrated product is about a kilobyte on average.
+                    let bytes = k.0.len() + k.2.len() + 64 + v.len() * 1024;
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .max_capacity(config.page_cache_bytes)
+                .time_to_live(config.page_cache_ttl)
+                .build()
+        });
         Self {
             catalog,
             encoder,
             vectors,
             text_cache,
+            pages,
             logger,
         }
     }
@@ -190,38 +217,106 @@ impl SearchService {
 
     pub async fn search(&self, req: SearchRequest) -> Result<SearchResponse, SearchError> {
         let start = Instant::now();
+        let key = match (&self.pages, &req.source) {
+            (Some(_), QuerySource::Text(_) | QuerySource::Like(_)) => Some(self.page_key(&req).await?),
+            _ => None,
+        };
+        if let (Some(pages), Some(key)) = (&self.pages, &key) {
+            if let Some(hits) = pages.get(key).await {
+                metrics::counter!(SEARCH_PAGE_CACHE, "outcome" => "hit").increment(1);
+                return Ok(self.respond(req, hits.as_ref().clone(), start));
+            }
+            metrics::counter!(SEARCH_PAGE_CACHE, "outcome" => "miss").increment(1);
+        }
+        let mut req = req;
+        let hits = self.run(&mut req).await?;
+        if let (Some(pages), Some(key)) = (&self.pages, key) {
+            pages.insert(key, Arc::new(hits.clone())).await;
+        }
+        Ok(self.respond(req, hits, start))
+    }
+
+    /// The cache key of a text or like query: tenant, its generation, and
+    /// every input that shapes the page.
+    async fn page_key(&self, req: &SearchRequest) -> Result<PageKey, SearchError> {
+        let generation = self.catalog.tenant_generation(&req.tenant).await?;
+        let model = self
+            .encoder
+            .service()
+            .map(|e| e.model_id().to_owned())
+            .unwrap_or_default();
+        let mut filter = req.filter.clone();
+        filter.categories.sort();
+        filter.tags.sort();
+        let source = match &req.source {
+            QuerySource::Text(t) => format!("text:{}", t.trim()),
+            QuerySource::Like(id) => format!("like:{id}"),
+            QuerySource::Image { .. } => String::new(),
+        };
+        let canonical = format!(
+            "{model}\u{0}{source}\u{0}{filter:?}\u{0}{}\u{0}{}\u{0}{:?}",
+            req.limit, req.offset, req.min_score
+        );
+        Ok((req.tenant.clone(), generation, canonical))
+    }
+
+    /// Logs the search and shapes the response.
+    fn respond(&self, req: SearchRequest, hits: Vec<Hit>, start: Instant) -> SearchResponse {
         let query_type = req.source.kind();
-        let (query_text, query_image_url) = match &req.source {
-            QuerySource::Text(t) => (Some(t.clone()), None),
-            QuerySource::Image { url, .. } => (None, url.clone()),
+        let (query_text, query_image_url) = match req.source {
+            QuerySource::Text(t) => (Some(t), None),
+            QuerySource::Image { url, .. } => (None, url),
             QuerySource::Like(_) => (None, None),
         };
+        let took_ms = start.elapsed().as_secs_f64() * 1000.0;
+        self.logger.record(SearchLog {
+            tenant: req.tenant,
+            query_type: query_type.to_owned(),
+            query_text,
+            query_image_url,
+            results_count: i32::try_from(hits.len()).unwrap_or(i32::MAX),
+            execution_time_ms: took_ms,
+            user_id: req.user_id,
+            session_id: req.session_id,
+            created_at: crate::model::now(),
+        });
+        SearchResponse {
+            hits,
+            took_ms,
+            query_type,
+        }
+    }
+
+    /// Embed, search the index, hydrate.
+    async fn run(&self, req: &mut SearchRequest) -> Result<Vec<Hit>, SearchError> {
         let vectors = self.vectors.index().map_err(|why| {
             tracing::warn!(reason = %why, "search refused: vector index not ready");
             SearchError::Unavailable("vector index")
         })?;
-        let (vector, exclude) = match req.source {
-            QuerySource::Text(t) => (self.text_vector(&t).await?.as_ref().clone(), None),
+        let (vector, exclude) = match &mut req.source {
+            QuerySource::Text(t) => (self.text_vector(t).await?.as_ref().clone(), None),
             QuerySource::Image { image, .. } => {
                 let encoder = self
                     .encoder
                     .service()
                     .map_err(|_| SearchError::Unavailable("encoder"))?;
+                // Moved out (the request keeps only what the log needs).
+                let image = std::mem::replace(image, DecodedImage::from_rgb(image::RgbImage::new(1, 1)));
                 (encoder.embed_image(image).await.map_err(embed_error)?, None)
             }
             QuerySource::Like(id) => {
-                match vectors.get_vector(&req.tenant, &id).await.map_err(vector_error)? {
+                match vectors.get_vector(&req.tenant, id).await.map_err(vector_error)? {
                     Some(v) => (v, Some(id)),
                     None => {
                         let known = !self
                             .catalog
-                            .get_products(&req.tenant, std::slice::from_ref(&id))
+                            .get_products(&req.tenant, std::slice::from_ref(id))
                             .await?
                             .is_empty();
                         return Err(if known {
-                            SearchError::ProductNotIndexed(id)
+                            SearchError::ProductNotIndexed(id.clone())
                         } else {
-                            SearchError::ProductNotFound(id)
+                            SearchError::ProductNotFound(id.clone())
                         });
                     }
                 }
@@ -233,8 +328,8 @@ impl SearchService {
                 vector,
                 limit: req.limit,
                 offset: req.offset,
-                filter: req.filter,
-                exclude_product: exclude,
+                filter: req.filter.clone(),
+                exclude_product: exclude.cloned(),
                 min_score: req.min_score,
             })
             .await
@@ -250,7 +345,7 @@ impl SearchService {
             .into_iter()
             .map(|p| (p.external_id.clone(), p))
             .collect();
-        let hits: Vec<Hit> = scored
+        Ok(scored
             .into_iter()
             .filter_map(|s| {
                 products.remove(&s.product_id).map(|product| Hit {
@@ -258,23 +353,6 @@ impl SearchService {
                     score: s.score,
                 })
             })
-            .collect();
-        let took_ms = start.elapsed().as_secs_f64() * 1000.0;
-        self.logger.record(SearchLog {
-            tenant: req.tenant,
-            query_type: query_type.to_owned(),
-            query_text,
-            query_image_url,
-            results_count: i32::try_from(hits.len()).unwrap_or(i32::MAX),
-            execution_time_ms: took_ms,
-            user_id: req.user_id,
-            session_id: req.session_id,
-            created_at: crate::model::now(),
-        });
-        Ok(SearchResponse {
-            hits,
-            took_ms,
-            query_type,
-        })
+            .collect())
     }
 }

@@ -42,6 +42,7 @@ pub async fn run_all(c: &dyn Catalog) {
     jobs_list_newest_first_by_tenant_and_status(c).await;
     index_outcomes_apply_only_to_the_indexed_version(c).await;
     search_logs_feed_per_tenant_query_stats(c).await;
+    every_product_write_bumps_the_tenant_generation(c).await;
 }
 
 fn fields(title: &str) -> ProductFields {
@@ -853,4 +854,44 @@ async fn search_logs_feed_per_tenant_query_stats(c: &dyn Catalog) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn every_product_write_bumps_the_tenant_generation(c: &dyn Catalog) {
+    c.create_tenant("t_gen", "gen").await.unwrap();
+    c.create_tenant("t_gen2", "gen2").await.unwrap();
+    let g = |t: &'static str| async move { c.tenant_generation(t).await.unwrap() };
+    let (g0, other0) = (g("t_gen").await, g("t_gen2").await);
+    let job = |id: &str| NewJob::new("index_product", "t_gen", json!({"external_ids": [id]}));
+    c.create_product("t_gen", "a", &fields("A"), &job("a"))
+        .await
+        .unwrap();
+    let g1 = g("t_gen").await;
+    assert!(g1 > g0);
+    c.update_product("t_gen", "a", &fields("A2"), None, None)
+        .await
+        .unwrap();
+    let g2 = g("t_gen").await;
+    assert!(g2 > g1);
+    let p = c.get_products("t_gen", &["a".into()]).await.unwrap().remove(0);
+    c.set_index_status(
+        "t_gen",
+        &[IndexUpdate {
+            external_id: "a".into(),
+            version: p.version,
+            status: IndexStatus::Indexed,
+            error: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let g3 = g("t_gen").await;
+    assert!(g3 > g2);
+    c.bump_generation("t_gen").await.unwrap();
+    let g4 = g("t_gen").await;
+    assert!(g4 > g3);
+    assert!(c.delete_product("t_gen", "a", &job("a")).await.unwrap());
+    assert!(g("t_gen").await > g4);
+    // Other tenants are untouched; unknown tenants read 0.
+    assert_eq!(g("t_gen2").await, other0);
+    assert_eq!(g("nobody").await, 0);
 }

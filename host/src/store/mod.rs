@@ -276,6 +276,14 @@ pub trait Catalog: Send + Sync + 'static {
     /// `Conflict` for a job that already finished.
     async fn cancel_job(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Job>;
 
+    /// A counter that every write to the tenant's products (and every
+    /// [`Catalog::bump_generation`]) increases; 0 for an unknown tenant.
+    async fn tenant_generation(&self, tenant: &str) -> StoreResult<i64>;
+
+    /// Increases the tenant's generation for changes the catalog does not
+    /// see (vectors written or removed by a job).
+    async fn bump_generation(&self, tenant: &str) -> StoreResult<()>;
+
     /// Appends search logs (one batch, one transaction).
     async fn insert_search_logs(&self, logs: &[SearchLog]) -> StoreResult<()>;
 

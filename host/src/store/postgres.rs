@@ -830,6 +830,31 @@ impl Catalog for PostgresCatalog {
             .map_err(map_err)
     }
 
+    async fn tenant_generation(&self, tenant: &str) -> StoreResult<i64> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached("SELECT generation FROM tenants WHERE id = $1")
+            .await
+            .map_err(map_err)?;
+        Ok(client
+            .query_opt(&st, &[&tenant])
+            .await
+            .map_err(map_err)?
+            .map_or(0, |r| r.get(0)))
+    }
+
+    async fn bump_generation(&self, tenant: &str) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE tenants SET generation = generation + 1 WHERE id = $1",
+                &[&tenant],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn insert_search_logs(&self, logs: &[SearchLog]) -> StoreResult<()> {
         if logs.is_empty() {
             return Ok(());
@@ -999,7 +1024,7 @@ pub(crate) mod testing {
         let (a, b) = (a.unwrap(), b.unwrap());
         let report = a.migrate().await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1]);
+        assert_eq!(report.already_applied, vec![1, 2]);
         assert_eq!(b.list_tenants().await.unwrap().len(), 1);
         drop((a, b));
         schema.drop_schema().await;

@@ -968,6 +968,32 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn tenant_generation(&self, tenant: &str) -> StoreResult<i64> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT generation FROM tenants WHERE id = ?1")
+                .map_err(map_err)?
+                .query_row([tenant], |r| r.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn bump_generation(&self, tenant: &str) -> StoreResult<()> {
+        let tenant = tenant.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE tenants SET generation = generation + 1 WHERE id = ?1",
+                [tenant],
+            )
+            .map(|_| ())
+            .map_err(map_err)
+        })
+        .await
+    }
+
     async fn insert_search_logs(&self, logs: &[SearchLog]) -> StoreResult<()> {
         if logs.is_empty() {
             return Ok(());
@@ -1103,7 +1129,7 @@ mod tests {
         drop(cat);
         let report = SqliteCatalog::migrate(&path).await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1]);
+        assert_eq!(report.already_applied, vec![1, 2]);
         // Reopening applies nothing and keeps the default tenant exactly once.
         let cat = SqliteCatalog::open(&path, 1).await.unwrap();
         let tenants = cat.list_tenants().await.unwrap();
