@@ -308,3 +308,161 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
         "peak_rss_mb": peak_rss_mb(),
     }))
 }
+
+/// Fills `data_dir` (the embedded default's layout) with `products`
+/// products of tenant `default`, already indexed with random unit vectors
+/// of the model's dimension, and writes a random-weight ViT-B/32 to
+/// `data_dir/model` when no model is given. For the search load benchmark:
+/// latency does not depend on what the vectors mean.
+pub async fn populate(data_dir: &Path, model: Option<&Path>, products: usize) -> anyhow::Result<Value> {
+    use rand::{Rng, SeedableRng};
+
+    use crate::model::IndexStatus;
+    use crate::store::vectors::{EdgeIndex, PointPayload, VectorIndex, VectorPoint};
+    use crate::store::{IndexUpdate, NewJob};
+
+    std::fs::create_dir_all(data_dir)?;
+    let model_dir = match model {
+        Some(m) => m.to_path_buf(),
+        None => {
+            let dir = data_dir.join("model");
+            if !dir.join("model.safetensors").is_file() {
+                std::fs::create_dir_all(&dir)?;
+                crate::encoder::testing::write_tiny_checkpoint(
+                    &dir,
+                    &crate::encoder::testing::TinyClipSpec::vit_b32(),
+                )?;
+            }
+            dir
+        }
+    };
+    let dims = crate::encoder::HfClipConfig::from_file(&model_dir.join("config.json"))?.projection_dim;
+    let catalog = crate::store::open_catalog(None, data_dir, 4).await?;
+    let vectors = EdgeIndex::open_async(data_dir.to_path_buf(), dims).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let categories = [
+        "boots", "dresses", "bags", "hats", "shirts", "toys", "fruit", "tools",
+    ];
+    let start = Instant::now();
+    for base in (0..products).step_by(1000) {
+        let n = 1000.min(products - base);
+        let mut items = Vec::with_capacity(n);
+        let mut points = Vec::with_capacity(n);
+        for i in base..base + n {
+            let category = categories[rng.random_range(0..categories.len())];
+            let price = rng.random_range(1..500);
+            let in_stock = rng.random_bool(0.8);
+            let tag = format!("t{}", rng.random_range(0..20));
+            let doc = json!({"title": format!("Product {i}"), "description": format!("A {category} of some kind"),
+                             "category": category, "price": price, "currency": "EUR",
+                             "tags": [tag.clone()], "in_stock": in_stock});
+            let input = crate::model::parse_product(doc.as_object().ok_or_else(|| anyhow::anyhow!("doc"))?)
+                .map_err(|e| anyhow::anyhow!("bad product: {e:?}"))?;
+            let id = format!("p{i}");
+            let mut v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() - 0.5).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            points.push(VectorPoint {
+                tenant: "default".into(),
+                product_id: id.clone(),
+                vector: v,
+                payload: PointPayload {
+                    category: Some(category.into()),
+                    price: Some(f64::from(price)),
+                    currency: Some("EUR".into()),
+                    tags: vec![tag],
+                    in_stock,
+                },
+            });
+            items.push((id, input.fields));
+        }
+        // The products are stored with their indexing job, which is
+        // cancelled at once: the vectors are written here instead.
+        let job = NewJob::new("batch_index_products", "default", json!({"external_ids": []}));
+        catalog.upsert_products("default", &items, &job).await?;
+        catalog.cancel_job(&job.id, crate::model::now()).await?;
+        let stored = catalog
+            .get_products(
+                "default",
+                &items.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+            )
+            .await?;
+        let updates: Vec<IndexUpdate> = stored
+            .iter()
+            .map(|p| IndexUpdate {
+                external_id: p.external_id.clone(),
+                version: p.version,
+                status: IndexStatus::Indexed,
+                error: None,
+            })
+            .collect();
+        catalog.set_index_status("default", &updates).await?;
+        vectors.upsert(points).await?;
+    }
+    let load_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    vectors.optimize().await?;
+    Ok(json!({
+        "data_dir": data_dir.display().to_string(),
+        "model": model_dir.display().to_string(),
+        "products": products,
+        "dims": dims,
+        "load_secs": load_secs,
+        "optimize_secs": start.elapsed().as_secs_f64(),
+    }))
+}
+
+/// The floor of a text search, measured in-process on a populated data
+/// dir: the encoder's time for the query (through the encoder thread, as
+/// the server runs it) plus the raw vector search alone. Run it while no
+/// server holds the data dir.
+pub async fn search_floor(
+    data_dir: &Path,
+    model: &Path,
+    queries: usize,
+    threads: Option<usize>,
+) -> anyhow::Result<Value> {
+    use crate::encoder::service::{BatchConfig, EncoderService};
+    use crate::store::vectors::{EdgeIndex, VectorIndex, VectorQuery};
+
+    let encoder = Encoder::from_dir(
+        model,
+        &EncoderOptions {
+            threads,
+            ..EncoderOptions::default()
+        },
+    )?;
+    let service = EncoderService::start(encoder, BatchConfig::default())?;
+    let vectors = EdgeIndex::open_async(data_dir.to_path_buf(), service.dims()).await?;
+    let (mut embed_ms, mut search_ms, mut total_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..queries + 10 {
+        let t0 = Instant::now();
+        let v = service.embed_text(format!("query {i} red leather boots")).await?;
+        let t1 = Instant::now();
+        let hits = vectors
+            .search(&VectorQuery {
+                tenant: "default".into(),
+                vector: v,
+                limit: 10,
+                ..VectorQuery::default()
+            })
+            .await?;
+        let t2 = Instant::now();
+        anyhow::ensure!(hits.len() == 10, "the index returned {} hits", hits.len());
+        if i >= 10 {
+            embed_ms.push((t1 - t0).as_secs_f64() * 1000.0);
+            search_ms.push((t2 - t1).as_secs_f64() * 1000.0);
+            total_ms.push((t2 - t0).as_secs_f64() * 1000.0);
+        }
+    }
+    let stats = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        json!({"p50": percentile(&xs, 50.0), "p99": percentile(&xs, 99.0)})
+    };
+    Ok(json!({
+        "queries": queries,
+        "embed_ms": stats(embed_ms),
+        "vector_search_ms": stats(search_ms),
+        "floor_ms": stats(total_ms),
+    }))
+}

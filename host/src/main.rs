@@ -103,6 +103,30 @@ struct OutputArgs {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Fill a data directory with indexed products (random unit vectors of
+    /// the model's dimension) for the search load benchmark; writes a
+    /// random-weight ViT-B/32 to DATA_DIR/model unless --model is given.
+    /// `scripts/bench_search.sh` runs the whole benchmark.
+    Populate {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 100_000)]
+        products: usize,
+    },
+    /// The floor of a text search on a populated data dir: encoder time for
+    /// the query plus the raw vector search, p50/p99 (no server running).
+    SearchFloor {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Indexing: end-to-end products per second (HTTP image fetch, SSRF
     /// checks, original stored, decode, embed, Qdrant Edge upsert, catalog
     /// status, all through the job runner) against the encoder's raw
@@ -279,6 +303,15 @@ fn run_client(command: Command) -> ExitCode {
     }
 }
 
+/// Runs a benchmark future on a fresh multi-threaded runtime.
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(f))
+}
+
 /// Benchmarks need no settings or runtime: they drive components directly.
 fn run_bench(bench: &BenchCommand) -> ExitCode {
     let result = match bench {
@@ -287,6 +320,17 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
             iters,
             threads,
         } => vitrine::bench::encode(model, *iters, *threads).map_err(anyhow::Error::from),
+        BenchCommand::Populate {
+            data_dir,
+            model,
+            products,
+        } => block_on(vitrine::bench::populate(data_dir, model.as_deref(), *products)),
+        BenchCommand::SearchFloor {
+            data_dir,
+            model,
+            queries,
+            threads,
+        } => block_on(vitrine::bench::search_floor(data_dir, model, *queries, *threads)),
         BenchCommand::Index {
             model,
             products,
