@@ -466,3 +466,187 @@ pub async fn search_floor(
         "floor_ms": stats(total_ms),
     }))
 }
+
+/// Plugins: the same text search with and without the `price-boost` ranker
+/// over 100 candidates (interleaved, in one run, in-process through the
+/// real query pipeline, result-page cache off), plus the cost of one
+/// plugin call (fresh instance + call) on its own. Two search variants:
+/// distinct query texts (the encoder runs every time, as for a new query)
+/// and one repeated text (its embedding cached: the cheapest search, where
+/// a plugin's share is largest).
+pub async fn plugins(
+    plugin: &Path,
+    model: Option<&Path>,
+    products: usize,
+    queries: usize,
+    threads: Option<usize>,
+) -> anyhow::Result<Value> {
+    use std::sync::Arc;
+
+    use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
+    use crate::plugins::{PluginChoice, PluginHost, PluginRegistry, PluginsConfig, World};
+    use crate::search::{PluginSelection, QuerySource, SearchConfig, SearchRequest, SearchService};
+    use crate::store::vectors::{EdgeIndex, SharedVectors, VectorFilter, VectorsState};
+
+    let dir = tempfile::tempdir()?;
+    let populated = populate(dir.path(), model, products).await?;
+    let model_dir = std::path::PathBuf::from(populated["model"].as_str().unwrap_or_default());
+    let encoder = Encoder::from_dir(
+        &model_dir,
+        &EncoderOptions {
+            threads,
+            ..EncoderOptions::default()
+        },
+    )?;
+    let service = EncoderService::start(encoder, BatchConfig::default())?;
+    let dims = service.dims();
+    let shared_encoder = SharedEncoder::default();
+    shared_encoder.set(EncoderState::Ready(service));
+    let catalog = crate::store::open_catalog(None, dir.path(), 4).await?;
+    let vectors = SharedVectors::default();
+    vectors.set(VectorsState::Ready(Arc::new(
+        EdgeIndex::open_async(dir.path().to_path_buf(), dims).await?,
+    )));
+    let blobs = crate::media::BlobStore::open(None, dir.path())?;
+    let host = PluginHost::new(PluginsConfig::new(dir.path()), blobs).map_err(|e| anyhow::anyhow!(e))?;
+    let wasm = std::fs::read(plugin)?;
+    let digest = host
+        .upload("default", World::Ranker, bytes::Bytes::from(wasm))
+        .await?;
+    catalog
+        .create_plugin_version(&crate::store::NewPluginVersion {
+            tenant: "default".into(),
+            name: "price-boost".into(),
+            world: "ranker".into(),
+            digest,
+            size_bytes: 0,
+        })
+        .await?;
+    let active = catalog
+        .activate_plugin("default", "price-boost", 1, &serde_json::Map::new(), None)
+        .await?;
+    let plugin_ref =
+        crate::plugins::registry::plugin_ref(&active).ok_or_else(|| anyhow::anyhow!("plugin ref"))?;
+    let registry = Arc::new(PluginRegistry::new(host.clone(), catalog.clone()));
+    let (logger, _writer) =
+        crate::search::logs::SearchLogger::start(catalog.clone(), crate::search::logs::BUFFER);
+    let search = SearchService::new(
+        catalog.clone(),
+        shared_encoder,
+        vectors,
+        logger,
+        registry,
+        &SearchConfig {
+            page_cache_bytes: 0,
+            plugin_candidates: 100,
+            ..SearchConfig::default()
+        },
+    );
+    let run = |text: String, ranker: PluginChoice| SearchRequest {
+        tenant: "default".into(),
+        source: QuerySource::Text(text),
+        filter: VectorFilter::default(),
+        limit: 10,
+        offset: 0,
+        min_score: None,
+        plugins: PluginSelection {
+            filter: PluginChoice::Off,
+            ranker,
+        },
+        user_id: None,
+        session_id: None,
+    };
+    let stats = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        json!({"p50": percentile(&xs, 50.0), "p99": percentile(&xs, 99.0), "mean": xs.iter().sum::<f64>() / xs.len().max(1) as f64})
+    };
+    let p50 = |xs: &[f64]| {
+        let mut xs = xs.to_vec();
+        xs.sort_by(f64::total_cmp);
+        percentile(&xs, 50.0)
+    };
+    let mut variants = serde_json::Map::new();
+    for variant in ["new_query_text", "cached_query_embedding"] {
+        let (mut with, mut without, mut call_ms) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..queries + 10 {
+            let text = match variant {
+                "new_query_text" => format!("query {i} red leather boots"),
+                _ => "red leather boots".to_owned(),
+            };
+            // Interleaved, alternating which goes first, so drift and the
+            // text cache treat both the same (the first of a pair embeds a
+            // new text; the second finds it cached).
+            let order = if i % 2 == 0 { [true, false] } else { [false, true] };
+            for plugged in order {
+                let choice = if plugged {
+                    PluginChoice::Active
+                } else {
+                    PluginChoice::Off
+                };
+                let t = Instant::now();
+                let r = search.search(run(text.clone(), choice)).await?;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                anyhow::ensure!(r.hits.len() == 10, "{} hits", r.hits.len());
+                if plugged {
+                    let report = r
+                        .plugins
+                        .first()
+                        .ok_or_else(|| anyhow::anyhow!("no plugin report"))?;
+                    anyhow::ensure!(report.error.is_none(), "plugin failed: {:?}", report.error);
+                    if i >= 10 {
+                        call_ms.push(report.elapsed_ms);
+                    }
+                }
+                if i >= 10 {
+                    if plugged { with.push(ms) } else { without.push(ms) }
+                }
+            }
+        }
+        let ratio = p50(&with) / p50(&without).max(1e-9);
+        variants.insert(
+            variant.to_owned(),
+            json!({
+                "without_plugin_ms": stats(without),
+                "with_price_boost_ms": stats(with),
+                "plugin_call_ms": stats(call_ms),
+                "p50_ratio": ratio,
+            }),
+        );
+    }
+    // One call on its own: a fresh store and instance, 100 candidates.
+    let candidates: Vec<crate::plugins::Candidate> = (0..100)
+        .map(|i| crate::plugins::Candidate {
+            id: format!("p{i}"),
+            score: 1.0 - i as f32 / 200.0,
+            title: format!("Product {i}"),
+            category: Some("boots".into()),
+            price: Some(10.0 + f64::from(i)),
+            currency: Some("EUR".into()),
+            tags: vec!["t1".into()],
+            in_stock: i % 3 != 0,
+        })
+        .collect();
+    let mut direct = Vec::new();
+    for i in 0..queries.max(100) + 20 {
+        let query = crate::plugins::Query {
+            text: Some("red leather boots".into()),
+            kind: crate::plugins::QueryKind::Text,
+            params: Vec::new(),
+        };
+        let t = Instant::now();
+        let scores = host.rank(&plugin_ref, query, candidates.clone()).await?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        anyhow::ensure!(scores.len() == 100);
+        if i >= 20 {
+            direct.push(ms);
+        }
+    }
+    Ok(json!({
+        "products": products,
+        "queries_per_variant": queries,
+        "candidates": 100,
+        "pooling_allocator": host.pooling(),
+        "search": Value::Object(variants),
+        "plugin_instantiate_and_call_ms": stats(direct),
+    }))
+}

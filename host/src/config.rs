@@ -66,7 +66,30 @@ pub struct Settings {
     pub vectors: VectorsSettings,
     pub jobs: JobsSettings,
     pub search: SearchSettings,
+    pub plugins: PluginsSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsSettings {
+    /// Memory one plugin call may use, MiB, unless the tenant set its own
+    /// cap on activation.
+    pub memory_mb: u64,
+    /// Highest memory cap a tenant may set, MiB.
+    pub max_memory_mb: u64,
+    /// Deadlines per call (instantiation included), milliseconds.
+    pub filter_deadline_ms: u64,
+    pub ranker_deadline_ms: u64,
+    pub ingest_deadline_ms: u64,
+    /// Fuel per call: a second guard behind the deadline.
+    pub fuel: u64,
+    /// Plugin calls running at once on this process.
+    pub max_concurrent_calls: usize,
+    /// Candidates (top-K') handed to filter and ranker plugins.
+    pub candidates: usize,
+    /// Use wasmtime's pooling allocator when the machine allows it.
+    pub pooling: bool,
 }
 
 #[derive(Clone, Deserialize)]
@@ -366,6 +389,43 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "search.page_cache_ttl_secs",
                 "must be at least 1 (set search.page_cache_mb = 0 to turn the page cache off)",
+            ));
+        }
+        let p = &self.plugins;
+        if !(1..=4096).contains(&p.memory_mb) {
+            return Err(ConfigError::invalid(
+                "plugins.memory_mb",
+                "must be between 1 and 4096",
+            ));
+        }
+        if p.max_memory_mb < p.memory_mb || p.max_memory_mb > 4096 {
+            return Err(ConfigError::invalid(
+                "plugins.max_memory_mb",
+                "must be at least plugins.memory_mb and at most 4096",
+            ));
+        }
+        for (key, ms) in [
+            ("plugins.filter_deadline_ms", p.filter_deadline_ms),
+            ("plugins.ranker_deadline_ms", p.ranker_deadline_ms),
+            ("plugins.ingest_deadline_ms", p.ingest_deadline_ms),
+        ] {
+            if !(1..=60_000).contains(&ms) {
+                return Err(ConfigError::invalid(key, "must be between 1 and 60000"));
+            }
+        }
+        if p.fuel == 0 {
+            return Err(ConfigError::invalid("plugins.fuel", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&p.max_concurrent_calls) {
+            return Err(ConfigError::invalid(
+                "plugins.max_concurrent_calls",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(1..=1000).contains(&p.candidates) {
+            return Err(ConfigError::invalid(
+                "plugins.candidates",
+                "must be between 1 and 1000",
             ));
         }
         if !(1..=256).contains(&self.jobs.concurrency) {

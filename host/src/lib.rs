@@ -11,6 +11,7 @@ pub mod indexing;
 pub mod jobs;
 pub mod media;
 pub mod model;
+pub mod plugins;
 pub mod search;
 pub mod server;
 pub mod store;

@@ -146,6 +146,24 @@ enum BenchCommand {
         #[arg(long, default_value_t = 512)]
         image_side: u32,
     },
+    /// Plugins: the same text search with and without the `price-boost`
+    /// ranker over 100 candidates, in one run, and the time of one plugin
+    /// call (instantiation + call). Build the component first:
+    /// `cargo build --release --target wasm32-wasip2` in plugins/.
+    Plugins {
+        /// The price-boost component (.wasm).
+        #[arg(long)]
+        plugin: PathBuf,
+        /// Checkpoint directory; default: a random-weight ViT-B/32.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 10_000)]
+        products: usize,
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// CLIP encoder: image throughput at batch 1/8/32, short-query text
     /// latency p50/p99 and peak RSS. `scripts/bench_encode.sh` runs it next
     /// to PyTorch and ONNX Runtime on the same checkpoint.
@@ -325,6 +343,25 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
             model,
             products,
         } => block_on(vitrine::bench::populate(data_dir, model.as_deref(), *products)),
+        BenchCommand::Plugins {
+            plugin,
+            model,
+            products,
+            queries,
+            threads,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(vitrine::bench::plugins(
+                    plugin,
+                    model.as_deref(),
+                    *products,
+                    *queries,
+                    *threads,
+                ))
+            }),
         BenchCommand::SearchFloor {
             data_dir,
             model,

@@ -19,6 +19,7 @@ use crate::indexing::Reindex;
 use crate::jobs::RetryPolicy;
 use crate::jobs::{JobRunner, RunnerConfig};
 use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
+use crate::plugins::{PluginHost, PluginRegistry, PluginsConfig};
 use crate::search::logs::SearchLogger;
 use crate::search::{SearchConfig, SearchService};
 use crate::store::vectors::{
@@ -67,6 +68,7 @@ pub fn app_state(
     encoder: SharedEncoder,
     vectors: SharedVectors,
     fetcher: Arc<ImageFetcher>,
+    plugins: Arc<PluginRegistry>,
 ) -> AppState {
     // The writer task ends (flushing) when the last logger is dropped.
     let (logger, _writer) = SearchLogger::start(catalog.clone(), crate::search::logs::BUFFER);
@@ -75,10 +77,12 @@ pub fn app_state(
         encoder.clone(),
         vectors.clone(),
         logger,
+        plugins,
         &SearchConfig {
             text_cache_bytes: settings.search.text_cache_mb * 1024 * 1024,
             page_cache_bytes: settings.search.page_cache_mb * 1024 * 1024,
             page_cache_ttl: Duration::from_secs(settings.search.page_cache_ttl_secs.max(1)),
+            plugin_candidates: settings.plugins.candidates,
         },
     ));
     AppState {
@@ -150,22 +154,23 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
             message: e.to_string(),
         })
     })?);
+    let blobs = BlobStore::open(
+        settings.blobs.url.as_ref().map(|u| u.expose_secret()),
+        &settings.data_dir,
+    )
+    .map_err(|e| {
+        ServerError::Config(crate::config::ConfigError::Invalid {
+            key: "blobs.url".into(),
+            message: e.to_string(),
+        })
+    })?;
     let indexing = Indexing {
         catalog: catalog.clone(),
         encoder: encoder.clone(),
         vectors: vectors.clone(),
         settings: settings.clone(),
         fetcher: fetcher.clone(),
-        blobs: BlobStore::open(
-            settings.blobs.url.as_ref().map(|u| u.expose_secret()),
-            &settings.data_dir,
-        )
-        .map_err(|e| {
-            ServerError::Config(crate::config::ConfigError::Invalid {
-                key: "blobs.url".into(),
-                message: e.to_string(),
-            })
-        })?,
+        blobs: blobs.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The model loads in the background: the catalog API serves meanwhile,
@@ -175,7 +180,11 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         load_into(indexing.encoder.clone(), source, options, batch).await;
         indexing.run(stop_rx).await;
     });
-    let state = app_state(&settings, catalog, encoder, vectors, fetcher);
+    let plugins = Arc::new(PluginRegistry::new(
+        plugin_host(&settings, blobs)?,
+        catalog.clone(),
+    ));
+    let state = app_state(&settings, catalog, encoder, vectors, fetcher, plugins);
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
@@ -191,6 +200,31 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         tracing::warn!("the job runner did not stop in time; its leases will expire");
     }
     served
+}
+
+/// The plugin host the settings describe.
+pub fn plugins_config(settings: &Settings) -> PluginsConfig {
+    let p = &settings.plugins;
+    PluginsConfig {
+        memory_bytes: p.memory_mb * 1024 * 1024,
+        max_memory_bytes: p.max_memory_mb * 1024 * 1024,
+        filter_deadline: Duration::from_millis(p.filter_deadline_ms),
+        ranker_deadline: Duration::from_millis(p.ranker_deadline_ms),
+        ingest_deadline: Duration::from_millis(p.ingest_deadline_ms),
+        fuel: p.fuel,
+        max_concurrent_calls: p.max_concurrent_calls,
+        pooling: p.pooling,
+        ..PluginsConfig::new(&settings.data_dir)
+    }
+}
+
+pub fn plugin_host(settings: &Settings, blobs: BlobStore) -> Result<PluginHost, ServerError> {
+    PluginHost::new(plugins_config(settings), blobs).map_err(|e| {
+        ServerError::Config(crate::config::ConfigError::Invalid {
+            key: "plugins".into(),
+            message: format!("cannot start the plugin host: {e}"),
+        })
+    })
 }
 
 fn fetch_config(settings: &Settings) -> FetchConfig {

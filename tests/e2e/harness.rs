@@ -100,7 +100,7 @@ pub struct Server {
 /// The data directory and settings one or more server runs share.
 pub struct Setup {
     /// Kept alive for the runs' lifetime; removed on drop.
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
 }
 
@@ -125,10 +125,11 @@ impl Setup {
         if let Catalog::Postgres(pg) = catalog {
             env.push(("VITRINE__CATALOG__URL".to_owned(), pg.url.clone()));
         }
-        Self {
-            _data_dir: data_dir,
-            env,
-        }
+        Self { data_dir, env }
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -288,6 +289,14 @@ impl Client {
         }
     }
 
+    /// The same key against another server (a restart on another port).
+    pub fn with_base(&self, server: &Server) -> Self {
+        Self {
+            base: server.url(""),
+            ..self.clone()
+        }
+    }
+
     pub fn with_key(&self, key: &str) -> Self {
         Self {
             key: key.to_owned(),
@@ -322,6 +331,34 @@ impl Client {
             .bearer_auth(&self.key)
             .json(body);
         req.send().await.ok().map(|r| r.status().as_u16())
+    }
+
+    /// Sends raw bytes (a plugin upload) with a content type.
+    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>, content_type: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .put(format!("{}{}", self.base, path))
+            .bearer_auth(&self.key)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

@@ -6,6 +6,7 @@
 
 mod harness;
 mod indexing;
+mod plugins;
 mod search;
 
 use std::io::{Read, Write};
@@ -284,11 +285,11 @@ async fn migrate_is_idempotent() {
             String::from_utf8_lossy(&first.stderr)
         );
         let out = String::from_utf8_lossy(&first.stdout);
-        assert!(out.contains("2 applied ([1, 2])"), "{}: {out}", catalog.name());
+        assert!(out.contains("3 applied ([1, 2, 3])"), "{}: {out}", catalog.name());
         let second = setup.command(&["migrate"]).output().unwrap();
         let out = String::from_utf8_lossy(&second.stdout);
         assert!(
-            out.contains("0 applied") && out.contains("2 already applied"),
+            out.contains("0 applied") && out.contains("3 already applied"),
             "{}: {out}",
             catalog.name()
         );

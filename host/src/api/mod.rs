@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -33,6 +33,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod plugins;
 pub mod products;
 pub mod search;
 pub mod tenants;
@@ -110,6 +111,15 @@ pub fn router(state: AppState) -> Router {
             post(search::search_image).layer(DefaultBodyLimit::max(embed::MAX_IMAGE_BYTES + 64 * 1024)),
         )
         .route("/tenants/{t}/analytics/queries", get(analytics::queries))
+        .route("/tenants/{t}/plugins", get(plugins::list))
+        .route(
+            "/tenants/{t}/plugins/{name}",
+            put(plugins::upload)
+                .get(plugins::get)
+                .delete(plugins::delete)
+                .layer(DefaultBodyLimit::max(crate::plugins::MAX_UPLOAD_BYTES)),
+        )
+        .route("/tenants/{t}/plugins/{name}/activate", post(plugins::activate))
         .route("/tenants/{t}/jobs", get(jobs::list))
         .route("/jobs/{job_id}", get(jobs::get))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))

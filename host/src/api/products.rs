@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Fields, JsonObject, StrictQuery, TenantItemPath, TenantPath};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
 use crate::model::{self, FieldError, Product, ProductFields, parse_product};
+use crate::plugins::IngestOutcome;
 use crate::store::{NewJob, StoreError};
 
 /// Most products one batch request may carry (API.md).
@@ -59,10 +60,11 @@ pub async fn create(
     let external_id = input
         .external_id
         .ok_or_else(|| ApiError::invalid_field("external_id", "missing_field", "external_id is required"))?;
+    let fields = ingest(&state, &tenant, &external_id, input.fields).await?;
     let job = index_job(&tenant, vec![external_id.clone()]);
     let product = state
         .catalog
-        .create_product(&tenant, &external_id, &input.fields, &job)
+        .create_product(&tenant, &external_id, &fields, &job)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -104,7 +106,8 @@ pub async fn batch(
         )
         .with_details(json!({"field": "products", "max": MAX_BATCH, "got": items.len()})));
     }
-    let (accepted, rejected) = validate_batch(&items);
+    let (accepted, mut rejected) = validate_batch(&items);
+    let accepted = ingest_batch(&state, &tenant, accepted, &mut rejected).await?;
     let job_id = if accepted.is_empty() {
         None
     } else {
@@ -124,8 +127,8 @@ pub async fn batch(
 
 /// Splits a batch into valid items and `{"index", "error"}` rejections. A
 /// repeated external id keeps its first occurrence.
-fn validate_batch(items: &[Value]) -> (Vec<(String, ProductFields)>, Vec<Value>) {
-    let mut accepted: Vec<(String, ProductFields)> = Vec::with_capacity(items.len());
+fn validate_batch(items: &[Value]) -> (Vec<(usize, String, ProductFields)>, Vec<Value>) {
+    let mut accepted: Vec<(usize, String, ProductFields)> = Vec::with_capacity(items.len());
     let mut seen = std::collections::HashSet::new();
     let mut rejected = Vec::new();
     for (index, item) in items.iter().enumerate() {
@@ -141,7 +144,7 @@ fn validate_batch(items: &[Value]) -> (Vec<(String, ProductFields)>, Vec<Value>)
                     "duplicate_in_batch",
                     format!("external_id `{id}` appears earlier in this batch"),
                 )]),
-                Some(id) => Ok((id, p.fields)),
+                Some(id) => Ok((index, id, p.fields)),
             }),
             _ => Err(vec![FieldError::new(
                 format!("products[{index}]"),
@@ -158,6 +161,84 @@ fn validate_batch(items: &[Value]) -> (Vec<(String, ProductFields)>, Vec<Value>)
         }
     }
     (accepted, rejected)
+}
+
+/// The 422 of a product the tenant's ingest plugin rejected.
+fn rejected_by_plugin(plugin: &str, version: i64, message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "rejected_by_plugin",
+        format!("the ingest plugin `{plugin}` rejected the product: {message}"),
+    )
+    .with_details(json!({"plugin": plugin, "version": version, "reason": message}))
+}
+
+/// Runs the tenant's ingest plugin (if one is active) on a product about
+/// to be written.
+async fn ingest(
+    state: &AppState,
+    tenant: &str,
+    external_id: &str,
+    fields: ProductFields,
+) -> ApiResult<ProductFields> {
+    match state.search.plugins().ingest(tenant, external_id, fields).await? {
+        IngestOutcome::Store(fields) => Ok(fields),
+        IngestOutcome::Rejected {
+            plugin,
+            version,
+            message,
+        } => Err(rejected_by_plugin(&plugin, version, &message)),
+    }
+}
+
+/// The ingest step of a batch: transformed items stay, rejected ones join
+/// `rejected` (in index order).
+async fn ingest_batch(
+    state: &AppState,
+    tenant: &str,
+    items: Vec<(usize, String, ProductFields)>,
+    rejected: &mut Vec<Value>,
+) -> ApiResult<Vec<(String, ProductFields)>> {
+    use futures::StreamExt;
+    let registry = state.search.plugins();
+    let generation = state.catalog.tenant_generation(tenant).await?;
+    let plugin = registry
+        .active(tenant, generation)
+        .await?
+        .iter()
+        .find(|p| p.world == crate::plugins::World::Ingest)
+        .cloned();
+    let Some(plugin) = plugin else {
+        return Ok(items.into_iter().map(|(_, id, f)| (id, f)).collect());
+    };
+    // A few calls at once: each is short, and a batch is up to 1,000.
+    let outcomes: Vec<(usize, String, IngestOutcome)> = futures::stream::iter(items)
+        .map(|(index, id, fields)| {
+            let plugin = &plugin;
+            async move {
+                let outcome = registry.ingest_with(plugin, &id, fields).await;
+                (index, id, outcome)
+            }
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    let mut accepted = Vec::with_capacity(outcomes.len());
+    for (index, id, outcome) in outcomes {
+        match outcome {
+            IngestOutcome::Store(fields) => accepted.push((id, fields)),
+            IngestOutcome::Rejected {
+                plugin,
+                version,
+                message,
+            } => rejected.push(json!({
+                "index": index,
+                "error": rejected_by_plugin(&plugin, version, &message).body()["error"],
+            })),
+        }
+    }
+    rejected.sort_by_key(|r| r["index"].as_u64());
+    Ok(accepted)
 }
 
 pub async fn list(
@@ -281,6 +362,7 @@ async fn update_with_retry(
             .await?
             .ok_or_else(|| not_found(tenant, id))?;
         let fields = next_fields(&current)?;
+        let fields = ingest(state, tenant, id, fields).await?;
         let job = current
             .fields
             .needs_reindex(&fields)
@@ -346,7 +428,7 @@ mod tests {
         ];
         let (ok, rejected) = validate_batch(&items);
         assert_eq!(
-            ok.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            ok.iter().map(|(_, id, _)| id.as_str()).collect::<Vec<_>>(),
             ["a", "c"]
         );
         let idx: Vec<u64> = rejected.iter().map(|r| r["index"].as_u64().unwrap()).collect();

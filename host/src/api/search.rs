@@ -15,7 +15,8 @@ use super::extract::{JsonObject, TenantPath};
 use super::tenants::authorize_tenant;
 use crate::media::MediaError;
 use crate::model;
-use crate::search::{QuerySource, SearchError, SearchRequest, SearchResponse};
+use crate::plugins::{PluginChoice, ResolveError};
+use crate::search::{PluginReport, PluginSelection, QuerySource, SearchError, SearchRequest, SearchResponse};
 use crate::store::vectors::VectorFilter;
 
 pub const DEFAULT_LIMIT: u64 = 10;
@@ -44,6 +45,7 @@ struct Options {
     limit: usize,
     offset: usize,
     min_score: Option<f32>,
+    plugins: PluginSelection,
     user_id: Option<String>,
     session_id: Option<String>,
 }
@@ -172,6 +174,7 @@ fn parse_options(body: &mut Map<String, Value>) -> ApiResult<Options> {
         limit: DEFAULT_LIMIT as usize,
         offset: 0,
         min_score: None,
+        plugins: PluginSelection::default(),
         user_id: None,
         session_id: None,
     };
@@ -211,16 +214,11 @@ fn parse_options(body: &mut Map<String, Value>) -> ApiResult<Options> {
                     "`plugins` takes `filter` and `ranker`",
                 ));
             }
-            match v {
-                Value::Null => {}
-                Value::String(name) if name == "none" => {}
-                Value::String(name) if !name.is_empty() => {
-                    // No plugin is installed yet for any tenant.
-                    return Err(ApiError::not_found(
-                        "plugin_not_found",
-                        format!("this tenant has no {k} plugin `{name}`"),
-                    )
-                    .with_details(json!({"field": field})));
+            let choice = match v {
+                Value::Null => PluginChoice::Active,
+                Value::String(name) if name == "none" => PluginChoice::Off,
+                Value::String(name) if crate::model::validate_tenant_id(&name).is_ok() => {
+                    PluginChoice::Named(name)
                 }
                 _ => {
                     return Err(invalid(
@@ -229,6 +227,11 @@ fn parse_options(body: &mut Map<String, Value>) -> ApiResult<Options> {
                         format!("`{field}` must be a plugin name or \"none\""),
                     ));
                 }
+            };
+            if k == "filter" {
+                o.plugins.filter = choice;
+            } else {
+                o.plugins.ranker = choice;
             }
         }
     }
@@ -352,6 +355,22 @@ fn search_error(e: SearchError) -> ApiError {
             err.retry_after = Some(30);
             err
         }
+        SearchError::Plugin(e) => {
+            let world = match &e {
+                ResolveError::WrongWorld { wanted, .. } => *wanted,
+                _ => "",
+            };
+            let field = if world.is_empty() {
+                "plugins".to_owned()
+            } else {
+                format!("plugins.{world}")
+            };
+            match e {
+                ResolveError::WrongWorld { .. } => invalid(&field, "wrong_plugin_world", e.to_string()),
+                _ => ApiError::not_found("plugin_not_found", e.to_string())
+                    .with_details(json!({"field": field})),
+            }
+        }
         SearchError::Internal(why) => {
             tracing::error!(error = %why, "search failed");
             ApiError::internal()
@@ -364,8 +383,27 @@ fn response_json(r: SearchResponse) -> Value {
         "hits": r.hits.iter().map(|h| json!({"product": h.product.to_json(), "score": h.score})).collect::<Vec<_>>(),
         "took_ms": (r.took_ms * 1000.0).round() / 1000.0,
         "query_type": r.query_type,
-        "plugins": {},
+        "plugins": plugin_reports(&r.plugins),
     })
+}
+
+/// `{"filter"?: {...}, "ranker"?: {...}}`: what each plugin did.
+pub fn plugin_reports(reports: &[PluginReport]) -> Value {
+    let mut out = Map::new();
+    for r in reports {
+        let mut entry = json!({
+            "name": r.name,
+            "version": r.version,
+            "outcome": if r.error.is_none() { "ok" } else { "fallback" },
+            "elapsed_ms": (r.elapsed_ms * 1000.0).round() / 1000.0,
+        });
+        if let Some(e) = &r.error {
+            entry["error"] = json!(e.to_string());
+            entry["error_kind"] = json!(e.kind());
+        }
+        out.insert(r.world.as_str().to_owned(), entry);
+    }
+    Value::Object(out)
 }
 
 async fn run(state: &AppState, tenant: String, source: QuerySource, o: Options) -> ApiResult<Json<Value>> {
@@ -378,6 +416,7 @@ async fn run(state: &AppState, tenant: String, source: QuerySource, o: Options) 
             limit: o.limit,
             offset: o.offset,
             min_score: o.min_score,
+            plugins: o.plugins,
             user_id: o.user_id,
             session_id: o.session_id,
         })

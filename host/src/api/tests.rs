@@ -73,13 +73,23 @@ fn search_service(
     catalog: &Arc<dyn crate::store::Catalog>,
     encoder: &SharedEncoder,
     vectors: &crate::store::vectors::SharedVectors,
+    dir: &std::path::Path,
 ) -> Arc<crate::search::SearchService> {
     let (logger, _) = crate::search::logs::SearchLogger::start(catalog.clone(), 100);
+    let host = crate::plugins::PluginHost::new(
+        crate::plugins::PluginsConfig {
+            pooling: false,
+            ..crate::plugins::PluginsConfig::new(dir)
+        },
+        crate::media::BlobStore::open(None, dir).unwrap(),
+    )
+    .unwrap();
     Arc::new(crate::search::SearchService::new(
         catalog.clone(),
         encoder.clone(),
         vectors.clone(),
         logger,
+        Arc::new(crate::plugins::PluginRegistry::new(host, catalog.clone())),
         &Default::default(),
     ))
 }
@@ -112,7 +122,7 @@ async fn app_with(admin_key: Option<&str>) -> TestApp {
     )));
     let catalog: Arc<dyn crate::store::Catalog> = Arc::new(catalog);
     let state = AppState {
-        search: search_service(&catalog, &encoder, &vectors),
+        search: search_service(&catalog, &encoder, &vectors, dir.path()),
         fetcher: test_fetcher(),
         catalog,
         encoder,
@@ -1242,7 +1252,7 @@ async fn a_missing_encoder_makes_embedding_and_readiness_503_but_not_the_catalog
     ));
     let t = TestApp {
         app: router(AppState {
-            search: search_service(&catalog, &encoder, &Default::default()),
+            search: search_service(&catalog, &encoder, &Default::default(), dir.path()),
             fetcher: test_fetcher(),
             catalog,
             encoder,

@@ -96,6 +96,20 @@ impl BlobStore {
         Ok(key)
     }
 
+    /// Stores `bytes` under `key` (replacing what was there).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        self.store.put(&self.path(key), bytes.into()).await?;
+        Ok(())
+    }
+
+    /// Removes a blob; a missing one is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
         Ok(self.store.get(&self.path(key)).await?.bytes().await?)
     }

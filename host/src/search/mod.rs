@@ -16,6 +16,9 @@ use logs::SearchLogger;
 use crate::encoder::DecodedImage;
 use crate::encoder::service::{EmbedError, SharedEncoder};
 use crate::model::Product;
+use crate::plugins::{
+    CallError, Candidate, PluginChoice, PluginRef, PluginRegistry, Query, QueryKind, ResolveError, World,
+};
 use crate::store::vectors::{SharedVectors, VectorError, VectorFilter, VectorQuery};
 use crate::store::{Catalog, SearchLog, StoreError};
 use crate::telemetry::SEARCH_PAGE_CACHE;
@@ -53,9 +56,31 @@ pub struct SearchRequest {
     pub limit: usize,
     pub offset: usize,
     pub min_score: Option<f32>,
+    /// Which filter and ranker plugins run.
+    pub plugins: PluginSelection,
     /// Who searched, for the search log.
     pub user_id: Option<String>,
     pub session_id: Option<String>,
+}
+
+/// The plugins a search asks for (API.md: defaults to the tenant's active
+/// ones; `"none"` turns one off).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginSelection {
+    pub filter: PluginChoice,
+    pub ranker: PluginChoice,
+}
+
+/// How a plugin fared in one search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginReport {
+    pub world: World,
+    pub name: String,
+    pub version: i64,
+    /// `None`: `ok`; otherwise why the search fell back to vector order.
+    pub error: Option<CallError>,
+    /// Time of the call, instantiation included.
+    pub elapsed_ms: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +94,8 @@ pub struct SearchResponse {
     pub hits: Vec<Hit>,
     pub took_ms: f64,
     pub query_type: &'static str,
+    /// The filter's and the ranker's report, for those that ran.
+    pub plugins: Vec<PluginReport>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +116,10 @@ pub enum SearchError {
     /// reindex has not finished).
     #[error("the index was built with another model; a full reindex is needed")]
     ModelMismatch,
+    /// The request names a plugin the tenant does not have, or one of the
+    /// wrong world.
+    #[error(transparent)]
+    Plugin(ResolveError),
     #[error("{0}")]
     Internal(String),
 }
@@ -131,6 +162,8 @@ pub struct SearchConfig {
     pub page_cache_bytes: u64,
     /// Longest a result page is reused (writes invalidate it sooner).
     pub page_cache_ttl: std::time::Duration,
+    /// Candidates (top-K') handed to filter and ranker plugins.
+    pub plugin_candidates: usize,
 }
 
 impl Default for SearchConfig {
@@ -139,6 +172,7 @@ impl Default for SearchConfig {
             text_cache_bytes: 64 * 1024 * 1024,
             page_cache_bytes: 64 * 1024 * 1024,
             page_cache_ttl: std::time::Duration::from_secs(30),
+            plugin_candidates: 100,
         }
     }
 }
@@ -146,6 +180,9 @@ impl Default for SearchConfig {
 /// A cached result page: its key holds the tenant's generation, so any
 /// product write (which bumps it) makes older pages unreachable.
 type PageKey = (String, i64, String);
+/// A cached page: its hits and the plugin reports (all `ok`: pages that
+/// fell back are never cached).
+type Page = Arc<(Vec<Hit>, Vec<PluginReport>)>;
 
 /// The query pipeline. Cheap to share (`Arc`).
 pub struct SearchService {
@@ -156,8 +193,10 @@ pub struct SearchService {
     text_cache: Cache<(String, String), Arc<Vec<f32>>>,
     /// (tenant, tenant generation, canonical request) → hits. Text and
     /// like queries only: image queries are rarely repeated byte for byte.
-    pages: Option<Cache<PageKey, Arc<Vec<Hit>>>>,
+    pages: Option<Cache<PageKey, Page>>,
     logger: SearchLogger,
+    plugins: Arc<PluginRegistry>,
+    plugin_candidates: usize,
 }
 
 impl SearchService {
@@ -166,6 +205,7 @@ impl SearchService {
         encoder: SharedEncoder,
         vectors: SharedVectors,
         logger: SearchLogger,
+        plugins: Arc<PluginRegistry>,
         config: &SearchConfig,
     ) -> Self {
         let text_cache = Cache::builder()
@@ -177,9 +217,9 @@ impl SearchService {
             .build();
         let pages = (config.page_cache_bytes > 0).then(|| {
             Cache::builder()
-                .weigher(|k: &PageKey, v: &Arc<Vec<Hit>>| {
+                .weigher(|k: &PageKey, v: &Page| {
                     // A hydrated product is about a kilobyte on average.
-                    let bytes = k.0.len() + k.2.len() + 64 + v.len() * 1024;
+                    let bytes = k.0.len() + k.2.len() + 64 + v.0.len() * 1024 + v.1.len() * 128;
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .max_capacity(config.page_cache_bytes)
@@ -193,7 +233,13 @@ impl SearchService {
             text_cache,
             pages,
             logger,
+            plugins,
+            plugin_candidates: config.plugin_candidates.max(1),
         }
+    }
+
+    pub fn plugins(&self) -> &Arc<PluginRegistry> {
+        &self.plugins
     }
 
     /// Embeds a query text, through the cache. Concurrent misses of one
@@ -217,29 +263,45 @@ impl SearchService {
 
     pub async fn search(&self, req: SearchRequest) -> Result<SearchResponse, SearchError> {
         let start = Instant::now();
+        let generation = self.catalog.tenant_generation(&req.tenant).await?;
+        let filter = self
+            .plugins
+            .resolve(&req.tenant, generation, World::Filter, &req.plugins.filter)
+            .await
+            .map_err(plugin_error)?;
+        let ranker = self
+            .plugins
+            .resolve(&req.tenant, generation, World::Ranker, &req.plugins.ranker)
+            .await
+            .map_err(plugin_error)?;
         let key = match (&self.pages, &req.source) {
-            (Some(_), QuerySource::Text(_) | QuerySource::Like(_)) => Some(self.page_key(&req).await?),
+            (Some(_), QuerySource::Text(_) | QuerySource::Like(_)) => {
+                Some(self.page_key(&req, generation, [&filter, &ranker]))
+            }
             _ => None,
         };
         if let (Some(pages), Some(key)) = (&self.pages, &key) {
-            if let Some(hits) = pages.get(key).await {
+            if let Some(page) = pages.get(key).await {
                 metrics::counter!(SEARCH_PAGE_CACHE, "outcome" => "hit").increment(1);
-                return Ok(self.respond(req, hits.as_ref().clone(), start));
+                let (hits, reports) = page.as_ref().clone();
+                return Ok(self.respond(req, hits, reports, start));
             }
             metrics::counter!(SEARCH_PAGE_CACHE, "outcome" => "miss").increment(1);
         }
         let mut req = req;
-        let hits = self.run(&mut req).await?;
-        if let (Some(pages), Some(key)) = (&self.pages, key) {
-            pages.insert(key, Arc::new(hits.clone())).await;
+        let (hits, reports) = self.run(&mut req, filter, ranker).await?;
+        if let (Some(pages), Some(key)) = (&self.pages, key)
+            && reports.iter().all(|r| r.error.is_none())
+        {
+            pages.insert(key, Arc::new((hits.clone(), reports.clone()))).await;
         }
-        Ok(self.respond(req, hits, start))
+        Ok(self.respond(req, hits, reports, start))
     }
 
     /// The cache key of a text or like query: tenant, its generation, and
-    /// every input that shapes the page.
-    async fn page_key(&self, req: &SearchRequest) -> Result<PageKey, SearchError> {
-        let generation = self.catalog.tenant_generation(&req.tenant).await?;
+    /// every input that shapes the page (plugin versions and parameters
+    /// included).
+    fn page_key(&self, req: &SearchRequest, generation: i64, plugins: [&Option<PluginRef>; 2]) -> PageKey {
         let model = self
             .encoder
             .service()
@@ -253,15 +315,31 @@ impl SearchService {
             QuerySource::Like(id) => format!("like:{id}"),
             QuerySource::Image { .. } => String::new(),
         };
+        let plugins: Vec<String> = plugins
+            .iter()
+            .map(|p| match p {
+                Some(p) => format!(
+                    "{}@{}:{}:{:?}:{:?}",
+                    p.name, p.version, p.digest, p.params, p.memory_mb
+                ),
+                None => "-".to_owned(),
+            })
+            .collect();
         let canonical = format!(
-            "{model}\u{0}{source}\u{0}{filter:?}\u{0}{}\u{0}{}\u{0}{:?}",
+            "{model}\u{0}{source}\u{0}{filter:?}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{plugins:?}",
             req.limit, req.offset, req.min_score
         );
-        Ok((req.tenant.clone(), generation, canonical))
+        (req.tenant.clone(), generation, canonical)
     }
 
     /// Logs the search and shapes the response.
-    fn respond(&self, req: SearchRequest, hits: Vec<Hit>, start: Instant) -> SearchResponse {
+    fn respond(
+        &self,
+        req: SearchRequest,
+        hits: Vec<Hit>,
+        plugins: Vec<PluginReport>,
+        start: Instant,
+    ) -> SearchResponse {
         let query_type = req.source.kind();
         let (query_text, query_image_url) = match req.source {
             QuerySource::Text(t) => (Some(t), None),
@@ -284,11 +362,18 @@ impl SearchService {
             hits,
             took_ms,
             query_type,
+            plugins,
         }
     }
 
-    /// Embed, search the index, hydrate.
-    async fn run(&self, req: &mut SearchRequest) -> Result<Vec<Hit>, SearchError> {
+    /// Embed, search the index, hydrate; then the filter and ranker
+    /// plugins (if any) over the top-K' candidates, and cut the page.
+    async fn run(
+        &self,
+        req: &mut SearchRequest,
+        filter: Option<PluginRef>,
+        ranker: Option<PluginRef>,
+    ) -> Result<(Vec<Hit>, Vec<PluginReport>), SearchError> {
         let vectors = self.vectors.index().map_err(|why| {
             tracing::warn!(reason = %why, "search refused: vector index not ready");
             SearchError::Unavailable("vector index")
@@ -322,12 +407,19 @@ impl SearchService {
                 }
             }
         };
+        let plugged = filter.is_some() || ranker.is_some();
+        // With plugins the page is cut after them, from the top-K'.
+        let (limit, offset) = if plugged {
+            (self.plugin_candidates.max(req.offset + req.limit), 0)
+        } else {
+            (req.limit, req.offset)
+        };
         let scored = vectors
             .search(&VectorQuery {
                 tenant: req.tenant.clone(),
                 vector,
-                limit: req.limit,
-                offset: req.offset,
+                limit,
+                offset,
                 filter: req.filter.clone(),
                 exclude_product: exclude.cloned(),
                 min_score: req.min_score,
@@ -345,7 +437,7 @@ impl SearchService {
             .into_iter()
             .map(|p| (p.external_id.clone(), p))
             .collect();
-        Ok(scored
+        let mut hits: Vec<Hit> = scored
             .into_iter()
             .filter_map(|s| {
                 products.remove(&s.product_id).map(|product| Hit {
@@ -353,6 +445,88 @@ impl SearchService {
                     score: s.score,
                 })
             })
-            .collect())
+            .collect();
+        if !plugged {
+            return Ok((hits, Vec::new()));
+        }
+        let (text, kind) = match &req.source {
+            QuerySource::Text(t) => (Some(t.clone()), QueryKind::Text),
+            QuerySource::Image { .. } => (None, QueryKind::Image),
+            QuerySource::Like(_) => (None, QueryKind::Like),
+        };
+        let query = |p: &PluginRef| Query {
+            text: text.clone(),
+            kind,
+            params: p.params.clone(),
+        };
+        let host = self.plugins.host();
+        let mut reports = Vec::new();
+        if let Some(p) = filter {
+            let t = Instant::now();
+            let outcome = host.filter(&p, query(&p), candidates(&hits)).await;
+            let error = match outcome {
+                Ok(keep) => {
+                    hits.retain(|h| keep.contains(&h.product.external_id));
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            reports.push(report(World::Filter, &p, error, t));
+        }
+        if let Some(p) = ranker {
+            let t = Instant::now();
+            let outcome = host.rank(&p, query(&p), candidates(&hits)).await;
+            let error = match outcome {
+                Ok(scores) => {
+                    for (h, s) in hits.iter_mut().zip(scores) {
+                        h.score = s;
+                    }
+                    // Stable: equal scores keep vector order.
+                    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            reports.push(report(World::Ranker, &p, error, t));
+        }
+        let page = hits.into_iter().skip(req.offset).take(req.limit).collect();
+        Ok((page, reports))
     }
+}
+
+fn report(world: World, p: &PluginRef, error: Option<CallError>, start: Instant) -> PluginReport {
+    PluginReport {
+        world,
+        name: p.name.clone(),
+        version: p.version,
+        error,
+        elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
+    }
+}
+
+fn plugin_error(e: ResolveError) -> SearchError {
+    match e {
+        ResolveError::Store(e) => e.into(),
+        other => SearchError::Plugin(other),
+    }
+}
+
+/// What a filter or ranker sees of each hit.
+fn candidates(hits: &[Hit]) -> Vec<Candidate> {
+    use rust_decimal::prelude::ToPrimitive;
+    hits.iter()
+        .map(|h| {
+            let p = &h.product;
+            Candidate {
+                id: p.external_id.clone(),
+                score: h.score,
+                title: p.fields.title.clone(),
+                category: p.fields.category.clone(),
+                price: p.fields.price.and_then(|d| d.to_f64()),
+                currency: p.fields.currency.clone(),
+                tags: p.fields.tags.clone(),
+                in_stock: p.fields.in_stock,
+            }
+        })
+        .collect()
 }

@@ -10,8 +10,8 @@ use serde_json::json;
 use chrono::{DateTime, Duration, Utc};
 
 use super::{
-    ApiKeyRecord, Catalog, IndexUpdate, JobOutcome, JobStatus, NewJob, QueryStat, QueryStatsKind, SearchLog,
-    StoreError,
+    ApiKeyRecord, Catalog, IndexUpdate, JobOutcome, JobStatus, NewJob, NewPluginVersion, QueryStat,
+    QueryStatsKind, SearchLog, StoreError,
 };
 use crate::model::{IndexStatus, ProductFields, now};
 
@@ -43,6 +43,7 @@ pub async fn run_all(c: &dyn Catalog) {
     index_outcomes_apply_only_to_the_indexed_version(c).await;
     search_logs_feed_per_tenant_query_stats(c).await;
     every_product_write_bumps_the_tenant_generation(c).await;
+    plugin_versions_activation_and_deletion(c).await;
 }
 
 fn fields(title: &str) -> ProductFields {
@@ -894,4 +895,131 @@ async fn every_product_write_bumps_the_tenant_generation(c: &dyn Catalog) {
     // Other tenants are untouched; unknown tenants read 0.
     assert_eq!(g("t_gen2").await, other0);
     assert_eq!(g("nobody").await, 0);
+}
+
+fn plugin(tenant: &str, name: &str, world: &str, digest: &str) -> NewPluginVersion {
+    NewPluginVersion {
+        tenant: tenant.into(),
+        name: name.into(),
+        world: world.into(),
+        digest: digest.into(),
+        size_bytes: 1234,
+    }
+}
+
+async fn plugin_versions_activation_and_deletion(c: &dyn Catalog) {
+    c.create_tenant("plug-a", "A").await.unwrap();
+    c.create_tenant("plug-b", "B").await.unwrap();
+    // Versions count from 1 per name and tenant.
+    let v1 = c
+        .create_plugin_version(&plugin("plug-a", "boost", "ranker", "d1"))
+        .await
+        .unwrap();
+    let v2 = c
+        .create_plugin_version(&plugin("plug-a", "boost", "ranker", "d2"))
+        .await
+        .unwrap();
+    let other = c
+        .create_plugin_version(&plugin("plug-b", "boost", "ranker", "d9"))
+        .await
+        .unwrap();
+    assert_eq!((v1.version, v2.version, other.version), (1, 2, 1));
+    assert!(!v1.active && v1.params.is_empty() && v1.memory_mb.is_none());
+    // A name keeps its world.
+    assert!(matches!(
+        c.create_plugin_version(&plugin("plug-a", "boost", "filter", "d3"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    c.create_plugin_version(&plugin("plug-a", "allow", "filter", "d4"))
+        .await
+        .unwrap();
+    c.create_plugin_version(&plugin("plug-a", "boost2", "ranker", "d5"))
+        .await
+        .unwrap();
+    let listed = c.list_plugins("plug-a").await.unwrap();
+    let names: Vec<(String, i64)> = listed.iter().map(|p| (p.name.clone(), p.version)).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("allow".into(), 1),
+            ("boost".into(), 1),
+            ("boost".into(), 2),
+            ("boost2".into(), 1)
+        ]
+    );
+    assert_eq!(c.get_plugin("plug-a", "boost").await.unwrap().len(), 2);
+    assert!(c.get_plugin("plug-a", "nope").await.unwrap().is_empty());
+    assert!(c.active_plugins("plug-a").await.unwrap().is_empty());
+
+    // Activation: one active version per (tenant, world), with parameters,
+    // and the tenant's generation moves.
+    let g0 = c.tenant_generation("plug-a").await.unwrap();
+    let params = json!({"in_stock_boost": "0.2"}).as_object().cloned().unwrap();
+    let active = c
+        .activate_plugin("plug-a", "boost", 1, &params, Some(32))
+        .await
+        .unwrap();
+    assert!(active.active && active.activated_at.is_some());
+    assert_eq!(
+        (active.params.clone(), active.memory_mb),
+        (params.clone(), Some(32))
+    );
+    assert!(c.tenant_generation("plug-a").await.unwrap() > g0);
+    c.activate_plugin("plug-a", "boost", 2, &serde_json::Map::new(), None)
+        .await
+        .unwrap();
+    c.activate_plugin("plug-a", "allow", 1, &serde_json::Map::new(), None)
+        .await
+        .unwrap();
+    let active: Vec<(String, i64)> = c
+        .active_plugins("plug-a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.version))
+        .collect();
+    assert_eq!(active, vec![("allow".into(), 1), ("boost".into(), 2)]);
+    // Another ranker name takes the ranker slot over.
+    c.activate_plugin("plug-a", "boost2", 1, &serde_json::Map::new(), None)
+        .await
+        .unwrap();
+    let rankers: Vec<String> = c
+        .active_plugins("plug-a")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.world == "ranker")
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(rankers, vec!["boost2".to_owned()]);
+    // Unknown versions and other tenants' plugins are not found.
+    assert!(matches!(
+        c.activate_plugin("plug-a", "boost", 9, &serde_json::Map::new(), None)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        c.activate_plugin("plug-b", "allow", 1, &serde_json::Map::new(), None)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(c.active_plugins("plug-b").await.unwrap().is_empty());
+
+    // Deletion removes every version, deactivating first.
+    let g1 = c.tenant_generation("plug-a").await.unwrap();
+    let removed = c.delete_plugin("plug-a", "boost2").await.unwrap();
+    assert_eq!(removed.len(), 1);
+    assert!(c.tenant_generation("plug-a").await.unwrap() > g1);
+    assert!(c.get_plugin("plug-a", "boost2").await.unwrap().is_empty());
+    assert!(
+        c.active_plugins("plug-a")
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.world != "ranker")
+    );
+    assert!(c.delete_plugin("plug-a", "boost2").await.unwrap().is_empty());
+    // The other tenant's plugin of the same name is untouched.
+    assert_eq!(c.get_plugin("plug-b", "boost").await.unwrap().len(), 1);
 }

@@ -21,6 +21,11 @@ pub const SQLITE: &[Migration] = &[
         name: "tenant_generation",
         sql: include_str!("../../../migrations/sqlite/0002_tenant_generation.sql"),
     },
+    Migration {
+        version: 3,
+        name: "plugins",
+        sql: include_str!("../../../migrations/sqlite/0003_plugins.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -33,6 +38,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "tenant_generation",
         sql: include_str!("../../../migrations/postgres/0002_tenant_generation.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "plugins",
+        sql: include_str!("../../../migrations/postgres/0003_plugins.sql"),
     },
 ];
 

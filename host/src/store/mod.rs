@@ -297,9 +297,68 @@ pub trait Catalog: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<QueryStat>>;
 
+    /// Records a new version of a plugin (numbered from 1 per name).
+    /// `Conflict` when the name already holds versions of another world.
+    async fn create_plugin_version(&self, new: &NewPluginVersion) -> StoreResult<PluginRecord>;
+
+    /// Every version of every plugin of the tenant, by name then version.
+    async fn list_plugins(&self, tenant: &str) -> StoreResult<Vec<PluginRecord>>;
+
+    /// Every version of one plugin, oldest first (empty: no such plugin).
+    async fn get_plugin(&self, tenant: &str, name: &str) -> StoreResult<Vec<PluginRecord>>;
+
+    /// The active version of each world, for the tenant.
+    async fn active_plugins(&self, tenant: &str) -> StoreResult<Vec<PluginRecord>>;
+
+    /// Makes `version` the one active version of its world for the tenant
+    /// (whichever was active before, of any name, is deactivated), with the
+    /// tenant's parameters and memory cap; bumps the tenant's generation in
+    /// the same transaction. `NotFound` for an unknown name or version.
+    async fn activate_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: i64,
+        params: &serde_json::Map<String, Value>,
+        memory_mb: Option<i64>,
+    ) -> StoreResult<PluginRecord>;
+
+    /// Deactivates and removes every version of a plugin (bumping the
+    /// tenant's generation). Returns the removed versions (empty: there was
+    /// no such plugin).
+    async fn delete_plugin(&self, tenant: &str, name: &str) -> StoreResult<Vec<PluginRecord>>;
+
     /// Puts `worker`'s running jobs back in the queue without counting the
     /// interrupted attempt (graceful shutdown). Returns how many.
     async fn release_jobs(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// One uploaded version of a tenant's plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRecord {
+    pub tenant: String,
+    pub name: String,
+    pub version: i64,
+    /// `filter`, `ranker` or `ingest`.
+    pub world: String,
+    pub digest: String,
+    pub size_bytes: i64,
+    pub active: bool,
+    /// The tenant's parameters (strings), set on activation.
+    pub params: serde_json::Map<String, Value>,
+    pub memory_mb: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub activated_at: Option<DateTime<Utc>>,
+}
+
+/// A new version to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPluginVersion {
+    pub tenant: String,
+    pub name: String,
+    pub world: String,
+    pub digest: String,
+    pub size_bytes: i64,
 }
 
 /// One search, as the original design logged it (plus the tenant).

@@ -18,8 +18,8 @@ use tokio_postgres::types::ToSql;
 use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
 use super::{
-    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, ProductPage, QueryStat,
-    QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, with_p95,
+    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, NewPluginVersion, PluginRecord,
+    ProductPage, QueryStat, QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, with_p95,
 };
 use crate::model::{IndexStatus, Product, ProductFields, now};
 
@@ -124,6 +124,29 @@ fn build_pool(url: &str, max_connections: usize) -> StoreResult<Pool> {
         .create_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|e| StoreError::Other(format!("cannot build the PostgreSQL pool: {e}")))
+}
+
+const PLUGIN_COLUMNS: &str =
+    "tenant, name, version, world, digest, size_bytes, active, params, memory_mb, created_at, activated_at";
+
+fn plugin_from_row(r: &Row) -> StoreResult<PluginRecord> {
+    let params = match r.get::<_, Value>(7) {
+        Value::Object(m) => m,
+        _ => return Err(StoreError::Other("corrupt plugin parameters".into())),
+    };
+    Ok(PluginRecord {
+        tenant: r.get(0),
+        name: r.get(1),
+        version: r.get(2),
+        world: r.get(3),
+        digest: r.get(4),
+        size_bytes: r.get(5),
+        active: r.get(6),
+        params,
+        memory_mb: r.get(8),
+        created_at: r.get(9),
+        activated_at: r.get(10),
+    })
 }
 
 fn map_err(e: tokio_postgres::Error) -> StoreError {
@@ -817,6 +840,168 @@ impl Catalog for PostgresCatalog {
         Ok(job)
     }
 
+    async fn create_plugin_version(&self, new: &NewPluginVersion) -> StoreResult<PluginRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        // Serialises uploads of one name (two concurrent uploads would
+        // otherwise both pick the same next version).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::text, 0))",
+            &[&new.tenant, &new.name],
+        )
+        .await
+        .map_err(map_err)?;
+        let row = tx
+            .query_one(
+                "SELECT min(world), max(version) FROM plugins WHERE tenant = $1 AND name = $2",
+                &[&new.tenant, &new.name],
+            )
+            .await
+            .map_err(map_err)?;
+        let (world, last): (Option<String>, Option<i64>) = (row.get(0), row.get(1));
+        if let Some(world) = world.filter(|w| *w != new.world) {
+            return Err(StoreError::Conflict(format!(
+                "plugin `{}` is a {world} plugin; upload a {} plugin under another name",
+                new.name, new.world
+            )));
+        }
+        let version = last.unwrap_or(0) + 1;
+        let created_at = now();
+        tx.execute(
+            "INSERT INTO plugins (tenant, name, version, world, digest, size_bytes, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &new.tenant,
+                &new.name,
+                &version,
+                &new.world,
+                &new.digest,
+                &new.size_bytes,
+                &created_at,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(PluginRecord {
+            tenant: new.tenant.clone(),
+            name: new.name.clone(),
+            version,
+            world: new.world.clone(),
+            digest: new.digest.clone(),
+            size_bytes: new.size_bytes,
+            active: false,
+            params: serde_json::Map::new(),
+            memory_mb: None,
+            created_at,
+            activated_at: None,
+        })
+    }
+
+    async fn list_plugins(&self, tenant: &str) -> StoreResult<Vec<PluginRecord>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {PLUGIN_COLUMNS} FROM plugins WHERE tenant = $1 ORDER BY name, version");
+        let rows = client.query(&sql, &[&tenant]).await.map_err(map_err)?;
+        rows.iter().map(plugin_from_row).collect()
+    }
+
+    async fn get_plugin(&self, tenant: &str, name: &str) -> StoreResult<Vec<PluginRecord>> {
+        let client = self.client().await?;
+        let sql =
+            format!("SELECT {PLUGIN_COLUMNS} FROM plugins WHERE tenant = $1 AND name = $2 ORDER BY version");
+        let rows = client.query(&sql, &[&tenant, &name]).await.map_err(map_err)?;
+        rows.iter().map(plugin_from_row).collect()
+    }
+
+    async fn active_plugins(&self, tenant: &str) -> StoreResult<Vec<PluginRecord>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {PLUGIN_COLUMNS} FROM plugins WHERE tenant = $1 AND active ORDER BY world");
+        let st = client.prepare_cached(&sql).await.map_err(map_err)?;
+        let rows = client.query(&st, &[&tenant]).await.map_err(map_err)?;
+        rows.iter().map(plugin_from_row).collect()
+    }
+
+    async fn activate_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: i64,
+        params: &serde_json::Map<String, Value>,
+        memory_mb: Option<i64>,
+    ) -> StoreResult<PluginRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let world: String = tx
+            .query_opt(
+                "SELECT world FROM plugins WHERE tenant = $1 AND name = $2 AND version = $3 FOR UPDATE",
+                &[&tenant, &name, &version],
+            )
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?
+            .get(0);
+        // One activation per (tenant, world) at a time: the partial unique
+        // index would otherwise fail a concurrent one.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/plugin-world/' || $2::text, 0))",
+            &[&tenant, &world],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.execute(
+            "UPDATE plugins SET active = FALSE WHERE tenant = $1 AND world = $2 AND active",
+            &[&tenant, &world],
+        )
+        .await
+        .map_err(map_err)?;
+        let params = Value::Object(params.clone());
+        let t = now();
+        tx.execute(
+            "UPDATE plugins SET active = TRUE, params = $4, memory_mb = $5, activated_at = $6
+             WHERE tenant = $1 AND name = $2 AND version = $3",
+            &[&tenant, &name, &version, &params, &memory_mb, &t],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.execute(
+            "UPDATE tenants SET generation = generation + 1 WHERE id = $1",
+            &[&tenant],
+        )
+        .await
+        .map_err(map_err)?;
+        let sql =
+            format!("SELECT {PLUGIN_COLUMNS} FROM plugins WHERE tenant = $1 AND name = $2 AND version = $3");
+        let row = tx
+            .query_one(&sql, &[&tenant, &name, &version])
+            .await
+            .map_err(map_err)?;
+        let record = plugin_from_row(&row)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(record)
+    }
+
+    async fn delete_plugin(&self, tenant: &str, name: &str) -> StoreResult<Vec<PluginRecord>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let sql = format!("DELETE FROM plugins WHERE tenant = $1 AND name = $2 RETURNING {PLUGIN_COLUMNS}");
+        let rows = tx.query(&sql, &[&tenant, &name]).await.map_err(map_err)?;
+        let mut removed = rows
+            .iter()
+            .map(plugin_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        removed.sort_by_key(|p| p.version);
+        if !removed.is_empty() {
+            tx.execute(
+                "UPDATE tenants SET generation = generation + 1 WHERE id = $1",
+                &[&tenant],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(removed)
+    }
+
     async fn release_jobs(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let client = self.client().await?;
         client
@@ -1024,7 +1209,7 @@ pub(crate) mod testing {
         let (a, b) = (a.unwrap(), b.unwrap());
         let report = a.migrate().await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2]);
+        assert_eq!(report.already_applied, vec![1, 2, 3]);
         assert_eq!(b.list_tenants().await.unwrap().len(), 1);
         drop((a, b));
         schema.drop_schema().await;

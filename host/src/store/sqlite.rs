@@ -14,13 +14,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior, params};
 use rust_decimal::Decimal;
+use serde_json::Value;
 
 use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
 use super::{
-    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, ProductPage, QueryStat,
-    QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, object_from_json, string_list_from_json,
-    with_p95,
+    ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, NewPluginVersion, PluginRecord,
+    ProductPage, QueryStat, QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, object_from_json,
+    string_list_from_json, with_p95,
 };
 use crate::model::{IndexStatus, Product, ProductFields, format_time, now};
 
@@ -212,6 +213,35 @@ fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+const PLUGIN_COLUMNS: &str =
+    "tenant, name, version, world, digest, size_bytes, active, params, memory_mb, created_at, activated_at";
+
+fn query_plugins(c: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<PluginRecord>> {
+    let mut st = c.prepare_cached(sql).map_err(map_err)?;
+    let rows = st
+        .query_map(params, |r| {
+            let params: String = r.get(7)?;
+            Ok(PluginRecord {
+                tenant: r.get(0)?,
+                name: r.get(1)?,
+                version: r.get(2)?,
+                world: r.get(3)?,
+                digest: r.get(4)?,
+                size_bytes: r.get(5)?,
+                active: r.get::<_, i64>(6)? != 0,
+                params: serde_json::from_str(&params).map_err(conversion)?,
+                memory_mb: r.get(8)?,
+                created_at: parse_time(&r.get::<_, String>(9)?)?,
+                activated_at: r
+                    .get::<_, Option<String>>(10)?
+                    .map(|t| parse_time(&t))
+                    .transpose()?,
+            })
+        })
+        .map_err(map_err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(map_err)
 }
 
 fn conversion(e: impl std::fmt::Display) -> rusqlite::Error {
@@ -953,6 +983,171 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn create_plugin_version(&self, new: &NewPluginVersion) -> StoreResult<PluginRecord> {
+        let new = new.clone();
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let (world, last): (Option<String>, Option<i64>) = tx
+                .query_row(
+                    "SELECT min(world), max(version) FROM plugins WHERE tenant = ?1 AND name = ?2",
+                    params![new.tenant, new.name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(map_err)?;
+            if let Some(world) = world.filter(|w| *w != new.world) {
+                return Err(StoreError::Conflict(format!(
+                    "plugin `{}` is a {world} plugin; upload a {} plugin under another name",
+                    new.name, new.world
+                )));
+            }
+            let version = last.unwrap_or(0) + 1;
+            let created_at = now();
+            tx.execute(
+                "INSERT INTO plugins (tenant, name, version, world, digest, size_bytes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    new.tenant,
+                    new.name,
+                    version,
+                    new.world,
+                    new.digest,
+                    new.size_bytes,
+                    format_time(&created_at)
+                ],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            Ok(PluginRecord {
+                tenant: new.tenant,
+                name: new.name,
+                version,
+                world: new.world,
+                digest: new.digest,
+                size_bytes: new.size_bytes,
+                active: false,
+                params: serde_json::Map::new(),
+                memory_mb: None,
+                created_at,
+                activated_at: None,
+            })
+        })
+        .await
+    }
+
+    async fn list_plugins(&self, tenant: &str) -> StoreResult<Vec<PluginRecord>> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            let sql =
+                format!("SELECT {PLUGIN_COLUMNS} FROM plugins WHERE tenant = ?1 ORDER BY name, version");
+            query_plugins(c, &sql, params![tenant])
+        })
+        .await
+    }
+
+    async fn get_plugin(&self, tenant: &str, name: &str) -> StoreResult<Vec<PluginRecord>> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {PLUGIN_COLUMNS} FROM plugins WHERE tenant = ?1 AND name = ?2 ORDER BY version"
+            );
+            query_plugins(c, &sql, params![tenant, name])
+        })
+        .await
+    }
+
+    async fn active_plugins(&self, tenant: &str) -> StoreResult<Vec<PluginRecord>> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {PLUGIN_COLUMNS} FROM plugins WHERE tenant = ?1 AND active = 1 ORDER BY world"
+            );
+            query_plugins(c, &sql, params![tenant])
+        })
+        .await
+    }
+
+    async fn activate_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: i64,
+        params_: &serde_json::Map<String, Value>,
+        memory_mb: Option<i64>,
+    ) -> StoreResult<PluginRecord> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        let params_text = Value::Object(params_.clone()).to_string();
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let world: Option<String> = tx
+                .query_row(
+                    "SELECT world FROM plugins WHERE tenant = ?1 AND name = ?2 AND version = ?3",
+                    params![tenant, name, version],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            let world = world.ok_or(StoreError::NotFound)?;
+            let t = format_time(&now());
+            tx.execute(
+                "UPDATE plugins SET active = 0 WHERE tenant = ?1 AND world = ?2 AND active = 1",
+                params![tenant, world],
+            )
+            .map_err(map_err)?;
+            tx.execute(
+                "UPDATE plugins SET active = 1, params = ?4, memory_mb = ?5, activated_at = ?6
+                 WHERE tenant = ?1 AND name = ?2 AND version = ?3",
+                params![tenant, name, version, params_text, memory_mb, t],
+            )
+            .map_err(map_err)?;
+            tx.execute(
+                "UPDATE tenants SET generation = generation + 1 WHERE id = ?1",
+                params![tenant],
+            )
+            .map_err(map_err)?;
+            let sql = format!(
+                "SELECT {PLUGIN_COLUMNS} FROM plugins WHERE tenant = ?1 AND name = ?2 AND version = ?3"
+            );
+            let record = query_plugins(&tx, &sql, params![tenant, name, version])?
+                .pop()
+                .ok_or(StoreError::NotFound)?;
+            tx.commit().map_err(map_err)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn delete_plugin(&self, tenant: &str, name: &str) -> StoreResult<Vec<PluginRecord>> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let sql = format!(
+                "SELECT {PLUGIN_COLUMNS} FROM plugins WHERE tenant = ?1 AND name = ?2 ORDER BY version"
+            );
+            let removed = query_plugins(&tx, &sql, params![tenant, name])?;
+            if !removed.is_empty() {
+                tx.execute(
+                    "DELETE FROM plugins WHERE tenant = ?1 AND name = ?2",
+                    params![tenant, name],
+                )
+                .map_err(map_err)?;
+                tx.execute(
+                    "UPDATE tenants SET generation = generation + 1 WHERE id = ?1",
+                    params![tenant],
+                )
+                .map_err(map_err)?;
+            }
+            tx.commit().map_err(map_err)?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn release_jobs(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let (worker, now) = (worker.to_owned(), format_time(&now));
         self.write(move |c| {
@@ -1129,7 +1324,7 @@ mod tests {
         drop(cat);
         let report = SqliteCatalog::migrate(&path).await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2]);
+        assert_eq!(report.already_applied, vec![1, 2, 3]);
         // Reopening applies nothing and keeps the default tenant exactly once.
         let cat = SqliteCatalog::open(&path, 1).await.unwrap();
         let tenants = cat.list_tenants().await.unwrap();

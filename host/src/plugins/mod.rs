@@ -1,0 +1,896 @@
+//! The wasmtime host of tenant plugins (DESIGN.md "Plugins"): one
+//! [`Engine`] with the component model, epoch interruption driven by a
+//! ticker thread, fuel, and the pooling allocator when the machine allows
+//! it; compiled components cached by digest (in memory, and on disk keyed
+//! by the engine's compatibility hash); a fresh [`Store`] per call with
+//! memory, instance and table caps, a deadline, and WASI granting nothing.
+//!
+//! Nothing a plugin does can fail a search or a write on its own: every
+//! call returns a [`CallError`] the caller turns into a fallback, and the
+//! failure is counted in `/metrics`.
+
+use std::collections::HashSet;
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub mod bindings;
+pub mod registry;
+
+pub use registry::{IngestOutcome, PluginChoice, PluginRegistry, ResolveError};
+
+use bindings::filter::FilterPre;
+use bindings::ingest::IngestPre;
+use bindings::ranker::RankerPre;
+pub use bindings::{Candidate, Level, Product as PluginProduct, Query, QueryKind};
+
+use crate::media::BlobStore;
+use crate::telemetry::{PLUGIN_CALL_DURATION, PLUGIN_CALLS, PLUGIN_COMPILATIONS, PLUGIN_LOG_DROPPED};
+
+const MIB: u64 = 1024 * 1024;
+/// Largest upload (API.md).
+pub const MAX_UPLOAD_BYTES: usize = 20 * 1024 * 1024;
+/// The epoch ticks this often; deadlines are whole ticks.
+const TICK: Duration = Duration::from_millis(1);
+/// Captured guest stdout/stderr per call: enough for a panic message.
+const OUTPUT_CAP: usize = 4096;
+/// Log lines kept per call; the rest are dropped (and counted).
+const MAX_LOG_LINES: usize = 20;
+/// A log line is cut at this many bytes.
+const MAX_LOG_LINE_BYTES: usize = 1024;
+/// A guest that calls `log` more often than this in one call is stopped.
+const MAX_LOG_CALLS: usize = 1000;
+/// Resource handles (WASI streams and the like) a call may hold at once.
+const MAX_RESOURCES: usize = 64;
+/// Core instances, tables and memories one call may create: a Rust
+/// component needs a handful (its module plus adapter shims).
+const MAX_INSTANCES: usize = 32;
+const MAX_TABLES: usize = 32;
+const MAX_MEMORIES: usize = 4;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// What a plugin does; each is a world of `wit/plugin.wit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum World {
+    Filter,
+    Ranker,
+    Ingest,
+}
+
+impl World {
+    pub const ALL: [World; 3] = [World::Filter, World::Ranker, World::Ingest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Filter => "filter",
+            World::Ranker => "ranker",
+            World::Ingest => "ingest",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<World> {
+        World::ALL.into_iter().find(|w| w.as_str() == s)
+    }
+}
+
+/// Settings of the host (`[plugins]`).
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    /// Memory a call may use unless the tenant set its own cap.
+    pub memory_bytes: u64,
+    /// Highest cap a tenant may set.
+    pub max_memory_bytes: u64,
+    pub filter_deadline: Duration,
+    pub ranker_deadline: Duration,
+    pub ingest_deadline: Duration,
+    /// Fuel per call: a second guard, should the epoch ticker ever stall.
+    pub fuel: u64,
+    /// Calls running at once; more wait (up to their deadline) for a slot.
+    pub max_concurrent_calls: usize,
+    /// Where compiled components are kept (`data_dir/plugins/compiled`).
+    pub compiled_dir: PathBuf,
+    /// Try the pooling allocator (falls back when the probe fails).
+    pub pooling: bool,
+}
+
+impl PluginsConfig {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            memory_bytes: 64 * MIB,
+            max_memory_bytes: 256 * MIB,
+            filter_deadline: Duration::from_millis(10),
+            ranker_deadline: Duration::from_millis(10),
+            ingest_deadline: Duration::from_millis(100),
+            fuel: 1_000_000_000,
+            max_concurrent_calls: 64,
+            compiled_dir: data_dir.join("plugins").join("compiled"),
+            pooling: true,
+        }
+    }
+
+    pub fn deadline(&self, world: World) -> Duration {
+        match world {
+            World::Filter => self.filter_deadline,
+            World::Ranker => self.ranker_deadline,
+            World::Ingest => self.ingest_deadline,
+        }
+    }
+}
+
+/// Why an upload is refused (all 422 but `Internal`).
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the file is not a WebAssembly binary (it does not start with `\\0asm`)")]
+    NotWasm,
+    #[error(
+        "the file is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("the component is invalid: {0}")]
+    Invalid(String),
+    #[error("the component does not implement the `{world}` world of vitrine:plugin@0.1.0: {reason}")]
+    WrongWorld { world: &'static str, reason: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl UploadError {
+    /// The API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UploadError::NotWasm => "not_wasm",
+            UploadError::CoreModule => "not_a_component",
+            UploadError::Invalid(_) => "invalid_component",
+            UploadError::WrongWorld { .. } => "wrong_world",
+            UploadError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Why a call fell back.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("the plugin ran past its deadline of {0} ms")]
+    Timeout(u64),
+    #[error("the plugin used up its fuel")]
+    OutOfFuel,
+    #[error("the plugin hit its memory limit of {0} MiB")]
+    MemoryLimit(u64),
+    #[error("the plugin overflowed its stack")]
+    StackOverflow,
+    #[error("the plugin trapped: {0}")]
+    Trap(String),
+    #[error("the plugin's output is unusable: {0}")]
+    BadOutput(String),
+    #[error("the plugin logged more than {MAX_LOG_CALLS} lines in one call and was stopped")]
+    LogFlood,
+    #[error("too many plugin calls are running; no slot freed up before the deadline")]
+    Busy,
+    #[error("the plugin cannot be loaded: {0}")]
+    Unavailable(String),
+}
+
+impl CallError {
+    /// The `outcome` label of the call metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Timeout(_) => "timeout",
+            CallError::OutOfFuel => "out_of_fuel",
+            CallError::MemoryLimit(_) => "memory_limit",
+            CallError::StackOverflow => "stack_overflow",
+            CallError::Trap(_) => "trap",
+            CallError::BadOutput(_) => "bad_output",
+            CallError::LogFlood => "log_flood",
+            CallError::Busy => "busy",
+            CallError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// One plugin version, as searches and writes run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRef {
+    pub tenant: String,
+    pub name: String,
+    pub version: i64,
+    pub world: World,
+    pub digest: String,
+    /// The tenant's parameters, passed to every call.
+    pub params: Vec<(String, String)>,
+    /// The tenant's memory cap for this plugin, MiB (else the default).
+    pub memory_mb: Option<u64>,
+}
+
+/// A component ready to instantiate for its world.
+enum Prepared {
+    Filter(FilterPre<CallState>),
+    Ranker(RankerPre<CallState>),
+    Ingest(IngestPre<CallState>),
+}
+
+/// Caps memory, tables and instances of one call, and remembers whether
+/// the memory cap was what stopped the guest.
+struct Limiter {
+    memory_bytes: usize,
+    hit_memory: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit_memory = true;
+            return Err(wasmtime::Error::msg("memory limit reached"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+/// What the guest logged during one call.
+#[derive(Default)]
+struct LogState {
+    lines: Vec<(Level, String)>,
+    calls: usize,
+    dropped: usize,
+    flooded: bool,
+}
+
+/// The data of one call's [`Store`].
+struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    log: LogState,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::filter::vitrine::plugin::types::Host for CallState {}
+
+impl bindings::Host for CallState {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let log = &mut self.log;
+        log.calls += 1;
+        if log.calls > MAX_LOG_CALLS {
+            log.flooded = true;
+            return Err(wasmtime::Error::msg("log flood"));
+        }
+        if log.lines.len() < MAX_LOG_LINES {
+            let mut message = message;
+            if message.len() > MAX_LOG_LINE_BYTES {
+                let mut cut = MAX_LOG_LINE_BYTES;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message.truncate(cut);
+                message.push('…');
+            }
+            log.lines.push((level, message));
+        } else {
+            log.dropped += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The plugin host. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<CallState>,
+    /// (digest, world) → component ready to instantiate. `try_get_with`
+    /// makes concurrent first calls of a version share one compilation.
+    prepared: Cache<(String, World), Arc<Prepared>>,
+    permits: Semaphore,
+    config: PluginsConfig,
+    /// `compiled_dir/<engine compatibility hash>`.
+    artifacts: PathBuf,
+    blobs: BlobStore,
+    pooling: bool,
+    stop_ticker: Arc<AtomicBool>,
+    /// Components this host compiled (uploads and cold or corrupt caches).
+    compilations: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine_config(config: &PluginsConfig, pooling: bool) -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    c.consume_fuel(true);
+    // Deep recursion ends in a clean stack-overflow trap well before the
+    // host thread's own stack is at risk.
+    c.max_wasm_stack(512 * 1024);
+    if pooling {
+        let calls = u32::try_from(config.max_concurrent_calls).unwrap_or(u32::MAX);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(calls)
+            .total_core_instances(calls.saturating_mul(MAX_INSTANCES as u32))
+            .total_memories(calls.saturating_mul(MAX_MEMORIES as u32))
+            .total_tables(calls.saturating_mul(MAX_TABLES as u32))
+            .max_core_instances_per_component(MAX_INSTANCES as u32)
+            .max_memories_per_component(MAX_MEMORIES as u32)
+            .max_tables_per_component(MAX_TABLES as u32)
+            .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    c
+}
+
+/// Feeds the engine's compatibility hash into SHA-256 (a stable name for
+/// the artifact directory: artifacts of another wasmtime or other settings
+/// are never even looked at).
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The blob key of a tenant's uploaded component.
+pub fn blob_key(tenant: &str, digest: &str) -> String {
+    format!("plugins/{tenant}/{digest}.wasm")
+}
+
+/// Checks the binary header before handing anything to the compiler.
+fn check_header(bytes: &[u8]) -> Result<(), UploadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(UploadError::NotWasm);
+    }
+    // Core modules are version 1 (layer 0); components set layer 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(UploadError::CoreModule);
+    }
+    Ok(())
+}
+
+impl PluginHost {
+    /// Builds the engine (pooling allocator if `config.pooling` and the
+    /// probe succeeds), the linker, and starts the epoch ticker.
+    pub fn new(config: PluginsConfig, blobs: BlobStore) -> Result<Self, String> {
+        let (engine, pooling) = match config.pooling {
+            true => match Engine::new(&engine_config(&config, true)) {
+                Ok(e) => (e, true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "plugins: pooling allocator unavailable; allocating on demand");
+                    (
+                        Engine::new(&engine_config(&config, false)).map_err(|e| e.to_string())?,
+                        false,
+                    )
+                }
+            },
+            false => (
+                Engine::new(&engine_config(&config, false)).map_err(|e| e.to_string())?,
+                false,
+            ),
+        };
+        let mut linker: Linker<CallState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+        bindings::filter::Filter::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        let mut hasher = ShaHasher(Sha256::new());
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+        let compat = hex(&hasher.0.finalize()[..12]);
+        let artifacts = config.compiled_dir.join(compat);
+        std::fs::create_dir_all(&artifacts)
+            .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("plugin-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+        }
+        tracing::info!(pooling, "plugin host ready");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                prepared: Cache::builder().max_capacity(1024).build(),
+                permits: Semaphore::new(config.max_concurrent_calls.max(1)),
+                config,
+                artifacts,
+                blobs,
+                pooling,
+                stop_ticker,
+                compilations: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &PluginsConfig {
+        &self.inner.config
+    }
+
+    /// Where components are stored.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// How many components this host compiled so far.
+    pub fn compilations(&self) -> u64 {
+        self.inner.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Where the compiled form of a component is kept.
+    pub fn artifact_file(&self, digest: &str) -> PathBuf {
+        self.artifact_path(digest)
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.inner.pooling
+    }
+
+    /// Validates an upload against `world`, compiles it once (kept in memory
+    /// and on disk) and stores the original through object_store. Returns
+    /// the digest (SHA-256 of the bytes, hex).
+    pub async fn upload(&self, tenant: &str, world: World, bytes: Bytes) -> Result<String, UploadError> {
+        check_header(&bytes)?;
+        let digest = sha256_hex(&bytes);
+        let host = self.clone();
+        let wasm = bytes.clone();
+        let d = digest.clone();
+        let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, UploadError> {
+            let component = Component::new(&host.inner.engine, &wasm)
+                .map_err(|e| UploadError::Invalid(format!("{e:#}")))?;
+            let prepared = host
+                .prepare(&component, world)
+                .map_err(|reason| UploadError::WrongWorld {
+                    world: world.as_str(),
+                    reason,
+                })?;
+            metrics::counter!(PLUGIN_COMPILATIONS, "reason" => "upload").increment(1);
+            host.inner.compilations.fetch_add(1, Ordering::Relaxed);
+            host.write_artifact(&d, &component);
+            Ok(prepared)
+        })
+        .await
+        .map_err(|e| UploadError::Internal(format!("compilation task failed: {e}")))??;
+        self.inner
+            .blobs
+            .put(&blob_key(tenant, &digest), bytes)
+            .await
+            .map_err(|e| UploadError::Internal(format!("cannot store the component: {e}")))?;
+        self.inner
+            .prepared
+            .insert((digest.clone(), world), Arc::new(prepared))
+            .await;
+        Ok(digest)
+    }
+
+    /// Links a compiled component for `world`: every import must be one the
+    /// host provides (WASI with nothing granted, and `host.log`), and the
+    /// world's export must be there with the right type.
+    fn prepare(&self, component: &Component, world: World) -> Result<Prepared, String> {
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(match world {
+            World::Filter => Prepared::Filter(FilterPre::new(pre).map_err(|e| format!("{e:#}"))?),
+            World::Ranker => Prepared::Ranker(RankerPre::new(pre).map_err(|e| format!("{e:#}"))?),
+            World::Ingest => Prepared::Ingest(IngestPre::new(pre).map_err(|e| format!("{e:#}"))?),
+        })
+    }
+
+    fn artifact_path(&self, digest: &str) -> PathBuf {
+        self.inner.artifacts.join(format!("{digest}.cwasm"))
+    }
+
+    /// Writes `<sha256 of the artifact><artifact>` atomically (temp file +
+    /// rename), so a reader sees a whole file or none, and a damaged one
+    /// fails its checksum.
+    fn write_artifact(&self, digest: &str, component: &Component) {
+        let result = (|| -> Result<(), String> {
+            let artifact = component.serialize().map_err(|e| e.to_string())?;
+            let mut file = Sha256::digest(&artifact).to_vec();
+            file.extend_from_slice(&artifact);
+            let path = self.artifact_path(digest);
+            let tmp = path.with_extension(format!("tmp{}", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&tmp, &file).map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+        })();
+        if let Err(e) = result {
+            // Only a cost: the next start compiles again.
+            tracing::warn!(digest, error = %e, "plugins: cannot keep the compiled component on disk");
+        }
+    }
+
+    /// Loads a compiled artifact this host wrote, after checking its
+    /// checksum; `None` when it is missing, damaged or from another engine.
+    fn read_artifact(&self, digest: &str) -> Result<Option<Component>, &'static str> {
+        let path = self.artifact_path(digest);
+        let file = match std::fs::read(&path) {
+            Ok(f) => f,
+            Err(_) => return Err("cold"),
+        };
+        if file.len() < 32 || Sha256::digest(&file[32..]).as_slice() != &file[..32] {
+            tracing::warn!(digest, path = %path.display(), "plugins: compiled component is corrupt; recompiling");
+            let _ = std::fs::remove_file(&path);
+            return Err("corrupt");
+        }
+        // SAFETY: the bytes are an artifact this host serialized itself
+        // (written atomically under the engine's compatibility hash) and
+        // their SHA-256 matches the one recorded when it was written, so
+        // they are exactly what `Component::serialize` produced.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.inner.engine, &file[32..]) };
+        match component {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                tracing::warn!(digest, error = %e, "plugins: compiled component unusable; recompiling");
+                let _ = std::fs::remove_file(&path);
+                Err("corrupt")
+            }
+        }
+    }
+
+    /// The ready-to-instantiate component of a plugin version: from memory,
+    /// else from its compiled artifact on disk, else compiled from its blob.
+    async fn prepared(&self, plugin: &PluginRef) -> Result<Arc<Prepared>, CallError> {
+        let host = self.clone();
+        let p = plugin.clone();
+        self.inner
+            .prepared
+            .try_get_with((plugin.digest.clone(), plugin.world), async move {
+                host.load(&p).await.map(Arc::new)
+            })
+            .await
+            .map_err(|e: Arc<CallError>| (*e).clone())
+    }
+
+    async fn load(&self, plugin: &PluginRef) -> Result<Prepared, CallError> {
+        let host = self.clone();
+        let p = plugin.clone();
+        let from_disk = tokio::task::spawn_blocking(move || match host.read_artifact(&p.digest) {
+            Ok(Some(c)) => Ok(host.prepare(&c, p.world)),
+            Ok(None) => Err("cold"),
+            Err(reason) => Err(reason),
+        })
+        .await
+        .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        let reason = match from_disk {
+            Ok(prepared) => return prepared.map_err(CallError::Unavailable),
+            Err(reason) => reason,
+        };
+        let bytes = self
+            .inner
+            .blobs
+            .get(&blob_key(&plugin.tenant, &plugin.digest))
+            .await
+            .map_err(|e| CallError::Unavailable(format!("component blob: {e}")))?;
+        if sha256_hex(&bytes) != plugin.digest {
+            return Err(CallError::Unavailable(
+                "the stored component does not match its digest".into(),
+            ));
+        }
+        let host = self.clone();
+        let p = plugin.clone();
+        tokio::task::spawn_blocking(move || {
+            let component = Component::new(&host.inner.engine, &bytes)
+                .map_err(|e| CallError::Unavailable(e.to_string()))?;
+            metrics::counter!(PLUGIN_COMPILATIONS, "reason" => reason).increment(1);
+            host.inner.compilations.fetch_add(1, Ordering::Relaxed);
+            host.write_artifact(&p.digest, &component);
+            host.prepare(&component, p.world).map_err(CallError::Unavailable)
+        })
+        .await
+        .map_err(|e| CallError::Unavailable(e.to_string()))?
+    }
+
+    /// A fresh store for one call: memory cap, no grants, a deadline.
+    fn store(&self, plugin: &PluginRef, deadline: Duration) -> Result<Store<CallState>, CallError> {
+        let config = &self.inner.config;
+        let memory = plugin
+            .memory_mb
+            .map(|mb| mb.saturating_mul(MIB))
+            .unwrap_or(config.memory_bytes)
+            .min(config.max_memory_bytes);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
+        let wasi = WasiCtx::builder()
+            .stdout(MemoryOutputPipe::new(OUTPUT_CAP))
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut store = Store::new(
+            &self.inner.engine,
+            CallState {
+                wasi,
+                table,
+                limiter: Limiter {
+                    memory_bytes: usize::try_from(memory).unwrap_or(usize::MAX),
+                    hit_memory: false,
+                },
+                log: LogState::default(),
+                stderr,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(config.fuel)
+            .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        let ticks = (deadline.as_micros() / TICK.as_micros()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        Ok(store)
+    }
+
+    /// Runs one call on the blocking pool under a concurrency slot, and
+    /// records its outcome and time.
+    async fn call<T, F>(&self, plugin: &PluginRef, f: F) -> Result<T, CallError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Prepared, &mut Store<CallState>) -> wasmtime::Result<Result<T, CallError>>
+            + Send
+            + 'static,
+    {
+        let start = Instant::now();
+        let deadline = self.inner.config.deadline(plugin.world);
+        let world = plugin.world.as_str();
+        let result = async {
+            let _permit = tokio::time::timeout(deadline, self.inner.permits.acquire())
+                .await
+                .map_err(|_| CallError::Busy)?
+                .map_err(|_| CallError::Busy)?;
+            let prepared = self.prepared(plugin).await?;
+            let mut store = self.store(plugin, deadline)?;
+            let p = plugin.clone();
+            tokio::task::spawn_blocking(move || {
+                let outcome = f(&prepared, &mut store);
+                report_logs(&p, &mut store);
+                match outcome {
+                    Ok(r) => r,
+                    Err(e) => Err(classify(&store, e, deadline)),
+                }
+            })
+            .await
+            .map_err(|e| CallError::Trap(format!("host task failed: {e}")))?
+        }
+        .await;
+        metrics::histogram!(PLUGIN_CALL_DURATION, "world" => world).record(start.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        metrics::counter!(PLUGIN_CALLS, "world" => world, "outcome" => outcome).increment(1);
+        if let Err(e) = &result {
+            tracing::warn!(
+                tenant = %plugin.tenant, plugin = %plugin.name, version = plugin.version,
+                world, error = %e, "plugin call failed; falling back"
+            );
+        }
+        result
+    }
+
+    /// Runs a filter plugin; returns the ids it keeps (each one of the
+    /// candidates').
+    pub async fn filter(
+        &self,
+        plugin: &PluginRef,
+        query: Query,
+        candidates: Vec<Candidate>,
+    ) -> Result<HashSet<String>, CallError> {
+        self.call(plugin, move |prepared, store| {
+            let Prepared::Filter(pre) = prepared else {
+                return Ok(Err(CallError::Unavailable("not a filter".into())));
+            };
+            let instance = pre.instantiate(&mut *store)?;
+            let kept = instance.call_filter(&mut *store, &query, &candidates)?;
+            let known: HashSet<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+            if let Some(unknown) = kept.iter().find(|id| !known.contains(id.as_str())) {
+                return Ok(Err(CallError::BadOutput(format!(
+                    "it kept `{}`, which is not one of the candidates",
+                    truncate(unknown, 64)
+                ))));
+            }
+            Ok(Ok(kept.into_iter().collect()))
+        })
+        .await
+    }
+
+    /// Runs a ranker plugin; returns one finite score per candidate.
+    pub async fn rank(
+        &self,
+        plugin: &PluginRef,
+        query: Query,
+        candidates: Vec<Candidate>,
+    ) -> Result<Vec<f32>, CallError> {
+        self.call(plugin, move |prepared, store| {
+            let Prepared::Ranker(pre) = prepared else {
+                return Ok(Err(CallError::Unavailable("not a ranker".into())));
+            };
+            let instance = pre.instantiate(&mut *store)?;
+            let scores = instance.call_rank(&mut *store, &query, &candidates)?;
+            if scores.len() != candidates.len() {
+                return Ok(Err(CallError::BadOutput(format!(
+                    "it returned {} scores for {} candidates",
+                    scores.len(),
+                    candidates.len()
+                ))));
+            }
+            if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+                return Ok(Err(CallError::BadOutput(format!(
+                    "score {i} is {}, not a finite number",
+                    scores[i]
+                ))));
+            }
+            Ok(Ok(scores))
+        })
+        .await
+    }
+
+    /// Runs an ingest plugin: `Ok(Ok(t))` with its output turned into `t`
+    /// by `accept`, `Ok(Err(msg))` when the plugin rejects the product.
+    /// Output `accept` refuses is a `BadOutput` failure.
+    pub async fn ingest<T, A>(
+        &self,
+        plugin: &PluginRef,
+        product: PluginProduct,
+        accept: A,
+    ) -> Result<Result<T, String>, CallError>
+    where
+        T: Send + 'static,
+        A: FnOnce(PluginProduct) -> Result<T, String> + Send + 'static,
+    {
+        let params = plugin.params.clone();
+        self.call(plugin, move |prepared, store| {
+            let Prepared::Ingest(pre) = prepared else {
+                return Ok(Err(CallError::Unavailable("not an ingest plugin".into())));
+            };
+            let instance = pre.instantiate(&mut *store)?;
+            Ok(match instance.call_transform(&mut *store, &product, &params)? {
+                Ok(out) => match accept(out) {
+                    Ok(t) => Ok(Ok(t)),
+                    Err(why) => Err(CallError::BadOutput(why)),
+                },
+                Err(message) => Ok(Err(truncate(&message, 1000))),
+            })
+        })
+        .await
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Sends what the guest logged to the service log, tagged with the tenant
+/// and plugin, and counts what was dropped.
+fn report_logs(plugin: &PluginRef, store: &mut Store<CallState>) {
+    let log = std::mem::take(&mut store.data_mut().log);
+    for (level, line) in &log.lines {
+        let (tenant, name) = (plugin.tenant.as_str(), plugin.name.as_str());
+        match level {
+            Level::Debug => tracing::debug!(tenant, plugin = name, "plugin: {line}"),
+            Level::Info => tracing::info!(tenant, plugin = name, "plugin: {line}"),
+            Level::Warn => tracing::warn!(tenant, plugin = name, "plugin: {line}"),
+            Level::Error => tracing::error!(tenant, plugin = name, "plugin: {line}"),
+        }
+    }
+    let dropped = log.dropped + log.calls.saturating_sub(MAX_LOG_CALLS);
+    if dropped > 0 {
+        metrics::counter!(PLUGIN_LOG_DROPPED).increment(dropped as u64);
+    }
+    // A flood is remembered for classification.
+    store.data_mut().log.flooded = log.flooded;
+}
+
+/// Names what stopped a guest.
+fn classify(store: &Store<CallState>, error: wasmtime::Error, deadline: Duration) -> CallError {
+    let state = store.data();
+    if state.log.flooded {
+        return CallError::LogFlood;
+    }
+    if state.limiter.hit_memory {
+        return CallError::MemoryLimit(state.limiter.memory_bytes as u64 / MIB);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout(deadline.as_millis() as u64),
+        Some(Trap::OutOfFuel) => CallError::OutOfFuel,
+        Some(Trap::StackOverflow) => CallError::StackOverflow,
+        Some(trap) => {
+            let stderr = state.stderr.contents();
+            let said = String::from_utf8_lossy(&stderr);
+            let said = said.trim();
+            if said.is_empty() {
+                CallError::Trap(trap.to_string())
+            } else {
+                CallError::Trap(format!("{trap} ({})", truncate(said, 300)))
+            }
+        }
+        None => CallError::Trap(truncate(&format!("{error:#}"), 300)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

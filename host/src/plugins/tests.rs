@@ -1,0 +1,369 @@
+//! The plugin host against real components built from `plugins/` (see
+//! tests/plugin-artifacts): the examples do what they say, every hostile
+//! guest is stopped with the right reason, uploads are validated, and
+//! compiled components are reused across restarts but never trusted when
+//! damaged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use vitrine_plugin_artifacts as artifacts;
+
+use super::*;
+
+fn config(dir: &Path) -> PluginsConfig {
+    PluginsConfig::new(dir)
+}
+
+fn host_in(dir: &Path, config: PluginsConfig) -> PluginHost {
+    PluginHost::new(config, BlobStore::open(None, dir).unwrap()).unwrap()
+}
+
+async fn install(host: &PluginHost, name: &str, world: World, path: &str) -> PluginRef {
+    let digest = host
+        .upload("t1", world, Bytes::from(artifacts::bytes(path)))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    PluginRef {
+        tenant: "t1".into(),
+        name: name.into(),
+        version: 1,
+        world,
+        digest,
+        params: Vec::new(),
+        memory_mb: None,
+    }
+}
+
+fn candidate(id: &str, score: f32, price: Option<f64>, in_stock: bool, category: Option<&str>) -> Candidate {
+    Candidate {
+        id: id.into(),
+        score,
+        title: format!("product {id}"),
+        category: category.map(Into::into),
+        price,
+        currency: Some("EUR".into()),
+        tags: vec!["x".into()],
+        in_stock,
+    }
+}
+
+fn query(params: &[(&str, &str)]) -> Query {
+    Query {
+        text: Some("boots".into()),
+        kind: QueryKind::Text,
+        params: params.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+    }
+}
+
+fn candidates() -> Vec<Candidate> {
+    vec![
+        candidate("a", 0.90, Some(100.0), false, Some("shoes")),
+        candidate("b", 0.89, Some(10.0), true, Some("bags")),
+        candidate("c", 0.88, None, true, None),
+    ]
+}
+
+fn product(title: &str) -> PluginProduct {
+    PluginProduct {
+        external_id: "p1".into(),
+        title: title.into(),
+        description: None,
+        category: Some("  Shoes ".into()),
+        price: Some("89.90".into()),
+        currency: Some("EUR".into()),
+        image_url: None,
+        tags: vec!["Red".into(), " red ".into(), "".into(), "Leather".into()],
+        in_stock: true,
+        metadata: "{}".into(),
+    }
+}
+
+#[tokio::test]
+async fn price_boost_lifts_in_stock_and_cheaper_products() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path(), config(dir.path()));
+    let mut p = install(&host, "price-boost", World::Ranker, artifacts::PRICE_BOOST).await;
+    let scores = host.rank(&p, query(&[]), candidates()).await.unwrap();
+    // a: 0.90 (out of stock, dearest); b: 0.89 + 0.05 + 0.05 × 0.9; c: 0.88 + 0.05.
+    assert!((scores[0] - 0.90).abs() < 1e-6, "{scores:?}");
+    assert!((scores[1] - (0.89 + 0.05 + 0.045)).abs() < 1e-6, "{scores:?}");
+    assert!((scores[2] - 0.93).abs() < 1e-6, "{scores:?}");
+    // The tenant's parameters change the weights.
+    p.params = vec![
+        ("in_stock_boost".into(), "0".into()),
+        ("cheap_boost".into(), "0".into()),
+    ];
+    let scores = host
+        .rank(
+            &p,
+            query(
+                &p.params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
+            candidates(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scores, vec![0.90, 0.89, 0.88]);
+}
+
+#[tokio::test]
+async fn category_allowlist_keeps_only_allowed_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path(), config(dir.path()));
+    let p = install(&host, "allow", World::Filter, artifacts::CATEGORY_ALLOWLIST).await;
+    let kept = host
+        .filter(&p, query(&[("categories", "Shoes, hats")]), candidates())
+        .await
+        .unwrap();
+    assert_eq!(kept, HashSet::from(["a".to_owned()]));
+    let kept = host
+        .filter(
+            &p,
+            query(&[("categories", "bags"), ("keep_uncategorized", "true")]),
+            candidates(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, HashSet::from(["b".to_owned(), "c".to_owned()]));
+    let kept = host.filter(&p, query(&[]), candidates()).await.unwrap();
+    assert_eq!(kept.len(), 3);
+}
+
+#[tokio::test]
+async fn title_normalizer_tidies_and_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path(), config(dir.path()));
+    let mut p = install(&host, "norm", World::Ingest, artifacts::TITLE_NORMALIZER).await;
+    let out = host
+        .ingest(&p, product("  red\tLEATHER   ankle boots\u{7}"), Ok)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.title, "Red Leather Ankle Boots");
+    assert_eq!(out.category.as_deref(), Some("shoes"));
+    assert_eq!(out.tags, vec!["red".to_owned(), "leather".to_owned()]);
+    assert_eq!(out.price.as_deref(), Some("89.90"));
+    p.params = vec![("reject_words".into(), "replica, fake".into())];
+    let rejected = host.ingest(&p, product("Fake leather boots"), Ok).await.unwrap();
+    assert_eq!(rejected.unwrap_err(), "the title contains the banned word `fake`");
+    // Output the host's own checks refuse is a failure, not a rejection.
+    let refused = host
+        .ingest(&p, product("boots"), |_| Err::<(), _>("no".to_owned()))
+        .await;
+    assert_eq!(refused.unwrap_err(), CallError::BadOutput("no".into()));
+}
+
+/// Each hostile guest is stopped for its own reason, within its deadline
+/// plus 20 ms, and the next call of a good plugin is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_are_stopped_and_leave_the_host_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path(), config(dir.path()));
+    let good = install(&host, "price-boost", World::Ranker, artifacts::PRICE_BOOST).await;
+    let cases: &[(&str, World, &str, &[&str])] = &[
+        (
+            "infinite-loop",
+            World::Ranker,
+            artifacts::INFINITE_LOOP,
+            &["timeout"],
+        ),
+        // 64 MiB of 1 MiB blocks: the memory cap, or the deadline if
+        // zeroing them is slower than 10 ms on this machine.
+        (
+            "memory-bomb",
+            World::Ranker,
+            artifacts::MEMORY_BOMB,
+            &["memory_limit", "timeout"],
+        ),
+        // Rust keeps large frames on a shadow stack in linear memory: its
+        // overflow is an out-of-bounds trap before wasm's own stack limit.
+        (
+            "deep-recursion",
+            World::Filter,
+            artifacts::DEEP_RECURSION,
+            &["stack_overflow", "trap"],
+        ),
+        ("panic", World::Filter, artifacts::PANIC, &["trap"]),
+        (
+            "wrong-length",
+            World::Ranker,
+            artifacts::WRONG_LENGTH,
+            &["bad_output"],
+        ),
+        (
+            "unknown-id",
+            World::Filter,
+            artifacts::UNKNOWN_ID,
+            &["bad_output"],
+        ),
+        ("log-flood", World::Ranker, artifacts::LOG_FLOOD, &["log_flood"]),
+    ];
+    for (name, world, path, expected) in cases {
+        let p = install(&host, name, *world, path).await;
+        let deadline = host.config().deadline(*world);
+        let start = Instant::now();
+        let err = match world {
+            World::Filter => host.filter(&p, query(&[]), candidates()).await.map(|_| ()),
+            _ => host.rank(&p, query(&[]), candidates()).await.map(|_| ()),
+        }
+        .expect_err(name);
+        let took = start.elapsed();
+        assert!(expected.contains(&err.kind()), "{name}: {err:?}");
+        assert!(
+            took <= deadline + Duration::from_millis(20),
+            "{name} took {took:?} (deadline {deadline:?})"
+        );
+        if *name == "panic" {
+            assert!(err.to_string().contains("always panics"), "{err}");
+        }
+        let scores = host.rank(&good, query(&[]), candidates()).await.unwrap();
+        assert_eq!(scores.len(), 3, "after {name}");
+    }
+}
+
+#[tokio::test]
+async fn a_small_memory_cap_stops_the_memory_bomb_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(
+        dir.path(),
+        PluginsConfig {
+            ranker_deadline: Duration::from_secs(5),
+            ..config(dir.path())
+        },
+    );
+    let mut p = install(&host, "bomb", World::Ranker, artifacts::MEMORY_BOMB).await;
+    p.memory_mb = Some(8);
+    let err = host.rank(&p, query(&[]), candidates()).await.unwrap_err();
+    assert_eq!(err, CallError::MemoryLimit(8));
+}
+
+#[tokio::test]
+async fn fuel_stops_a_loop_even_with_a_long_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(
+        dir.path(),
+        PluginsConfig {
+            ranker_deadline: Duration::from_secs(30),
+            fuel: 5_000_000,
+            ..config(dir.path())
+        },
+    );
+    let p = install(&host, "loop", World::Ranker, artifacts::INFINITE_LOOP).await;
+    let start = Instant::now();
+    let err = host.rank(&p, query(&[]), candidates()).await.unwrap_err();
+    assert_eq!(err, CallError::OutOfFuel);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn uploads_are_validated_against_their_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path(), config(dir.path()));
+    let upload = |bytes: Vec<u8>, world| {
+        let host = host.clone();
+        async move { host.upload("t1", world, Bytes::from(bytes)).await }
+    };
+    assert!(matches!(
+        upload(b"hello world".to_vec(), World::Ranker).await,
+        Err(UploadError::NotWasm)
+    ));
+    assert!(matches!(
+        upload(Vec::new(), World::Ranker).await,
+        Err(UploadError::NotWasm)
+    ));
+    // The smallest core module: magic + version 1.
+    assert!(matches!(
+        upload(b"\0asm\x01\0\0\0".to_vec(), World::Ranker).await,
+        Err(UploadError::CoreModule)
+    ));
+    let ranker = artifacts::bytes(artifacts::PRICE_BOOST);
+    let truncated = ranker[..ranker.len() / 2].to_vec();
+    assert!(matches!(
+        upload(truncated, World::Ranker).await,
+        Err(UploadError::Invalid(_))
+    ));
+    // A ranker is not a filter, nor an ingest plugin.
+    for world in [World::Filter, World::Ingest] {
+        match upload(ranker.clone(), world).await {
+            Err(UploadError::WrongWorld { world: w, reason }) => {
+                assert_eq!(w, world.as_str());
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{world:?}: {other:?}"),
+        }
+    }
+    assert!(upload(ranker, World::Ranker).await.is_ok());
+}
+
+#[tokio::test]
+async fn compiled_components_survive_a_restart_and_corruption_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = {
+        let host = host_in(dir.path(), config(dir.path()));
+        let p = install(&host, "price-boost", World::Ranker, artifacts::PRICE_BOOST).await;
+        assert_eq!(host.compilations(), 1);
+        p
+    };
+    // A new host (a restart) serves it from the compiled file.
+    let host = host_in(dir.path(), config(dir.path()));
+    assert_eq!(host.rank(&p, query(&[]), candidates()).await.unwrap().len(), 3);
+    assert_eq!(host.compilations(), 0);
+    // Damage the compiled file: the next host detects it, recompiles from
+    // the stored component, and rewrites a good file.
+    let file = host.artifact_file(&p.digest);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let host = host_in(dir.path(), config(dir.path()));
+    assert_eq!(host.rank(&p, query(&[]), candidates()).await.unwrap().len(), 3);
+    assert_eq!(host.compilations(), 1);
+    let host = host_in(dir.path(), config(dir.path()));
+    assert_eq!(host.rank(&p, query(&[]), candidates()).await.unwrap().len(), 3);
+    assert_eq!(host.compilations(), 0);
+    // A truncated file too.
+    std::fs::write(&file, &bytes[..10]).unwrap();
+    let host = host_in(dir.path(), config(dir.path()));
+    assert_eq!(host.rank(&p, query(&[]), candidates()).await.unwrap().len(), 3);
+    assert_eq!(host.compilations(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_component_blob_is_a_fallback_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path(), config(dir.path()));
+    let mut p = install(&host, "price-boost", World::Ranker, artifacts::PRICE_BOOST).await;
+    p.digest = "0".repeat(64);
+    let err = host.rank(&p, query(&[]), candidates()).await.unwrap_err();
+    assert_eq!(err.kind(), "unavailable");
+}
+
+#[tokio::test]
+async fn plugins_run_alike_with_pooled_and_on_demand_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = Vec::new();
+    for pooling in [true, false] {
+        let host = host_in(
+            dir.path(),
+            PluginsConfig {
+                pooling,
+                ..config(dir.path())
+            },
+        );
+        if !pooling {
+            assert!(!host.pooling());
+        }
+        let p = install(&host, "price-boost", World::Ranker, artifacts::PRICE_BOOST).await;
+        // Many calls in a row reuse pool slots without leaking them.
+        for _ in 0..200 {
+            results.push(host.rank(&p, query(&[]), candidates()).await.unwrap());
+        }
+    }
+    assert!(results.windows(2).all(|w| w[0] == w[1]));
+}
