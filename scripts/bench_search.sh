@@ -19,6 +19,7 @@ PORT=${PORT:-18080}
 BIN=target/release/vitrine
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release --bin vitrine
+mkdir -p "$(dirname "$DIR")"
 if [ ! -f "$DIR/vectors/CURRENT" ]; then
   "$BIN" bench populate --data-dir "$DIR" --products "$N" | tee "$DIR.populate.json"
 fi
@@ -36,7 +37,13 @@ done
 curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null || { echo "server not ready" >&2; cat "$DIR.server.log"; exit 1; }
 URL="http://127.0.0.1:$PORT"
 LUA=scripts/wrk_search.lua
-run() { wrk "$@" -s "$LUA" "$URL" | grep '^{' ; }
+# run WRK_OPTIONS... -- MODE: wrk wants the script's arguments last.
+run() {
+  local opts=()
+  while [ "$1" != "--" ]; do opts+=("$1"); shift; done
+  shift
+  wrk "${opts[@]}" -s "$LUA" "$URL" -- "$@" | grep '^{'
+}
 run -t1 -c1 -d5s -- uncached >/dev/null                       # warm-up
 UNCACHED=$(run -t1 -c1 -d"$DUR" -- uncached); echo "$UNCACHED"
 UNCACHED4=$(run -t2 -c4 -d"$DUR" -- uncached); echo "$UNCACHED4"

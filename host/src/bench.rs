@@ -569,15 +569,14 @@ pub async fn plugins(
     for variant in ["new_query_text", "cached_query_embedding"] {
         let (mut with, mut without, mut call_ms) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..queries + 10 {
-            let text = match variant {
-                "new_query_text" => format!("query {i} red leather boots"),
-                _ => "red leather boots".to_owned(),
-            };
-            // Interleaved, alternating which goes first, so drift and the
-            // text cache treat both the same (the first of a pair embeds a
-            // new text; the second finds it cached).
+            // Interleaved, alternating which goes first, so drift treats
+            // both the same.
             let order = if i % 2 == 0 { [true, false] } else { [false, true] };
             for plugged in order {
+                let text = match variant {
+                    "new_query_text" => format!("query {i} {plugged} red leather boots"),
+                    _ => "red leather boots".to_owned(),
+                };
                 let choice = if plugged {
                     PluginChoice::Active
                 } else {
