@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use vitrine_plugin_artifacts as artifacts;
 
 use crate::harness::{ADMIN_KEY, Catalog, Client, Setup, fast_jobs, image_server, wait_for_job};
+use crate::search::{ids, search};
 use crate::tenant_key;
 
 async fn upload(client: &Client, tenant: &str, name: &str, world: &str, path: &str) -> (u16, Value) {
@@ -24,21 +25,6 @@ async fn activate(client: &Client, tenant: &str, name: &str, body: Value) -> (u1
     client
         .post(&format!("/v1/tenants/{tenant}/plugins/{name}/activate"), &body)
         .await
-}
-
-fn ids(r: &Value) -> Vec<String> {
-    r["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["product"]["external_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-async fn search(client: &Client, body: Value) -> Value {
-    let (s, r) = client.post("/v1/tenants/shop/search", &body).await;
-    assert_eq!(s, 200, "{body} -> {r}");
-    r
 }
 
 /// The value of a counter in Prometheus text, summed over the series whose
@@ -292,7 +278,7 @@ async fn plugins_shape_searches_and_writes_and_hostile_ones_fall_back() {
     assert_eq!(job["status"], "succeeded", "{job}");
 
     let q = json!({"text": "a product", "limit": 20});
-    let plain = search(&shop, q.clone()).await;
+    let plain = search(&shop, "shop", q.clone()).await;
     assert_eq!(plain["plugins"], json!({}));
     assert_eq!(ids(&plain).len(), 20);
 
@@ -312,7 +298,7 @@ async fn plugins_shape_searches_and_writes_and_hostile_ones_fall_back() {
     )
     .await;
     assert_eq!(s, 200, "{r}");
-    let filtered = search(&shop, q.clone()).await;
+    let filtered = search(&shop, "shop", q.clone()).await;
     assert_eq!(filtered["plugins"]["filter"]["outcome"], "ok", "{filtered}");
     assert_eq!(filtered["plugins"]["filter"]["version"], 1);
     let kept = ids(&filtered);
@@ -340,7 +326,7 @@ async fn plugins_shape_searches_and_writes_and_hostile_ones_fall_back() {
     )
     .await;
     assert_eq!(s, 200, "{r}");
-    let ranked = search(&shop, q.clone()).await;
+    let ranked = search(&shop, "shop", q.clone()).await;
     assert_eq!(ranked["plugins"]["ranker"]["outcome"], "ok", "{ranked}");
     let stock: Vec<bool> = ranked["hits"]
         .as_array()
@@ -355,11 +341,17 @@ async fn plugins_shape_searches_and_writes_and_hostile_ones_fall_back() {
     );
     assert!(ranked["hits"][0]["score"].as_f64().unwrap() > 5.0);
     // Pagination cuts the page after the plugins.
-    let page2 = search(&shop, json!({"text": "a product", "limit": 3, "offset": 3})).await;
+    let page2 = search(
+        &shop,
+        "shop",
+        json!({"text": "a product", "limit": 3, "offset": 3}),
+    )
+    .await;
     assert_eq!(ids(&page2), ids(&ranked)[3..6].to_vec());
     // A request can turn a plugin off.
     let off = search(
         &shop,
+        "shop",
         json!({"text": "a product", "limit": 20, "plugins": {"ranker": "none"}}),
     )
     .await;
@@ -381,7 +373,7 @@ async fn plugins_shape_searches_and_writes_and_hostile_ones_fall_back() {
         let (s, r) = upload(&shop, "shop", name, world, path).await;
         assert_eq!(s, 201, "{name}: {r}");
         let body = json!({"text": "a product", "limit": 20, "plugins": {world: name}});
-        let r = search(&shop, body).await;
+        let r = search(&shop, "shop", body).await;
         let report = &r["plugins"][world];
         assert_eq!(report["outcome"], "fallback", "{name}: {r}");
         assert_eq!(report["name"], name);
@@ -398,7 +390,7 @@ async fn plugins_shape_searches_and_writes_and_hostile_ones_fall_back() {
             assert_eq!(r["plugins"]["ranker"]["outcome"], "ok", "{name}: {r}");
             assert_eq!(r["hits"].as_array().unwrap().len(), 20, "{name}");
         }
-        let after = search(&shop, q.clone()).await;
+        let after = search(&shop, "shop", q.clone()).await;
         assert_eq!(ids(&after), ids(&ranked), "after {name}");
     }
     let metrics = shop.metrics().await;
@@ -477,7 +469,7 @@ async fn plugins_shape_searches_and_writes_and_hostile_ones_fall_back() {
     drop(server);
     let server = setup.start();
     let shop = shop.with_base(&server);
-    let r = search(&shop, q.clone()).await;
+    let r = search(&shop, "shop", q.clone()).await;
     assert_eq!(r["plugins"]["ranker"]["outcome"], "ok", "{r}");
     assert_eq!(ids(&r), ids(&ranked));
     let metrics = shop.metrics().await;
@@ -502,7 +494,7 @@ async fn plugins_shape_searches_and_writes_and_hostile_ones_fall_back() {
     assert!(damaged >= 2);
     let server = setup.start();
     let shop = shop.with_base(&server);
-    let r = search(&shop, q.clone()).await;
+    let r = search(&shop, "shop", q.clone()).await;
     assert_eq!(r["plugins"]["ranker"]["outcome"], "ok", "{r}");
     assert_eq!(r["plugins"]["filter"]["outcome"], "ok", "{r}");
     assert_eq!(ids(&r), ids(&ranked));

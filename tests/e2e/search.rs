@@ -23,7 +23,7 @@ async fn batch(client: &Client, tenant: &str, products: &[Value]) {
     assert_eq!(job["status"], "succeeded", "{job}");
 }
 
-fn ids(r: &Value) -> Vec<String> {
+pub(crate) fn ids(r: &Value) -> Vec<String> {
     r["hits"]
         .as_array()
         .unwrap()
@@ -32,7 +32,7 @@ fn ids(r: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn search(client: &Client, tenant: &str, body: Value) -> Value {
+pub(crate) async fn search(client: &Client, tenant: &str, body: Value) -> Value {
     let (s, r) = client.post(&format!("/v1/tenants/{tenant}/search"), &body).await;
     assert_eq!(s, 200, "{body} -> {r}");
     r

@@ -76,10 +76,9 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
     }
 }
 
-/// `application/json`, `application/merge-patch+json` and any other
-/// `application/*+json`, with or without parameters such as `charset`.
-fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    let ct = headers
+/// The request's media type (`Content-Type` without parameters), lower-case.
+pub fn media_type(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -88,7 +87,13 @@ fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiE
                 .unwrap_or_default()
                 .trim()
                 .to_ascii_lowercase()
-        });
+        })
+}
+
+/// `application/json`, `application/merge-patch+json` and any other
+/// `application/*+json`, with or without parameters such as `charset`.
+fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let ct = media_type(headers);
     match ct.as_deref() {
         Some("application/json") => Ok(()),
         Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(()),

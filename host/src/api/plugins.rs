@@ -6,13 +6,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult};
-use super::extract::{JsonObject, StrictQuery, TenantItemPath, TenantPath};
+use super::extract::{JsonObject, StrictQuery, TenantItemPath, TenantPath, media_type};
 use super::tenants::authorize_tenant;
 use crate::plugins::{MAX_UPLOAD_BYTES, UploadError, World, blob_key};
 use crate::store::{NewPluginVersion, PluginRecord, StoreError};
@@ -121,17 +121,9 @@ pub async fn upload(
         })?,
     };
     authorize_tenant(&state, &principal, &tenant, Scope::Plugins).await?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if let Some(t) = content_type.filter(|t| t != "application/wasm" && t != "application/octet-stream") {
+    if let Some(t) =
+        media_type(&headers).filter(|t| t != "application/wasm" && t != "application/octet-stream")
+    {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
