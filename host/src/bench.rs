@@ -150,18 +150,7 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
     use crate::store::{Catalog, JobStatus, NewJob};
 
     let work = tempfile::tempdir()?;
-    let model_dir = match o.model {
-        Some(m) => m.to_path_buf(),
-        None => {
-            let dir = work.path().join("model");
-            std::fs::create_dir_all(&dir)?;
-            crate::encoder::testing::write_tiny_checkpoint(
-                &dir,
-                &crate::encoder::testing::TinyClipSpec::vit_b32(),
-            )?;
-            dir
-        }
-    };
+    let model_dir = model_or_random_vit_b32(o.model, work.path())?;
     let options = EncoderOptions {
         threads: o.threads,
         ..EncoderOptions::default()
@@ -314,6 +303,23 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
 /// of the model's dimension, and writes a random-weight ViT-B/32 to
 /// `data_dir/model` when no model is given. For the search load benchmark:
 /// latency does not depend on what the vectors mean.
+/// `model`, or else a random-weight ViT-B/32 of the real size in
+/// `dir/model` (written once; an existing one is reused).
+fn model_or_random_vit_b32(model: Option<&Path>, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(m) = model {
+        return Ok(m.to_path_buf());
+    }
+    let dir = dir.join("model");
+    if !dir.join("model.safetensors").is_file() {
+        std::fs::create_dir_all(&dir)?;
+        crate::encoder::testing::write_tiny_checkpoint(
+            &dir,
+            &crate::encoder::testing::TinyClipSpec::vit_b32(),
+        )?;
+    }
+    Ok(dir)
+}
+
 pub async fn populate(data_dir: &Path, model: Option<&Path>, products: usize) -> anyhow::Result<Value> {
     use rand::{Rng, SeedableRng};
 
@@ -322,20 +328,7 @@ pub async fn populate(data_dir: &Path, model: Option<&Path>, products: usize) ->
     use crate::store::{IndexUpdate, NewJob};
 
     std::fs::create_dir_all(data_dir)?;
-    let model_dir = match model {
-        Some(m) => m.to_path_buf(),
-        None => {
-            let dir = data_dir.join("model");
-            if !dir.join("model.safetensors").is_file() {
-                std::fs::create_dir_all(&dir)?;
-                crate::encoder::testing::write_tiny_checkpoint(
-                    &dir,
-                    &crate::encoder::testing::TinyClipSpec::vit_b32(),
-                )?;
-            }
-            dir
-        }
-    };
+    let model_dir = model_or_random_vit_b32(model, data_dir)?;
     let dims = crate::encoder::HfClipConfig::from_file(&model_dir.join("config.json"))?.projection_dim;
     let catalog = crate::store::open_catalog(None, data_dir, 4).await?;
     let vectors = EdgeIndex::open_async(data_dir.to_path_buf(), dims).await?;

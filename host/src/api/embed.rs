@@ -132,15 +132,7 @@ fn image_error(e: &EncoderError, field: &str) -> ApiError {
 
 pub fn embed_error(e: EmbedError) -> ApiError {
     match e {
-        EmbedError::Busy => {
-            let mut err = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "the encoder queue is full; retry shortly",
-            );
-            err.retry_after = Some(1);
-            err
-        }
+        EmbedError::Busy => ApiError::overloaded(),
         EmbedError::Stopped => ApiError::unavailable("encoder"),
         EmbedError::Encoder(e) => {
             tracing::error!(error = %e, "encoding failed");

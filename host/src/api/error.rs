@@ -87,6 +87,17 @@ impl ApiError {
         )
     }
 
+    /// The encoder queue is full (503, retry in a second).
+    pub fn overloaded() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the encoder queue is full; retry shortly",
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
     pub fn unavailable(what: &str) -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -201,14 +201,7 @@ async fn ingest_batch(
 ) -> ApiResult<Vec<(String, ProductFields)>> {
     use futures::StreamExt;
     let registry = state.search.plugins();
-    let generation = state.catalog.tenant_generation(tenant).await?;
-    let plugin = registry
-        .active(tenant, generation)
-        .await?
-        .iter()
-        .find(|p| p.world == crate::plugins::World::Ingest)
-        .cloned();
-    let Some(plugin) = plugin else {
+    let Some(plugin) = registry.active_ingest(tenant).await? else {
         return Ok(items.into_iter().map(|(_, id, f)| (id, f)).collect());
     };
     // A few calls at once: each is short, and a batch is up to 1,000.

@@ -336,15 +336,7 @@ fn search_error(e: SearchError) -> ApiError {
             format!("product `{id}` is not indexed yet, so there is nothing to compare with"),
         )
         .with_details(json!({"field": "like"})),
-        SearchError::Busy => {
-            let mut err = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "the encoder queue is full; retry shortly",
-            );
-            err.retry_after = Some(1);
-            err
-        }
+        SearchError::Busy => ApiError::overloaded(),
         SearchError::Unavailable(what) => ApiError::unavailable(what),
         SearchError::ModelMismatch => {
             let mut err = ApiError::new(

@@ -157,17 +157,21 @@ impl PluginRegistry {
         external_id: &str,
         fields: ProductFields,
     ) -> StoreResult<IngestOutcome> {
+        match self.active_ingest(tenant).await? {
+            Some(plugin) => Ok(self.ingest_with(&plugin, external_id, fields).await),
+            None => Ok(IngestOutcome::Store(fields)),
+        }
+    }
+
+    /// The tenant's active ingest plugin, if any, as of now.
+    pub async fn active_ingest(&self, tenant: &str) -> StoreResult<Option<PluginRef>> {
         let generation = self.catalog.tenant_generation(tenant).await?;
-        let Some(plugin) = self
+        Ok(self
             .active(tenant, generation)
             .await?
             .iter()
             .find(|p| p.world == World::Ingest)
-            .cloned()
-        else {
-            return Ok(IngestOutcome::Store(fields));
-        };
-        Ok(self.ingest_with(&plugin, external_id, fields).await)
+            .cloned())
     }
 
     /// Runs one ingest plugin on a product.

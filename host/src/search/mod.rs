@@ -144,7 +144,7 @@ fn vector_error(e: VectorError) -> SearchError {
     }
 }
 
-fn embed_error(e: EmbedError) -> SearchError {
+fn embed_error(e: &EmbedError) -> SearchError {
     match e {
         EmbedError::Busy => SearchError::Busy,
         EmbedError::Stopped => SearchError::Unavailable("encoder"),
@@ -254,11 +254,7 @@ impl SearchService {
         self.text_cache
             .try_get_with(key, async move { encoder.embed_text(text).await.map(Arc::new) })
             .await
-            .map_err(|e: Arc<EmbedError>| match &*e {
-                EmbedError::Busy => SearchError::Busy,
-                EmbedError::Stopped => SearchError::Unavailable("encoder"),
-                EmbedError::Encoder(e) => SearchError::Internal(format!("encoder: {e}")),
-            })
+            .map_err(|e: Arc<EmbedError>| embed_error(&e))
     }
 
     pub async fn search(&self, req: SearchRequest) -> Result<SearchResponse, SearchError> {
@@ -387,7 +383,10 @@ impl SearchService {
                     .map_err(|_| SearchError::Unavailable("encoder"))?;
                 // Moved out (the request keeps only what the log needs).
                 let image = std::mem::replace(image, DecodedImage::from_rgb(image::RgbImage::new(1, 1)));
-                (encoder.embed_image(image).await.map_err(embed_error)?, None)
+                (
+                    encoder.embed_image(image).await.map_err(|e| embed_error(&e))?,
+                    None,
+                )
             }
             QuerySource::Like(id) => {
                 match vectors.get_vector(&req.tenant, id).await.map_err(vector_error)? {
