@@ -408,11 +408,14 @@ pub async fn populate(data_dir: &Path, model: Option<&Path>, products: usize) ->
 /// The floor of a text search, measured in-process on a populated data
 /// dir: the encoder's time for the query (through the encoder thread, as
 /// the server runs it) plus the raw vector search alone. Run it while no
-/// server holds the data dir.
+/// server holds the data dir. With `queries_file` the texts are the first
+/// `queries` lines of the load test's own list (the text encoder's time
+/// grows with the token count, so the floor must embed the same texts).
 pub async fn search_floor(
     data_dir: &Path,
     model: &Path,
     queries: usize,
+    queries_file: Option<&Path>,
     threads: Option<usize>,
 ) -> anyhow::Result<Value> {
     use crate::encoder::service::{BatchConfig, EncoderService};
@@ -427,10 +430,27 @@ pub async fn search_floor(
     )?;
     let service = EncoderService::start(encoder, BatchConfig::default())?;
     let vectors = EdgeIndex::open_async(data_dir.to_path_buf(), service.dims()).await?;
+    let texts: Vec<String> = match queries_file {
+        Some(file) => {
+            let list = std::fs::read_to_string(file)?;
+            let texts: Vec<String> = list.lines().take(queries + 10).map(str::to_owned).collect();
+            anyhow::ensure!(
+                texts.len() == queries + 10,
+                "{} holds {} queries; {} needed (10 warm-up)",
+                file.display(),
+                texts.len(),
+                queries + 10
+            );
+            texts
+        }
+        None => (0..queries + 10)
+            .map(|i| format!("query {i} red leather boots"))
+            .collect(),
+    };
     let (mut embed_ms, mut search_ms, mut total_ms) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..queries + 10 {
+    for (i, text) in texts.into_iter().enumerate() {
         let t0 = Instant::now();
-        let v = service.embed_text(format!("query {i} red leather boots")).await?;
+        let v = service.embed_text(text).await?;
         let t1 = Instant::now();
         let hits = vectors
             .search(&VectorQuery {

@@ -124,6 +124,11 @@ enum BenchCommand {
         model: PathBuf,
         #[arg(long, default_value_t = 300)]
         queries: usize,
+        /// Query texts, one per line (the load test's own list, so the
+        /// floor embeds texts of the same token lengths); default:
+        /// "query N red leather boots".
+        #[arg(long)]
+        queries_file: Option<PathBuf>,
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -366,8 +371,15 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
             data_dir,
             model,
             queries,
+            queries_file,
             threads,
-        } => block_on(vitrine::bench::search_floor(data_dir, model, *queries, *threads)),
+        } => block_on(vitrine::bench::search_floor(
+            data_dir,
+            model,
+            *queries,
+            queries_file.as_deref(),
+            *threads,
+        )),
         BenchCommand::Index {
             model,
             products,
