@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -338,14 +338,71 @@ struct Inner {
     artifacts: PathBuf,
     blobs: BlobStore,
     pooling: bool,
-    stop_ticker: Arc<AtomicBool>,
+    ticker: Ticker,
     /// Components this host compiled (uploads and cold or corrupt caches).
     compilations: AtomicU64,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.ticker.state.stop.store(true, Ordering::Release);
+        self.ticker.thread.unpark();
+    }
+}
+
+/// Advances the engine's epoch every [`TICK`] while guest code runs, and
+/// sleeps (parked) while none does: an idle host never wakes up, and
+/// searches without plugins share their cores with no ticker.
+struct Ticker {
+    state: Arc<TickerState>,
+    thread: std::thread::Thread,
+}
+
+#[derive(Default)]
+struct TickerState {
+    /// Calls running guest code now.
+    running: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let state = Arc::new(TickerState::default());
+        let shared = state.clone();
+        let handle = std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !shared.stop.load(Ordering::Acquire) {
+                    if shared.running.load(Ordering::Acquire) == 0 {
+                        // An unpark between the load and here is kept as
+                        // a token: park then returns at once.
+                        std::thread::park();
+                        continue;
+                    }
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self {
+            state,
+            thread: handle.thread().clone(),
+        })
+    }
+
+    /// Keeps the epoch advancing until the guard is dropped.
+    fn running(&self) -> TickGuard {
+        if self.state.running.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
+        }
+        TickGuard(self.state.clone())
+    }
+}
+
+struct TickGuard(Arc<TickerState>);
+
+impl Drop for TickGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -449,20 +506,8 @@ impl PluginHost {
         let artifacts = config.compiled_dir.join(compat);
         std::fs::create_dir_all(&artifacts)
             .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        {
-            let engine = engine.clone();
-            let stop = stop_ticker.clone();
-            std::thread::Builder::new()
-                .name("plugin-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
-        }
+        let ticker =
+            Ticker::start(engine.clone()).map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
         tracing::info!(pooling, "plugin host ready");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -474,7 +519,7 @@ impl PluginHost {
                 artifacts,
                 blobs,
                 pooling,
-                stop_ticker,
+                ticker,
                 compilations: AtomicU64::new(0),
             }),
         })
@@ -722,7 +767,11 @@ impl PluginHost {
             let prepared = self.prepared(plugin).await?;
             let mut store = self.store(plugin, deadline)?;
             let p = plugin.clone();
+            // Moved into the task: a cancelled request's call still runs
+            // to its deadline.
+            let ticking = self.inner.ticker.running();
             tokio::task::spawn_blocking(move || {
+                let _ticking = ticking;
                 let outcome = f(&prepared, &mut store);
                 report_logs(&p, &mut store);
                 match outcome {
