@@ -257,8 +257,18 @@ impl SearchService {
             .map_err(|e: Arc<EmbedError>| embed_error(&e))
     }
 
-    pub async fn search(&self, req: SearchRequest) -> Result<SearchResponse, SearchError> {
-        let start = Instant::now();
+    /// Whether the embedding of this text is cached (an encoder that is not
+    /// up counts as "no": the embedding call reports it).
+    fn text_cached(&self, text: &str) -> bool {
+        self.encoder.service().is_ok_and(|e| {
+            self.text_cache
+                .contains_key(&(e.model_id().to_owned(), text.trim().to_owned()))
+        })
+    }
+
+    /// What every search needs before its page-cache lookup: the tenant's
+    /// generation and the filter and ranker it runs.
+    async fn prelude(&self, req: &SearchRequest) -> Result<Prelude, SearchError> {
         let generation = self.catalog.tenant_generation(&req.tenant).await?;
         let filter = self
             .plugins
@@ -270,6 +280,33 @@ impl SearchService {
             .resolve(&req.tenant, generation, World::Ranker, &req.plugins.ranker)
             .await
             .map_err(plugin_error)?;
+        Ok(Prelude {
+            generation,
+            filter,
+            ranker,
+        })
+    }
+
+    pub async fn search(&self, req: SearchRequest) -> Result<SearchResponse, SearchError> {
+        let start = Instant::now();
+        // A text not embedded yet goes to the encoder at once, and the
+        // catalog reads of the prelude run meanwhile instead of before it.
+        // (Should its page be cached after all, which needs the text cache
+        // to have evicted a text the page cache kept, the embedding is
+        // spent for nothing; it still lands in the text cache.)
+        let (prelude, embedded) = match &req.source {
+            QuerySource::Text(t) if !self.text_cached(t) => {
+                let (prelude, vector) = tokio::join!(self.prelude(&req), self.text_vector(t));
+                (prelude?, Some(vector?))
+            }
+            _ => (self.prelude(&req).await?, None),
+        };
+        let prelude_ms = ms(start);
+        let Prelude {
+            generation,
+            filter,
+            ranker,
+        } = prelude;
         let key = match (&self.pages, &req.source) {
             (Some(_), QuerySource::Text(_) | QuerySource::Like(_)) => {
                 Some(self.page_key(&req, generation, [&filter, &ranker]))
@@ -285,12 +322,23 @@ impl SearchService {
             metrics::counter!(SEARCH_PAGE_CACHE, "outcome" => "miss").increment(1);
         }
         let mut req = req;
-        let (hits, reports) = self.run(&mut req, filter, ranker).await?;
+        let (hits, reports, stages) = self.run(&mut req, filter, ranker, embedded).await?;
         if let (Some(pages), Some(key)) = (&self.pages, key)
             && reports.iter().all(|r| r.error.is_none())
         {
             pages.insert(key, Arc::new((hits.clone(), reports.clone()))).await;
         }
+        tracing::debug!(
+            tenant = %req.tenant,
+            query_type = req.source.kind(),
+            prelude_ms,
+            embed_ms = stages.embed_ms,
+            vector_ms = stages.vector_ms,
+            hydrate_ms = stages.hydrate_ms,
+            plugins_ms = stages.plugins_ms,
+            total_ms = ms(start),
+            "search stages"
+        );
         Ok(self.respond(req, hits, reports, start))
     }
 
@@ -364,18 +412,25 @@ impl SearchService {
 
     /// Embed, search the index, hydrate; then the filter and ranker
     /// plugins (if any) over the top-K' candidates, and cut the page.
+    /// `embedded`: the text's vector when the caller already has it.
     async fn run(
         &self,
         req: &mut SearchRequest,
         filter: Option<PluginRef>,
         ranker: Option<PluginRef>,
-    ) -> Result<(Vec<Hit>, Vec<PluginReport>), SearchError> {
+        embedded: Option<Arc<Vec<f32>>>,
+    ) -> Result<(Vec<Hit>, Vec<PluginReport>, Stages), SearchError> {
         let vectors = self.vectors.index().map_err(|why| {
             tracing::warn!(reason = %why, "search refused: vector index not ready");
             SearchError::Unavailable("vector index")
         })?;
+        let mut stages = Stages::default();
+        let t = Instant::now();
         let (vector, exclude) = match &mut req.source {
-            QuerySource::Text(t) => (self.text_vector(t).await?.as_ref().clone(), None),
+            QuerySource::Text(t) => match embedded {
+                Some(v) => (v.as_ref().clone(), None),
+                None => (self.text_vector(t).await?.as_ref().clone(), None),
+            },
             QuerySource::Image { image, .. } => {
                 let encoder = self
                     .encoder
@@ -406,6 +461,7 @@ impl SearchService {
                 }
             }
         };
+        stages.embed_ms = ms(t);
         let plugged = filter.is_some() || ranker.is_some();
         // With plugins the page is cut after them, from the top-K'.
         let (limit, offset) = if plugged {
@@ -413,6 +469,7 @@ impl SearchService {
         } else {
             (req.limit, req.offset)
         };
+        let t = Instant::now();
         let scored = vectors
             .search(&VectorQuery {
                 tenant: req.tenant.clone(),
@@ -425,6 +482,8 @@ impl SearchService {
             })
             .await
             .map_err(vector_error)?;
+        stages.vector_ms = ms(t);
+        let t = Instant::now();
         // One catalog read for the whole page, then back into hit order. A
         // product deleted a moment ago (its vector's removal still queued)
         // is left out.
@@ -445,9 +504,11 @@ impl SearchService {
                 })
             })
             .collect();
+        stages.hydrate_ms = ms(t);
         if !plugged {
-            return Ok((hits, Vec::new()));
+            return Ok((hits, Vec::new(), stages));
         }
+        let t = Instant::now();
         let (text, kind) = match &req.source {
             QuerySource::Text(t) => (Some(t.clone()), QueryKind::Text),
             QuerySource::Image { .. } => (None, QueryKind::Image),
@@ -488,9 +549,32 @@ impl SearchService {
             };
             reports.push(report(World::Ranker, &p, error, t));
         }
+        stages.plugins_ms = ms(t);
         let page = hits.into_iter().skip(req.offset).take(req.limit).collect();
-        Ok((page, reports))
+        Ok((page, reports, stages))
     }
+}
+
+/// The tenant's generation and the plugins a search runs.
+struct Prelude {
+    generation: i64,
+    filter: Option<PluginRef>,
+    ranker: Option<PluginRef>,
+}
+
+/// Where a search's time went, for the debug log (`vitrine::search=debug`).
+#[derive(Default)]
+struct Stages {
+    /// Embedding the query in the pipeline itself (a text embedded during
+    /// the prelude counts there), or reading a `like` product's vector.
+    embed_ms: f64,
+    vector_ms: f64,
+    hydrate_ms: f64,
+    plugins_ms: f64,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
 
 fn report(world: World, p: &PluginRef, error: Option<CallError>, start: Instant) -> PluginReport {
