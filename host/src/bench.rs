@@ -298,11 +298,6 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
     }))
 }
 
-/// Fills `data_dir` (the embedded default's layout) with `products`
-/// products of tenant `default`, already indexed with random unit vectors
-/// of the model's dimension, and writes a random-weight ViT-B/32 to
-/// `data_dir/model` when no model is given. For the search load benchmark:
-/// latency does not depend on what the vectors mean.
 /// `model`, or else a random-weight ViT-B/32 of the real size in
 /// `dir/model` (written once; an existing one is reused).
 fn model_or_random_vit_b32(model: Option<&Path>, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
@@ -320,6 +315,11 @@ fn model_or_random_vit_b32(model: Option<&Path>, dir: &Path) -> anyhow::Result<s
     Ok(dir)
 }
 
+/// Fills `data_dir` (the embedded default's layout) with `products`
+/// products of tenant `default`, already indexed with random unit vectors
+/// of the model's dimension, and writes a random-weight ViT-B/32 to
+/// `data_dir/model` when no model is given. For the search load benchmark:
+/// latency does not depend on what the vectors mean.
 pub async fn populate(data_dir: &Path, model: Option<&Path>, products: usize) -> anyhow::Result<Value> {
     use rand::{Rng, SeedableRng};
 
@@ -430,20 +430,21 @@ pub async fn search_floor(
     )?;
     let service = EncoderService::start(encoder, BatchConfig::default())?;
     let vectors = EdgeIndex::open_async(data_dir.to_path_buf(), service.dims()).await?;
+    // Ten more than measured: the first ten warm up.
+    let needed = queries + 10;
     let texts: Vec<String> = match queries_file {
         Some(file) => {
             let list = std::fs::read_to_string(file)?;
-            let texts: Vec<String> = list.lines().take(queries + 10).map(str::to_owned).collect();
+            let texts: Vec<String> = list.lines().take(needed).map(str::to_owned).collect();
             anyhow::ensure!(
-                texts.len() == queries + 10,
-                "{} holds {} queries; {} needed (10 warm-up)",
+                texts.len() == needed,
+                "{} holds {} queries; {needed} needed (10 warm-up)",
                 file.display(),
                 texts.len(),
-                queries + 10
             );
             texts
         }
-        None => (0..queries + 10)
+        None => (0..needed)
             .map(|i| format!("query {i} red leather boots"))
             .collect(),
     };
