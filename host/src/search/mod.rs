@@ -249,7 +249,7 @@ impl SearchService {
             tracing::warn!(reason = %why, "search refused: encoder not ready");
             SearchError::Unavailable("encoder")
         })?;
-        let key = (encoder.model_id().to_owned(), text.trim().to_owned());
+        let key = text_key(encoder.model_id(), text);
         let text = key.1.clone();
         self.text_cache
             .try_get_with(key, async move { encoder.embed_text(text).await.map(Arc::new) })
@@ -260,10 +260,9 @@ impl SearchService {
     /// Whether the embedding of this text is cached (an encoder that is not
     /// up counts as "no": the embedding call reports it).
     fn text_cached(&self, text: &str) -> bool {
-        self.encoder.service().is_ok_and(|e| {
-            self.text_cache
-                .contains_key(&(e.model_id().to_owned(), text.trim().to_owned()))
-        })
+        self.encoder
+            .service()
+            .is_ok_and(|e| self.text_cache.contains_key(&text_key(e.model_id(), text)))
     }
 
     /// What every search needs before its page-cache lookup: the tenant's
@@ -390,7 +389,7 @@ impl SearchService {
             QuerySource::Image { url, .. } => (None, url),
             QuerySource::Like(_) => (None, None),
         };
-        let took_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let took_ms = ms(start);
         self.logger.record(SearchLog {
             tenant: req.tenant,
             query_type: query_type.to_owned(),
@@ -573,6 +572,12 @@ struct Stages {
     plugins_ms: f64,
 }
 
+/// The text cache's key: the model and the trimmed text.
+fn text_key(model_id: &str, text: &str) -> (String, String) {
+    (model_id.to_owned(), text.trim().to_owned())
+}
+
+/// Milliseconds since `since`.
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
@@ -583,7 +588,7 @@ fn report(world: World, p: &PluginRef, error: Option<CallError>, start: Instant)
         name: p.name.clone(),
         version: p.version,
         error,
-        elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
+        elapsed_ms: ms(start),
     }
 }
 
