@@ -343,13 +343,6 @@ struct Inner {
     compilations: AtomicU64,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.ticker.state.stop.store(true, Ordering::Release);
-        self.ticker.thread.unpark();
-    }
-}
-
 /// Advances the engine's epoch every [`TICK`] while guest code runs, and
 /// sleeps (parked) while none does: an idle host never wakes up, and
 /// searches without plugins share their cores with no ticker.
@@ -395,6 +388,14 @@ impl Ticker {
             self.thread.unpark();
         }
         TickGuard(self.state.clone())
+    }
+}
+
+/// The host is gone: the thread ends at its next wake-up.
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::Release);
+        self.thread.unpark();
     }
 }
 
