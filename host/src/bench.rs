@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::encoder::{DecodedImage, Encoder, EncoderError, EncoderOptions};
+use crate::encoder::{CpuKernels, DecodedImage, Encoder, EncoderError, EncoderOptions};
 
 pub const QUERY: &str = "red leather handbag";
 
@@ -49,9 +49,15 @@ fn test_image(seed: u32) -> DecodedImage {
 }
 
 /// Runs the encoder benchmark and returns its figures as JSON.
-pub fn encode(model: &Path, iters: usize, threads: Option<usize>) -> Result<Value, EncoderError> {
+pub fn encode(
+    model: &Path,
+    iters: usize,
+    threads: Option<usize>,
+    cpu_kernels: CpuKernels,
+) -> Result<Value, EncoderError> {
     let options = EncoderOptions {
         threads,
+        cpu_kernels,
         ..EncoderOptions::default()
     };
     let load = Instant::now();
@@ -84,6 +90,7 @@ pub fn encode(model: &Path, iters: usize, threads: Option<usize>) -> Result<Valu
     latencies.sort_by(f64::total_cmp);
     Ok(json!({
         "backend": "vitrine",
+        "kernels": encoder.backend(),
         "model": encoder.model_id(),
         "dims": encoder.dims(),
         "device": format!("{:?}", encoder.device()),

@@ -163,6 +163,9 @@ pub struct EncoderSettings {
     pub max_wait_ms: u64,
     /// Requests waiting for the encoder; beyond it the API answers 503.
     pub queue_capacity: usize,
+    /// CPU implementation of the towers: `auto` (Vitrine's kernels where the
+    /// CPU has AVX-512, else candle), `vitrine` or `candle`.
+    pub cpu_kernels: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

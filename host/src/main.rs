@@ -182,6 +182,9 @@ enum BenchCommand {
         /// Inference threads; default one per core.
         #[arg(long)]
         threads: Option<usize>,
+        /// CPU implementation: auto, vitrine (Vitrine's kernels) or candle.
+        #[arg(long, default_value = "auto")]
+        cpu_kernels: vitrine::encoder::CpuKernels,
     },
 }
 
@@ -342,7 +345,8 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
             model,
             iters,
             threads,
-        } => vitrine::bench::encode(model, *iters, *threads).map_err(anyhow::Error::from),
+            cpu_kernels,
+        } => vitrine::bench::encode(model, *iters, *threads, *cpu_kernels).map_err(anyhow::Error::from),
         BenchCommand::Populate {
             data_dir,
             model,

@@ -116,8 +116,13 @@ pub fn encoder_options(
         .device
         .parse()
         .map_err(|err: crate::encoder::EncoderError| invalid("encoder.device", err.to_string()))?;
+    let cpu_kernels = e
+        .cpu_kernels
+        .parse()
+        .map_err(|err: crate::encoder::EncoderError| invalid("encoder.cpu_kernels", err.to_string()))?;
     let options = EncoderOptions {
         device,
+        cpu_kernels,
         threads: (e.threads > 0).then_some(e.threads),
         max_batch: e.max_batch,
         source: SourceOptions {

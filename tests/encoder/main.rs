@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use vitrine::encoder::testing::{TinyClipSpec, write_safetensors, write_tiny_checkpoint};
 use vitrine::encoder::{
-    AlphaMode, DecodeOptions, DecodedImage, DeviceSetting, Encoder, EncoderError, EncoderOptions,
+    AlphaMode, CpuKernels, DecodeOptions, DecodedImage, DeviceSetting, Encoder, EncoderError, EncoderOptions,
     ModelSource, SourceOptions,
 };
 
@@ -168,6 +168,76 @@ fn batched_equals_one_by_one() {
     let from_bytes = enc.embed_image_bytes(&refs).unwrap();
     for (a, b) in from_bytes.iter().zip(&batched) {
         assert!(max_diff(a, b) < 1e-5);
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (norm(a) * norm(b))
+}
+
+/// Vitrine's CPU kernels and candle-transformers' CLIP compute the same embeddings, for
+/// padded text batches and for images, on widths that leave partial register tiles
+/// (hidden 48, 12 heads of 4, projection 20, a 7×7 patch grid).
+#[test]
+fn cpu_kernels_match_candle() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinyClipSpec {
+        text_hidden: 40,
+        text_heads: 5,
+        text_intermediate: 72,
+        text_layers: 3,
+        vision_hidden: 48,
+        vision_heads: 12,
+        vision_intermediate: 100,
+        vision_layers: 3,
+        image_size: 56,
+        patch_size: 8,
+        projection_dim: 20,
+        ..TinyClipSpec::default()
+    };
+    write_tiny_checkpoint(dir.path(), &spec).unwrap();
+    let load = |cpu_kernels| {
+        Encoder::from_dir(
+            dir.path(),
+            &EncoderOptions {
+                cpu_kernels,
+                ..EncoderOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let (candle, ours) = (load(CpuKernels::Candle), load(CpuKernels::Vitrine));
+    assert_eq!(candle.backend(), "candle");
+    assert!(ours.backend().starts_with("vitrine-"), "{}", ours.backend());
+    let long = "red leather shoe ".repeat(40);
+    let texts: Vec<&str> = TEXTS.iter().copied().chain([long.as_str()]).collect();
+    let (a, b) = (
+        candle.embed_texts(&texts).unwrap(),
+        ours.embed_texts(&texts).unwrap(),
+    );
+    for ((t, x), y) in texts.iter().zip(&a).zip(&b) {
+        assert!(
+            cosine(x, y) > 0.99999 && max_diff(x, y) < 1e-4,
+            "{t:?}: cos {} diff {}",
+            cosine(x, y),
+            max_diff(x, y)
+        );
+    }
+    let imgs: Vec<DecodedImage> = ["rgb.png", "gray.jpg", "exif_orientation6.jpg", "lossy.webp"]
+        .iter()
+        .map(|n| ours.decode_image(&std::fs::read(fixture(n)).unwrap()).unwrap())
+        .collect();
+    let (a, b) = (
+        candle.embed_images(&imgs).unwrap(),
+        ours.embed_images(&imgs).unwrap(),
+    );
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            cosine(x, y) > 0.99999 && max_diff(x, y) < 1e-4,
+            "image {i}: cos {} diff {}",
+            cosine(x, y),
+            max_diff(x, y)
+        );
     }
 }
 

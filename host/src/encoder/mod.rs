@@ -7,6 +7,7 @@
 //! `CLIPProcessor` (PIL image backend).
 
 mod config;
+mod cpu;
 mod error;
 mod model;
 mod preprocess;
@@ -18,13 +19,13 @@ mod text;
 use std::path::Path;
 use std::str::FromStr;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 pub use config::{
     HfClipConfig, HfPreprocessorConfig, HfTextConfig, HfVisionConfig, PreprocessConfig, ResizeSpec,
 };
 pub use error::{EncoderError, Result};
-pub use model::{ClipTowers, expected_tensors};
+pub use model::{ClipTowers, CpuKernels, expected_tensors};
 pub use preprocess::{
     AlphaMode, DEFAULT_MAX_PIXELS, DecodeOptions, DecodedImage, pil_resize, preprocess,
     shortest_edge_output_size,
@@ -82,6 +83,8 @@ pub struct EncoderOptions {
     pub threads: Option<usize>,
     /// Largest batch fed to the model at once; longer inputs are chunked.
     pub max_batch: usize,
+    /// What computes the towers on CPU.
+    pub cpu_kernels: CpuKernels,
     pub decode: DecodeOptions,
     pub source: SourceOptions,
 }
@@ -93,6 +96,7 @@ impl Default for EncoderOptions {
             gpu_dtype: GpuDType::F16,
             threads: None,
             max_batch: 32,
+            cpu_kernels: CpuKernels::Auto,
             decode: DecodeOptions::default(),
             source: SourceOptions::default(),
         }
@@ -207,7 +211,7 @@ impl Encoder {
             None
         };
         let weights = dir.join("model.safetensors");
-        let towers = ClipTowers::load(&weights, &config, dtype, &device)?;
+        let towers = ClipTowers::load(&weights, &config, dtype, &device, opts.cpu_kernels)?;
         let fingerprint = fingerprint(dir)?;
         let name = local
             .origin
@@ -262,6 +266,11 @@ impl Encoder {
         &self.device
     }
 
+    /// What computes the towers: `candle` or `vitrine-avx512` / `vitrine-portable`.
+    pub fn backend(&self) -> String {
+        self.towers.backend()
+    }
+
     fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
         match &self.pool {
             Some(pool) => pool.install(f),
@@ -284,11 +293,7 @@ impl Encoder {
                 ids.extend(std::iter::repeat_n(self.tokenizer.pad_id(), seq - t.ids.len()));
             }
             let eos: Vec<usize> = chunk.iter().map(|t| t.eos_pos).collect();
-            let rows = self.run(|| {
-                let ids = Tensor::from_vec(ids, (chunk.len(), seq), &self.device)?;
-                let feats = self.towers.text_features(&ids, &eos)?;
-                Ok(model::l2_normalize(&feats)?.to_vec2::<f32>()?)
-            })?;
+            let rows = self.run(|| self.towers.embed_text_batch(ids, seq, &eos))?;
             out.extend(rows);
         }
         Ok(out)
@@ -310,13 +315,13 @@ impl Encoder {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.max_batch) {
             let rows = self.run(|| {
-                let mut pixels = Vec::with_capacity(chunk.len() * 3 * s * s);
-                for img in chunk {
-                    pixels.extend(preprocess(img, &self.preprocess)?);
-                }
-                let t = Tensor::from_vec(pixels, (chunk.len(), 3, s, s), &self.device)?;
-                let feats = self.towers.image_features(&t)?;
-                Ok(model::l2_normalize(&feats)?.to_vec2::<f32>()?)
+                use rayon::prelude::*;
+                // Resizing is per image: spread it over the inference threads.
+                let each = chunk
+                    .par_iter()
+                    .map(|img| preprocess(img, &self.preprocess))
+                    .collect::<Result<Vec<_>>>()?;
+                self.towers.embed_image_batch(each.concat(), chunk.len(), s)
             })?;
             out.extend(rows);
         }

@@ -1,4 +1,5 @@
-//! The CLIP towers (candle-transformers) plus checkpoint validation and eos pooling.
+//! The CLIP towers (candle-transformers, or Vitrine's CPU kernels) plus checkpoint
+//! validation and eos pooling.
 
 use std::path::Path;
 
@@ -8,7 +9,10 @@ use candle_transformers::models::clip::{
     text_model::ClipTextTransformer, vision_model::ClipVisionTransformer,
 };
 
+use vitrine_kernels::Isa;
+
 use super::config::HfClipConfig;
+use super::cpu::CpuClip;
 use super::error::{EncoderError, Result};
 
 /// Every tensor `CLIPModel` (HF layout) needs for the two towers and projections, with the
@@ -87,13 +91,7 @@ pub fn expected_tensors(cfg: &HfClipConfig) -> Vec<(String, Vec<usize>)> {
 /// Check names and shapes up front so errors name the tensor. This also matters for
 /// correctness: candle silently substitutes a *random* `class_embedding` when it is absent.
 fn validate_checkpoint(path: &Path, cfg: &HfClipConfig) -> Result<()> {
-    // SAFETY: the file is memory-mapped read-only; like every safetensors loader we assume
-    // it is not truncated or rewritten while mapped.
-    #[allow(unsafe_code)]
-    let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| EncoderError::CorruptCheckpoint {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let st = mmap(path)?;
     let present: std::collections::HashMap<String, Vec<usize>> = st
         .tensors()
         .into_iter()
@@ -120,9 +118,49 @@ fn validate_checkpoint(path: &Path, cfg: &HfClipConfig) -> Result<()> {
     Ok(())
 }
 
-/// Both CLIP towers with their projections.
-#[derive(Debug, Clone)]
+/// Which implementation runs the towers on CPU (setting `encoder.cpu_kernels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuKernels {
+    /// Vitrine's kernels when the CPU has AVX-512, else candle.
+    #[default]
+    Auto,
+    /// Vitrine's kernels with the best instruction set this CPU has (portable Rust
+    /// without AVX-512: correct, but slower than candle there).
+    Vitrine,
+    /// candle-transformers' CLIP with candle's CPU matmul.
+    Candle,
+}
+
+impl std::str::FromStr for CpuKernels {
+    type Err = EncoderError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "vitrine" => Ok(Self::Vitrine),
+            "candle" => Ok(Self::Candle),
+            other => Err(EncoderError::Device {
+                requested: format!("cpu kernels `{other}`"),
+                message: "expected `auto`, `vitrine` or `candle`; check the setting `encoder.cpu_kernels`"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// Both CLIP towers with their projections, on candle or on Vitrine's CPU kernels.
+#[derive(Debug)]
 pub struct ClipTowers {
+    inner: Towers,
+}
+
+#[derive(Debug)]
+enum Towers {
+    Candle(Box<CandleTowers>),
+    Cpu(Box<CpuClip>),
+}
+
+#[derive(Debug)]
+struct CandleTowers {
     text: ClipTextTransformer,
     vision: ClipVisionTransformer,
     text_projection: Linear,
@@ -132,13 +170,32 @@ pub struct ClipTowers {
 }
 
 impl ClipTowers {
-    pub fn load(weights: &Path, cfg: &HfClipConfig, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        weights: &Path,
+        cfg: &HfClipConfig,
+        dtype: DType,
+        device: &Device,
+        cpu: CpuKernels,
+    ) -> Result<Self> {
         if !weights.exists() {
             return Err(EncoderError::MissingFile {
                 path: weights.to_path_buf(),
             });
         }
         validate_checkpoint(weights, cfg)?;
+        let isa = match cpu {
+            _ if !device.is_cpu() => None,
+            CpuKernels::Auto => Some(Isa::Avx512).filter(|i| i.available()),
+            CpuKernels::Vitrine => Some(Isa::detect()),
+            CpuKernels::Candle => None,
+        };
+        if let Some(isa) = isa {
+            let st = mmap(weights)?;
+            let engine = CpuClip::load(&st, cfg, isa)?;
+            return Ok(Self {
+                inner: Towers::Cpu(Box::new(engine)),
+            });
+        }
         let build = |source| EncoderError::ModelBuild {
             path: weights.to_path_buf(),
             source,
@@ -162,24 +219,89 @@ impl ClipTowers {
         )
         .map_err(build)?;
         Ok(Self {
-            text,
-            vision,
-            text_projection,
-            visual_projection,
-            dtype,
-            device: device.clone(),
+            inner: Towers::Candle(Box::new(CandleTowers {
+                text,
+                vision,
+                text_projection,
+                visual_projection,
+                dtype,
+                device: device.clone(),
+            })),
         })
     }
 
-    /// `ids`: `[batch, seq]` u32 (right-padded); `eos_pos[i]`: pooled index of row `i`.
-    /// Returns unnormalised `[batch, projection_dim]` f32 features.
+    /// What computes the towers: `candle` or `vitrine-<isa>`.
+    pub fn backend(&self) -> String {
+        match &self.inner {
+            Towers::Candle(_) => "candle".into(),
+            Towers::Cpu(c) => format!("vitrine-{}", format!("{:?}", c.isa()).to_ascii_lowercase()),
+        }
+    }
+
+    /// `ids`: `batch × seq` token ids (right-padded); `eos_pos[i]`: pooled index of row
+    /// `i`. Returns L2-normalised embeddings, one per row.
+    pub fn embed_text_batch(&self, ids: Vec<u32>, seq: usize, eos_pos: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let batch = eos_pos.len();
+        match &self.inner {
+            Towers::Cpu(c) => Ok(normalized_rows(
+                c.text_features(&ids, batch, seq, eos_pos)?,
+                batch,
+            )),
+            Towers::Candle(c) => {
+                let ids = Tensor::from_vec(ids, (batch, seq), &c.device)?;
+                Ok(l2_normalize(&c.text_features(&ids, eos_pos)?)?.to_vec2::<f32>()?)
+            }
+        }
+    }
+
+    /// `pixels`: `batch × 3 × size × size`, preprocessed. Returns L2-normalised
+    /// embeddings, one per image.
+    pub fn embed_image_batch(&self, pixels: Vec<f32>, batch: usize, size: usize) -> Result<Vec<Vec<f32>>> {
+        match &self.inner {
+            Towers::Cpu(c) => Ok(normalized_rows(c.image_features(&pixels, batch)?, batch)),
+            Towers::Candle(c) => {
+                let t = Tensor::from_vec(pixels, (batch, 3, size, size), &c.device)?;
+                Ok(l2_normalize(&c.image_features(&t)?)?.to_vec2::<f32>()?)
+            }
+        }
+    }
+}
+
+fn mmap(path: &Path) -> Result<MmapedSafetensors> {
+    // SAFETY: the file is memory-mapped read-only; like every safetensors loader we assume
+    // it is not truncated or rewritten while mapped.
+    #[allow(unsafe_code)]
+    unsafe { MmapedSafetensors::new(path) }.map_err(|e| EncoderError::CorruptCheckpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Split `batch` rows and L2-normalise each (in f64, guarding all-zero rows).
+fn normalized_rows(flat: Vec<f32>, batch: usize) -> Vec<Vec<f32>> {
+    let dims = flat.len() / batch.max(1);
+    flat.chunks(dims.max(1))
+        .map(|row| {
+            let norm = row
+                .iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12);
+            row.iter().map(|&v| (v as f64 / norm) as f32).collect()
+        })
+        .collect()
+}
+
+impl CandleTowers {
+    /// Unnormalised `[batch, projection_dim]` f32 features.
     ///
     /// candle's `ClipTextTransformer::forward` pools at `argmax(ids)`, which is ambiguous
     /// once rows are padded with the eos id and wrong for tokenizers whose eos is not the
     /// largest id; instead we take the final hidden states and gather the explicit eos
     /// position, as HF's `CLIPTextTransformer` does. The causal mask means right padding
     /// never influences positions `<= eos_pos`.
-    pub fn text_features(&self, ids: &Tensor, eos_pos: &[usize]) -> Result<Tensor> {
+    fn text_features(&self, ids: &Tensor, eos_pos: &[usize]) -> Result<Tensor> {
         let (bsz, seq) = ids.dims2()?;
         let hidden = self.text.forward_with_mask(ids, usize::MAX)?; // [b, seq, h]
         let flat = hidden.reshape((bsz * seq, ()))?;
@@ -194,7 +316,7 @@ impl ClipTowers {
     }
 
     /// `pixels`: `[batch, 3, size, size]` f32. Returns unnormalised f32 features.
-    pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
+    fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
         let pixels = pixels.to_dtype(self.dtype)?;
         let pooled = self.vision.forward(&pixels)?;
         Ok(self.visual_projection.forward(&pooled)?.to_dtype(DType::F32)?)
