@@ -31,16 +31,19 @@ PY
 fi
 
 cargo build --release --locked -p vitrine >/dev/null
-echo "== vitrine (candle)" >&2
+echo "== vitrine (its own CPU kernels where the CPU has AVX-512)" >&2
 ./target/release/vitrine bench encode --model "$MODEL" > "$BENCH/vitrine.json"
+echo "== vitrine on candle's CPU matmul (the previous implementation)" >&2
+./target/release/vitrine bench encode --model "$MODEL" --cpu-kernels candle > "$BENCH/vitrine-candle.json"
 echo "== PyTorch and ONNX Runtime" >&2
 "$VENV/bin/python" scripts/bench_reference.py --model-dir "$MODEL" > "$BENCH/reference.json"
 
-"$VENV/bin/python" - "$BENCH/vitrine.json" "$BENCH/reference.json" <<'PY'
+"$VENV/bin/python" - "$BENCH/vitrine.json" "$BENCH/reference.json" "$BENCH/vitrine-candle.json" <<'PY'
 import json, sys
 v = json.load(open(sys.argv[1]))
 ref = {r["backend"]: r for r in json.load(open(sys.argv[2]))["results"] if "error" not in r}
-rows = [("vitrine", v)] + [(k, ref[k]) for k in ("torch", "onnx") if k in ref]
+print(f"vitrine kernels: {v.get('kernels')}")
+rows = [("vitrine", v), ("v-candle", json.load(open(sys.argv[3])))] + [(k, ref[k]) for k in ("torch", "onnx") if k in ref]
 print(f"{'backend':10} {'img/s b1':>9} {'img/s b8':>9} {'img/s b32':>10} {'text p50 ms':>12} {'text p99 ms':>12} {'peak RSS MiB':>13}")
 for name, r in rows:
     t = r["image_throughput_img_per_s"]
