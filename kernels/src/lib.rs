@@ -349,28 +349,61 @@ unsafe fn matmul_packed(
         ASource::Packed(p) => (Some(p), None, None),
         ASource::Rows { a, lda, scratch } => (None, Some((a, lda)), Some(scratch)),
     };
+    // One register tile of rows ip*MR.. and columns jp*NR.., over the `kc`-slice.
+    let tile = |ip: usize, jp: usize, ap: &[f32], bp: &[f32], kc: usize, kb: usize| {
+        let last = kb + 1 == k_blocks;
+        let tail = Tail {
+            load_c: kb > 0 || epilogue == Epilogue::Accumulate,
+            gelu: last && epilogue == Epilogue::QuickGelu,
+        };
+        let (rows, cols) = ((m - ip * MR).min(MR), (n - jp * NR).min(NR));
+        let bias = bias.filter(|_| last).map(|b| &b[jp * NR..jp * NR + cols]);
+        // SAFETY: the tile lies inside `c` by the caller's contract and belongs to the
+        // calling task alone.
+        unsafe {
+            let out = c.at(ip * MR * ldc + jp * NR);
+            match isa {
+                Isa::Avx512 => avx512::tile(rows, cols, kc, ap, bp, bias, tail, out, ldc),
+                Isa::Portable => portable::tile(rows, cols, kc, ap, bp, bias, tail, out, ldc),
+            }
+        }
+    };
+    let k_slice = |kb: usize| (kb * KC, (k - (kb * KC).min(k)).min(KC));
     let task = |t: usize, block: &mut AlignedBuf| {
         let (rb, cc) = (t / chunks, t % chunks);
         let rows_range = rb * per_block..((rb + 1) * per_block).min(row_panels);
         let cols_range = cc * per_chunk..((cc + 1) * per_chunk).min(col_panels);
-        for kb in 0..k_blocks {
-            let (k0, kc) = (kb * KC, (k - (kb * KC).min(k)).min(KC));
-            let last = kb + 1 == k_blocks;
-            let tail = Tail {
-                load_c: kb > 0 || epilogue == Epilogue::Accumulate,
-                gelu: last && epilogue == Epilogue::QuickGelu,
+        if rows_range.len() == 1 {
+            // A single row panel (a text query): nothing to reuse across row panels, so
+            // stream each weight panel from start to end, which memory prefetches best.
+            let ip = rows_range.start;
+            let ap = match (packed, rows_src) {
+                (Some(p), _) => &p[ip * k * MR..(ip + 1) * k * MR],
+                (None, Some((a, lda))) => {
+                    pack_a_block(a, lda, ip * MR, (m - ip * MR).min(MR), 0, k, block);
+                    block.as_slice()
+                }
+                (None, None) => unreachable!("A is either packed or rows"),
             };
+            for jp in cols_range {
+                for kb in 0..k_blocks {
+                    let (k0, kc) = k_slice(kb);
+                    let bp = &bdata[(jp * k + k0) * NR..(jp * k + k0 + kc) * NR];
+                    tile(ip, jp, &ap[k0 * MR..(k0 + kc) * MR], bp, kc, kb);
+                }
+            }
+            return;
+        }
+        for kb in 0..k_blocks {
+            let (k0, kc) = k_slice(kb);
             if let Some((a, lda)) = rows_src {
                 let row0 = rows_range.start * MR;
                 let rows = (rows_range.end * MR).min(m) - row0;
                 pack_a_block(a, lda, row0, rows, k0, kc, block);
             }
             for jp in cols_range.clone() {
-                let cols = (n - jp * NR).min(NR);
-                let bias = bias.filter(|_| last).map(|b| &b[jp * NR..jp * NR + cols]);
                 let bp = &bdata[(jp * k + k0) * NR..(jp * k + k0 + kc) * NR];
                 for ip in rows_range.clone() {
-                    let rows = (m - ip * MR).min(MR);
                     let ap = match packed {
                         Some(p) => &p[(ip * k + k0) * MR..(ip * k + k0 + kc) * MR],
                         None => {
@@ -378,15 +411,7 @@ unsafe fn matmul_packed(
                             &block.as_slice()[local * kc * MR..(local + 1) * kc * MR]
                         }
                     };
-                    // SAFETY: the tile (rows ip*MR.., cols jp*NR..) lies inside `c` by
-                    // the caller's contract and belongs to this task alone.
-                    unsafe {
-                        let out = c.at(ip * MR * ldc + jp * NR);
-                        match isa {
-                            Isa::Avx512 => avx512::tile(rows, cols, kc, ap, bp, bias, tail, out, ldc),
-                            Isa::Portable => portable::tile(rows, cols, kc, ap, bp, bias, tail, out, ldc),
-                        }
-                    }
+                    tile(ip, jp, ap, bp, kc, kb);
                 }
             }
         }
