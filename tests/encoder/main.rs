@@ -208,6 +208,11 @@ fn cpu_kernels_match_candle() {
     };
     let (candle, ours) = (load(CpuKernels::Candle), load(CpuKernels::Vitrine));
     assert_eq!(candle.backend(), "candle");
+    let err = "fast".parse::<CpuKernels>().unwrap_err().to_string();
+    assert!(
+        err.contains("`fast`") && err.contains("encoder.cpu_kernels") && !err.contains("encoder.device"),
+        "{err}"
+    );
     assert!(ours.backend().starts_with("vitrine-"), "{}", ours.backend());
     let long = "red leather shoe ".repeat(40);
     let texts: Vec<&str> = TEXTS.iter().copied().chain([long.as_str()]).collect();

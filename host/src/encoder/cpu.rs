@@ -190,8 +190,8 @@ impl CpuClip {
     /// `validate_checkpoint` (names and shapes), and `isa` must be available.
     pub fn load(st: &MmapedSafetensors, cfg: &HfClipConfig, isa: Isa) -> Result<Self> {
         if !isa.available() {
-            return Err(EncoderError::Device {
-                requested: format!("cpu ({isa:?} kernels)"),
+            return Err(EncoderError::CpuKernels {
+                requested: format!("vitrine ({isa:?})"),
                 message: "this CPU does not support that instruction set".into(),
             });
         }

@@ -107,6 +107,10 @@ pub enum EncoderError {
     #[error("device `{requested}` unavailable: {message}; check the setting `encoder.device`")]
     Device { requested: String, message: String },
 
+    /// The requested CPU kernels are unknown or unsupported by this CPU.
+    #[error("cpu kernels `{requested}` unavailable: {message}; check the setting `encoder.cpu_kernels`")]
+    CpuKernels { requested: String, message: String },
+
     /// Loading the weights into candle failed after validation (should be rare).
     #[error("failed to build model from `{}`: {source}", path.display())]
     ModelBuild {

@@ -138,10 +138,9 @@ impl std::str::FromStr for CpuKernels {
             "auto" => Ok(Self::Auto),
             "vitrine" => Ok(Self::Vitrine),
             "candle" => Ok(Self::Candle),
-            other => Err(EncoderError::Device {
-                requested: format!("cpu kernels `{other}`"),
-                message: "expected `auto`, `vitrine` or `candle`; check the setting `encoder.cpu_kernels`"
-                    .into(),
+            other => Err(EncoderError::CpuKernels {
+                requested: other.to_string(),
+                message: "expected `auto`, `vitrine` or `candle`".into(),
             }),
         }
     }
