@@ -43,6 +43,14 @@ impl Isa {
         }
     }
 
+    /// Lower-case name: `avx512`, `portable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx512 => "avx512",
+            Self::Portable => "portable",
+        }
+    }
+
     /// Whether this CPU can run kernels for `self`.
     pub fn available(self) -> bool {
         match self {

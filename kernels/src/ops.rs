@@ -137,46 +137,43 @@ pub fn attention(
                 None => (0, seq, seq, bi * seq),
                 Some(q) => (q[bi], 1, if causal { q[bi] + 1 } else { seq }, bi),
             };
-            // scores = Q · Kᵀ
+            // `a` (packed, `m` rows) times `b` into `m` rows at `dst`, row stride `ldc`.
+            let gemm = |a: &AlignedBuf, b: &PackedB, dst: OutPtr, ldc: usize| {
+                // SAFETY: each caller below passes a destination of `m` rows of `b.n()`
+                // values at stride `ldc` that this task alone writes.
+                unsafe {
+                    matmul_packed(
+                        isa,
+                        ASource::Packed(a.as_slice()),
+                        m,
+                        b,
+                        None,
+                        Epilogue::Store,
+                        dst,
+                        ldc,
+                        false,
+                    )
+                }
+            };
+            // scores = Q · Kᵀ, into this task's own `m × keys` buffer.
             pack_a(&rows[q0 * h3 + head * d..], m, d, h3, &mut s.a);
             s.b.pack_nk(&rows[h + head * d..], keys, d, h3);
             s.scores.clear();
             s.scores.resize(m * keys, 0.0);
-            // SAFETY: `scores` is exactly `m × keys`, owned by this task.
-            unsafe {
-                matmul_packed(
-                    isa,
-                    ASource::Packed(s.a.as_slice()),
-                    m,
-                    &s.b,
-                    None,
-                    Epilogue::Store,
-                    OutPtr(s.scores.as_mut_ptr()),
-                    keys,
-                    false,
-                )
-            };
+            gemm(&s.a, &s.b, OutPtr(s.scores.as_mut_ptr()), keys);
             softmax_rows(isa, &mut s.scores, keys, |i| {
                 if causal && queries.is_none() { i + 1 } else { keys }
             });
-            // out = P · V
+            // out = P · V, into rows out_row..out_row+m, columns head*d..+d, of `out`, which
+            // holds `out_rows × h` values (checked above).
             pack_a(&s.scores, m, keys, keys, &mut s.a);
             s.b.pack_kn(&rows[2 * h + head * d..], keys, d, h3);
-            // SAFETY: this task alone writes rows out_row..out_row+m, columns head*d..+d, of
-            // `out`, which holds `out_rows × h` values (checked above).
-            unsafe {
-                let dst = OutPtr(out_ptr.at(out_row * h + head * d));
-                matmul_packed(
-                    isa,
-                    ASource::Packed(s.a.as_slice()),
-                    m,
-                    &s.b,
-                    None,
-                    Epilogue::Store,
-                    dst,
-                    h,
-                    false,
-                )
-            };
+            // SAFETY: the offset lies inside `out` (see above).
+            gemm(
+                &s.a,
+                &s.b,
+                OutPtr(unsafe { out_ptr.at(out_row * h + head * d) }),
+                h,
+            );
         });
 }

@@ -90,7 +90,8 @@ pub fn expected_tensors(cfg: &HfClipConfig) -> Vec<(String, Vec<usize>)> {
 
 /// Check names and shapes up front so errors name the tensor. This also matters for
 /// correctness: candle silently substitutes a *random* `class_embedding` when it is absent.
-fn validate_checkpoint(path: &Path, cfg: &HfClipConfig) -> Result<()> {
+/// Returns the mapped file, for loaders that read it directly.
+fn validate_checkpoint(path: &Path, cfg: &HfClipConfig) -> Result<MmapedSafetensors> {
     let st = mmap(path)?;
     let present: std::collections::HashMap<String, Vec<usize>> = st
         .tensors()
@@ -115,7 +116,7 @@ fn validate_checkpoint(path: &Path, cfg: &HfClipConfig) -> Result<()> {
             Some(_) => {}
         }
     }
-    Ok(())
+    Ok(st)
 }
 
 /// Which implementation runs the towers on CPU (setting `encoder.cpu_kernels`).
@@ -181,7 +182,7 @@ impl ClipTowers {
                 path: weights.to_path_buf(),
             });
         }
-        validate_checkpoint(weights, cfg)?;
+        let st = validate_checkpoint(weights, cfg)?;
         let isa = match cpu {
             _ if !device.is_cpu() => None,
             CpuKernels::Auto => Some(Isa::Avx512).filter(|i| i.available()),
@@ -189,12 +190,12 @@ impl ClipTowers {
             CpuKernels::Candle => None,
         };
         if let Some(isa) = isa {
-            let st = mmap(weights)?;
             let engine = CpuClip::load(&st, cfg, isa)?;
             return Ok(Self {
                 inner: Towers::Cpu(Box::new(engine)),
             });
         }
+        drop(st); // candle maps the file itself
         let build = |source| EncoderError::ModelBuild {
             path: weights.to_path_buf(),
             source,
@@ -233,7 +234,7 @@ impl ClipTowers {
     pub fn backend(&self) -> String {
         match &self.inner {
             Towers::Candle(_) => "candle".into(),
-            Towers::Cpu(c) => format!("vitrine-{}", format!("{:?}", c.isa()).to_ascii_lowercase()),
+            Towers::Cpu(c) => format!("vitrine-{}", c.isa().name()),
         }
     }
 
