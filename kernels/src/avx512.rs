@@ -1,7 +1,5 @@
 //! AVX-512F kernels. Only called after `Isa::Avx512.available()` was checked.
 
-use crate::{MR, NR, Tail};
-
 #[cfg(target_arch = "x86_64")]
 pub(crate) use imp::*;
 
@@ -10,7 +8,7 @@ pub(crate) use crate::portable::{exp_inplace, layer_norm_row, softmax_row, tile}
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::*;
+    use crate::{BPanel, MR, NR, Tail};
     use std::arch::x86_64::*;
 
     /// One `rows × cols` output tile (`rows <= MR`, `cols <= NR`).
@@ -24,22 +22,45 @@ mod imp {
         cols: usize,
         k: usize,
         a: &[f32],
-        b: &[f32],
+        b: BPanel<'_>,
         bias: Option<&[f32]>,
         tail: Tail,
         out: *mut f32,
         ldc: usize,
     ) {
-        debug_assert!(a.len() >= k * MR && b.len() >= k * NR);
+        assert!(a.len() >= k * MR && b.len() >= k * NR, "panels shorter than k");
+        let (bp, bf16) = match b {
+            BPanel::F32(b) => (b.as_ptr().cast::<u8>(), false),
+            BPanel::Bf16(b) => (b.as_ptr().cast::<u8>(), true),
+        };
         macro_rules! dispatch {
             ($($r:literal)*) => {
-                match rows {
-                    $($r => unsafe { kernel::<$r>(k, a.as_ptr(), b.as_ptr(), bias, cols, tail, out, ldc) },)*
+                match (rows, bf16) {
+                    $(
+                        ($r, false) => unsafe { kernel::<$r, false>(k, a.as_ptr(), bp, bias, cols, tail, out, ldc) },
+                        ($r, true) => unsafe { kernel::<$r, true>(k, a.as_ptr(), bp, bias, cols, tail, out, ldc) },
+                    )*
                     _ => unreachable!("tile rows {rows} > MR"),
                 }
             };
         }
         dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14);
+    }
+
+    /// 16 packed `B` values from `p`: f32, or bf16 widened to f32.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load_b<const BF16: bool>(p: *const u8) -> __m512 {
+        // SAFETY: the caller passes a 64-byte (f32) or 32-byte (bf16) aligned panel
+        // position with 16 values.
+        unsafe {
+            if BF16 {
+                let h = _mm256_load_si256(p.cast());
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+            } else {
+                _mm512_load_ps(p.cast())
+            }
+        }
     }
 
     #[inline]
@@ -53,10 +74,10 @@ mod imp {
 
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel<const R: usize>(
+    unsafe fn kernel<const R: usize, const BF16: bool>(
         k: usize,
         a: *const f32,
-        b: *const f32,
+        b: *const u8,
         bias: Option<&[f32]>,
         cols: usize,
         tail: Tail,
@@ -65,18 +86,19 @@ mod imp {
     ) {
         let mut lo = [_mm512_setzero_ps(); R];
         let mut hi = [_mm512_setzero_ps(); R];
+        let elem = if BF16 { 2 } else { 4 };
         unsafe {
             let (mut ap, mut bp) = (a, b);
             for _ in 0..k {
-                let b0 = _mm512_load_ps(bp);
-                let b1 = _mm512_load_ps(bp.add(16));
+                let b0 = load_b::<BF16>(bp);
+                let b1 = load_b::<BF16>(bp.add(16 * elem));
                 for i in 0..R {
                     let x = _mm512_set1_ps(*ap.add(i));
                     lo[i] = _mm512_fmadd_ps(x, b0, lo[i]);
                     hi[i] = _mm512_fmadd_ps(x, b1, hi[i]);
                 }
                 ap = ap.add(MR);
-                bp = bp.add(NR);
+                bp = bp.add(NR * elem);
             }
             let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
             let (bias0, bias1) = match bias {

@@ -6,14 +6,20 @@
 //!
 //! The core is a GEMM `C = A · Bᵀ (+ bias)` whose `B` (a weight matrix in the
 //! `[out, in]` layout of a linear layer) is packed once, at model load, into panels of
-//! [`NR`] output columns stored `k`-major; `A` is packed per call into panels of [`MR`]
-//! rows. One register tile is `MR × NR`, and the epilogue (bias, quick-GELU, residual
-//! add) runs on it while it is still in registers. The AVX-512 kernel is used when the
-//! CPU has it; [`Isa::Portable`] is plain Rust with the same packing, for other CPUs and
-//! as the reference in tests.
+//! [`NR`] output columns stored `k`-major, in f32 or bf16 ([`Precision`]); `A` is packed
+//! per call into panels of [`MR`] rows. One register tile is `MR × NR`, and the epilogue
+//! (bias, quick-GELU, residual add) runs on it while it is still in registers.
+//!
+//! Four instruction sets share that packing ([`Isa`]): AVX-512F (16 lanes), AVX2+FMA and
+//! NEON (8 and 4 lanes, covering the tile in sub-tiles of at most six rows and 16
+//! columns), and [`Isa::Portable`], plain Rust, for other CPUs and as the reference in
+//! tests.
 #![allow(unsafe_code)]
 
+mod avx2;
 mod avx512;
+mod neon;
+#[macro_use]
 mod ops;
 mod portable;
 
@@ -25,30 +31,50 @@ pub const NR: usize = 32;
 pub const MR: usize = 14;
 
 /// Instruction set a kernel runs with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// x86-64 AVX-512F.
     Avx512,
+    /// x86-64 AVX2 with FMA (Haswell and later, AMD Zen 1 and later).
+    Avx2,
+    /// aarch64 Advanced SIMD (every 64-bit Arm CPU).
+    Neon,
     /// Plain Rust; any CPU.
     Portable,
 }
 
 impl Isa {
+    /// Every instruction set, fastest first.
+    pub const ALL: [Isa; 4] = [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Portable];
+
     /// The fastest instruction set this CPU supports.
     pub fn detect() -> Self {
-        if Self::Avx512.available() {
-            Self::Avx512
-        } else {
-            Self::Portable
-        }
+        Self::ALL
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Self::Portable)
     }
 
-    /// Lower-case name: `avx512`, `portable`.
+    /// Every instruction set this CPU supports, fastest first (`Portable` last).
+    pub fn supported() -> Vec<Self> {
+        Self::ALL.into_iter().filter(|i| i.available()).collect()
+    }
+
+    /// Lower-case name: `avx512`, `avx2`, `neon`, `portable`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Avx512 => "avx512",
+            Self::Avx2 => "avx2",
+            Self::Neon => "neon",
             Self::Portable => "portable",
         }
+    }
+
+    /// The instruction set called `name` (see [`Isa::name`]; case-insensitive).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|i| i.name().eq_ignore_ascii_case(name.trim()))
     }
 
     /// Whether this CPU can run kernels for `self`.
@@ -56,9 +82,15 @@ impl Isa {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            Self::Avx512 => false,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             Self::Portable => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 
@@ -70,19 +102,77 @@ impl Isa {
     }
 }
 
+/// How a packed weight stores its values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// 32-bit floats, as in the checkpoint.
+    #[default]
+    F32,
+    /// bfloat16 (the top half of an f32, rounded to nearest even): half the bytes to
+    /// stream, widened to f32 in registers; products and sums stay f32.
+    Bf16,
+}
+
+impl Precision {
+    /// Lower-case name: `f32`, `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even); NaN stays NaN.
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
+    (rounded >> 16) as u16
+}
+
+/// The f32 a bfloat16 stands for (exact).
+pub fn from_bf16(x: u16) -> f32 {
+    f32::from_bits(u32::from(x) << 16)
+}
+
 /// 64-byte aligned, so packed panels start on a cache line.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct Line([f32; 16]);
+struct Line([u8; 64]);
 
-/// A reusable, cache-line aligned `f32` buffer.
-#[derive(Clone, Default)]
-pub struct AlignedBuf {
-    lines: Vec<Line>,
-    len: usize,
+mod sealed {
+    /// Element types an [`Aligned`](super::Aligned) buffer may hold: plain numbers for
+    /// which the all-zero bit pattern is zero.
+    pub trait Elem: Copy + std::fmt::Debug {}
+    impl Elem for f32 {}
+    impl Elem for u16 {}
 }
 
-impl AlignedBuf {
+/// A reusable, cache-line aligned buffer of `f32` (or `u16`, for bf16 panels).
+#[derive(Clone)]
+pub struct Aligned<T: sealed::Elem> {
+    lines: Vec<Line>,
+    len: usize,
+    elem: std::marker::PhantomData<T>,
+}
+
+/// An aligned `f32` buffer: packing space and packed activations.
+pub type AlignedBuf = Aligned<f32>;
+
+impl<T: sealed::Elem> Default for Aligned<T> {
+    fn default() -> Self {
+        Self {
+            lines: Vec::new(),
+            len: 0,
+            elem: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: sealed::Elem> Aligned<T> {
     pub fn zeroed(len: usize) -> Self {
         let mut b = Self::default();
         b.reset(len);
@@ -92,7 +182,8 @@ impl AlignedBuf {
     /// Resize to `len` zeros, keeping the allocation when it is large enough.
     pub fn reset(&mut self, len: usize) {
         self.lines.clear();
-        self.lines.resize(len.div_ceil(16), Line([0.0; 16]));
+        self.lines
+            .resize((len * size_of::<T>()).div_ceil(size_of::<Line>()), Line([0; 64]));
         self.len = len;
     }
 
@@ -104,21 +195,60 @@ impl AlignedBuf {
         self.len == 0
     }
 
-    pub fn as_slice(&self) -> &[f32] {
-        // SAFETY: `Line` is `repr(C)` over `[f32; 16]` (no padding), and `len` never
-        // exceeds `16 * lines.len()`.
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: `Line` is 64 plain bytes with an alignment (64) that suits every `Elem`,
+        // any bit pattern is a valid `Elem`, and `len` elements never exceed the lines'
+        // bytes (see `reset`).
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<T>(), self.len) }
     }
 
-    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
         // SAFETY: as in `as_slice`, with unique access through `&mut self`.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<T>(), self.len) }
     }
 }
 
-impl std::fmt::Debug for AlignedBuf {
+impl<T: sealed::Elem> std::fmt::Debug for Aligned<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf").field("len", &self.len).finish()
+        f.debug_struct("Aligned").field("len", &self.len).finish()
+    }
+}
+
+/// Packed panel values in their stored precision.
+#[derive(Clone, Debug)]
+enum Panels {
+    F32(Aligned<f32>),
+    Bf16(Aligned<u16>),
+}
+
+impl Default for Panels {
+    fn default() -> Self {
+        Self::F32(Aligned::default())
+    }
+}
+
+/// Some consecutive packed `B` values, as a kernel reads them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum BPanel<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+impl BPanel<'_> {
+    /// Values held.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::F32(v) => v.len(),
+            Self::Bf16(v) => v.len(),
+        }
+    }
+
+    /// Value `i`, as f32.
+    pub(crate) fn get(&self, i: usize) -> f32 {
+        match self {
+            Self::F32(v) => v[i],
+            Self::Bf16(v) => from_bf16(v[i]),
+        }
     }
 }
 
@@ -128,41 +258,62 @@ impl std::fmt::Debug for AlignedBuf {
 pub struct PackedB {
     n: usize,
     k: usize,
-    buf: AlignedBuf,
+    panels: Panels,
 }
 
 impl PackedB {
     /// Pack a linear layer's weight `w` (`[n, k]` row-major: one row per output).
     pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
+        Self::from_weight_as(w, n, k, Precision::F32)
+    }
+
+    /// As [`PackedB::from_weight`], stored in `precision`.
+    pub fn from_weight_as(w: &[f32], n: usize, k: usize, precision: Precision) -> Self {
         let mut p = Self::default();
-        p.pack_nk(w, n, k, k);
+        match precision {
+            Precision::F32 => p.pack_nk(w, n, k, k),
+            Precision::Bf16 => {
+                let mut buf = Aligned::<u16>::default();
+                p.set_shape(n, k, &mut buf);
+                scatter_nk(buf.as_mut_slice(), w, n, k, k, to_bf16);
+                p.panels = Panels::Bf16(buf);
+            }
+        }
         p
     }
 
-    /// Pack `B[j][p] = src[j * ld + p]` for `j < n` (output column), `p < k`.
-    pub fn pack_nk(&mut self, src: &[f32], n: usize, k: usize, ld: usize) {
-        assert!(ld >= k, "leading dimension {ld} < k {k}");
-        assert!(n == 0 || src.len() >= (n - 1) * ld + k, "B source too short");
+    /// Record the shape `n × k` and size `buf` for its panels.
+    fn set_shape<T: sealed::Elem>(&mut self, n: usize, k: usize, buf: &mut Aligned<T>) {
         self.n = n;
         self.k = k;
-        self.buf.reset(n.div_ceil(NR) * k * NR);
-        let d = self.buf.as_mut_slice();
-        for j in 0..n {
-            let base = (j / NR) * k * NR + j % NR;
-            for (p, &x) in src[j * ld..j * ld + k].iter().enumerate() {
-                d[base + p * NR] = x;
-            }
+        buf.reset(n.div_ceil(NR) * k * NR);
+    }
+
+    /// The f32 panels, reused for a new packing of `n × k` values.
+    fn f32_panels(&mut self, n: usize, k: usize) -> &mut [f32] {
+        let mut buf = match std::mem::take(&mut self.panels) {
+            Panels::F32(buf) => buf,
+            Panels::Bf16(_) => Aligned::default(),
+        };
+        self.set_shape(n, k, &mut buf);
+        self.panels = Panels::F32(buf);
+        match &mut self.panels {
+            Panels::F32(buf) => buf.as_mut_slice(),
+            Panels::Bf16(_) => unreachable!("just set to f32"),
         }
     }
 
-    /// Pack `B[j][p] = src[p * ld + j]` for `j < n`, `p < k` (the source is `k × n`).
+    /// Pack `B[j][p] = src[j * ld + p]` for `j < n` (output column), `p < k`, in f32.
+    pub fn pack_nk(&mut self, src: &[f32], n: usize, k: usize, ld: usize) {
+        scatter_nk(self.f32_panels(n, k), src, n, k, ld, |x| x);
+    }
+
+    /// Pack `B[j][p] = src[p * ld + j]` for `j < n`, `p < k` (the source is `k × n`),
+    /// in f32.
     pub fn pack_kn(&mut self, src: &[f32], k: usize, n: usize, ld: usize) {
         assert!(ld >= n, "leading dimension {ld} < n {n}");
         assert!(k == 0 || src.len() >= (k - 1) * ld + n, "B source too short");
-        self.n = n;
-        self.k = k;
-        self.buf.reset(n.div_ceil(NR) * k * NR);
-        let d = self.buf.as_mut_slice();
+        let d = self.f32_panels(n, k);
         for p in 0..k {
             let row = &src[p * ld..p * ld + n];
             for (panel, chunk) in row.chunks(NR).enumerate() {
@@ -182,8 +333,44 @@ impl PackedB {
         self.k
     }
 
+    /// How the values are stored.
+    pub fn precision(&self) -> Precision {
+        match self.panels {
+            Panels::F32(_) => Precision::F32,
+            Panels::Bf16(_) => Precision::Bf16,
+        }
+    }
+
+    /// Bytes the packed values take.
+    pub fn bytes(&self) -> usize {
+        match &self.panels {
+            Panels::F32(b) => b.len() * 4,
+            Panels::Bf16(b) => b.len() * 2,
+        }
+    }
+
     fn panels(&self) -> usize {
         self.n.div_ceil(NR)
+    }
+
+    /// Packed values `range` (in elements).
+    fn slice(&self, range: std::ops::Range<usize>) -> BPanel<'_> {
+        match &self.panels {
+            Panels::F32(b) => BPanel::F32(&b.as_slice()[range]),
+            Panels::Bf16(b) => BPanel::Bf16(&b.as_slice()[range]),
+        }
+    }
+}
+
+/// `d[panel(j)][p][j % NR] = conv(src[j * ld + p])`: the `[n, k]` → panel scatter.
+fn scatter_nk<T: Copy>(d: &mut [T], src: &[f32], n: usize, k: usize, ld: usize, conv: impl Fn(f32) -> T) {
+    assert!(ld >= k, "leading dimension {ld} < k {k}");
+    assert!(n == 0 || src.len() >= (n - 1) * ld + k, "B source too short");
+    for j in 0..n {
+        let base = (j / NR) * k * NR + j % NR;
+        for (p, &x) in src[j * ld..j * ld + k].iter().enumerate() {
+            d[base + p * NR] = conv(x);
+        }
     }
 }
 
@@ -329,7 +516,6 @@ unsafe fn matmul_packed(
     parallel: bool,
 ) {
     let (n, k) = (b.n, b.k);
-    let bdata = b.buf.as_slice();
     let threads = if parallel {
         rayon::current_num_threads().max(1)
     } else {
@@ -358,7 +544,7 @@ unsafe fn matmul_packed(
         ASource::Rows { a, lda, scratch } => (None, Some((a, lda)), Some(scratch)),
     };
     // One register tile of rows ip*MR.. and columns jp*NR.., over the `kc`-slice.
-    let tile = |ip: usize, jp: usize, ap: &[f32], bp: &[f32], kc: usize, kb: usize| {
+    let tile = |ip: usize, jp: usize, ap: &[f32], bp: BPanel<'_>, kc: usize, kb: usize| {
         let last = kb + 1 == k_blocks;
         let tail = Tail {
             load_c: kb > 0 || epilogue == Epilogue::Accumulate,
@@ -370,10 +556,7 @@ unsafe fn matmul_packed(
         // calling task alone.
         unsafe {
             let out = c.at(ip * MR * ldc + jp * NR);
-            match isa {
-                Isa::Avx512 => avx512::tile(rows, cols, kc, ap, bp, bias, tail, out, ldc),
-                Isa::Portable => portable::tile(rows, cols, kc, ap, bp, bias, tail, out, ldc),
-            }
+            by_isa!(isa, tile(rows, cols, kc, ap, bp, bias, tail, out, ldc))
         }
     };
     let k_slice = |kb: usize| (kb * KC, (k - (kb * KC).min(k)).min(KC));
@@ -396,7 +579,7 @@ unsafe fn matmul_packed(
             for jp in cols_range {
                 for kb in 0..k_blocks {
                     let (k0, kc) = k_slice(kb);
-                    let bp = &bdata[(jp * k + k0) * NR..(jp * k + k0 + kc) * NR];
+                    let bp = b.slice((jp * k + k0) * NR..(jp * k + k0 + kc) * NR);
                     tile(ip, jp, &ap[k0 * MR..(k0 + kc) * MR], bp, kc, kb);
                 }
             }
@@ -410,7 +593,7 @@ unsafe fn matmul_packed(
                 pack_a_block(a, lda, row0, rows, k0, kc, block);
             }
             for jp in cols_range.clone() {
-                let bp = &bdata[(jp * k + k0) * NR..(jp * k + k0 + kc) * NR];
+                let bp = b.slice((jp * k + k0) * NR..(jp * k + k0 + kc) * NR);
                 for ip in rows_range.clone() {
                     let ap = match packed {
                         Some(p) => &p[(ip * k + k0) * MR..(ip * k + k0 + kc) * MR],

@@ -2,7 +2,24 @@
 
 use rayon::prelude::*;
 
-use crate::{ASource, AlignedBuf, Epilogue, Isa, OutPtr, PackedB, avx512, matmul_packed, pack_a, portable};
+use crate::{
+    ASource, AlignedBuf, Epilogue, Isa, OutPtr, PackedB, avx2, avx512, matmul_packed, neon, pack_a, portable,
+};
+
+/// `$isa`'s kernel module's function `$f` called with `$args`.
+///
+/// # Safety
+/// As the called function's (each requires its instruction set).
+macro_rules! by_isa {
+    ($isa:expr, $f:ident($($arg:expr),*)) => {
+        match $isa {
+            Isa::Avx512 => avx512::$f($($arg),*),
+            Isa::Avx2 => avx2::$f($($arg),*),
+            Isa::Neon => neon::$f($($arg),*),
+            Isa::Portable => portable::$f($($arg),*),
+        }
+    };
+}
 
 /// LayerNorm of each `h`-wide row of `x` into `out` (`rows × h`, contiguous).
 pub fn layer_norm(isa: Isa, x: &[f32], h: usize, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
@@ -18,12 +35,7 @@ pub fn layer_norm(isa: Isa, x: &[f32], h: usize, gamma: &[f32], beta: &[f32], ep
     let rows = |x: &[f32], out: &mut [f32]| {
         for (row, o) in x.chunks(h).zip(out.chunks_mut(h)) {
             // SAFETY: `isa` is supported; all four slices are `h` long.
-            unsafe {
-                match isa {
-                    Isa::Avx512 => avx512::layer_norm_row(row, gamma, beta, eps, o),
-                    Isa::Portable => portable::layer_norm_row(row, gamma, beta, eps, o),
-                }
-            }
+            unsafe { by_isa!(isa, layer_norm_row(row, gamma, beta, eps, o)) }
         }
     };
     // Blocks of 32 rows on the rayon pool once there are several.
@@ -49,24 +61,14 @@ pub fn softmax_rows(isa: Isa, x: &mut [f32], n: usize, valid: impl Fn(usize) -> 
         let v = valid(i).min(n);
         assert!(v > 0, "softmax row {i} has no valid value");
         // SAFETY: `isa` is supported.
-        unsafe {
-            match isa {
-                Isa::Avx512 => avx512::softmax_row(row, v),
-                Isa::Portable => portable::softmax_row(row, v),
-            }
-        }
+        unsafe { by_isa!(isa, softmax_row(row, v)) }
     }
 }
 
 /// `x[i] = e^x[i]` with the kernels' exponential (exposed for accuracy tests).
 pub fn exp_inplace(isa: Isa, x: &mut [f32]) {
     // SAFETY: `checked` guarantees the instruction set.
-    unsafe {
-        match isa.checked() {
-            Isa::Avx512 => avx512::exp_inplace(x),
-            Isa::Portable => portable::exp_inplace(x),
-        }
-    }
+    unsafe { by_isa!(isa.checked(), exp_inplace(x)) }
 }
 
 #[derive(Default)]

@@ -1,7 +1,7 @@
 //! Plain-Rust kernels with the same packing as the SIMD ones: any CPU, and the
 //! reference the SIMD kernels are tested against.
 
-use crate::{MR, NR, Tail};
+use crate::{BPanel, MR, NR, Tail};
 
 /// See `avx512::tile`.
 ///
@@ -13,18 +13,21 @@ pub(crate) unsafe fn tile(
     cols: usize,
     k: usize,
     a: &[f32],
-    b: &[f32],
+    b: BPanel<'_>,
     bias: Option<&[f32]>,
     tail: Tail,
     out: *mut f32,
     ldc: usize,
 ) {
     let mut acc = [[0f32; NR]; MR];
+    let mut bp = [0f32; NR];
     for p in 0..k {
-        let bp = &b[p * NR..(p + 1) * NR];
+        for (c, v) in bp.iter_mut().enumerate() {
+            *v = b.get(p * NR + c);
+        }
         for (i, row) in acc.iter_mut().enumerate().take(rows) {
             let x = a[p * MR + i];
-            for (c, &w) in row.iter_mut().zip(bp) {
+            for (c, &w) in row.iter_mut().zip(&bp) {
                 *c = x.mul_add(w, *c);
             }
         }

@@ -1,18 +1,22 @@
-//! Every kernel against a naive f64 reference, on both instruction sets where the CPU
-//! has them, over shapes that hit every partial tile.
+//! Every kernel against a naive f64 reference, on every instruction set the CPU has
+//! (each forced in turn), over shapes that hit every partial tile.
 
 use vitrine_kernels::{
-    AlignedBuf, Epilogue, Isa, MR, NR, PackedB, attention, exp_inplace, layer_norm, matmul, softmax_rows,
+    AlignedBuf, Epilogue, Isa, MR, NR, PackedB, Precision, attention, exp_inplace, from_bf16, layer_norm,
+    matmul, softmax_rows, to_bf16,
 };
 
 fn isas() -> Vec<Isa> {
-    let all: Vec<Isa> = [Isa::Portable, Isa::Avx512]
-        .into_iter()
-        .filter(|i| i.available())
+    let all = Isa::supported();
+    let missing: Vec<&str> = Isa::ALL
+        .iter()
+        .filter(|i| !all.contains(i))
+        .map(|i| i.name())
         .collect();
-    if !Isa::Avx512.available() {
-        println!("skipped: this CPU has no AVX-512; only the portable kernels were tested");
-    }
+    println!(
+        "testing {:?}; skipped (not on this CPU): {missing:?}",
+        all.iter().map(|i| i.name()).collect::<Vec<_>>()
+    );
     all
 }
 
@@ -61,51 +65,105 @@ fn matmul_matches_reference_for_every_tile_shape_and_epilogue() {
             let w = values(n * k, 2);
             let bias = values(n, 3);
             let base = values(m * n, 4);
-            let b = PackedB::from_weight(&w, n, k);
             let mut scratch = AlignedBuf::default();
-            for epi in [Epilogue::Store, Epilogue::QuickGelu, Epilogue::Accumulate] {
-                for with_bias in [false, true] {
-                    for parallel in [false, true] {
-                        let mut c = base.clone();
-                        let bias_arg = with_bias.then_some(bias.as_slice());
-                        matmul(
-                            isa,
-                            &a,
-                            m,
-                            k,
-                            &b,
-                            bias_arg,
-                            epi,
-                            &mut c,
-                            n,
-                            parallel,
-                            &mut scratch,
-                        );
-                        let want: Vec<f64> = (0..m * n)
-                            .map(|idx| {
-                                let (i, j) = (idx / n, idx % n);
-                                let t: f64 = (0..k)
-                                    .map(|p| a[i * k + p] as f64 * w[j * k + p] as f64)
-                                    .sum::<f64>()
-                                    + if with_bias { bias[j] as f64 } else { 0.0 };
-                                match epi {
-                                    Epilogue::Store => t,
-                                    Epilogue::QuickGelu => quick_gelu(t),
-                                    Epilogue::Accumulate => base[idx] as f64 + t,
-                                }
-                            })
-                            .collect();
-                        assert_close(
-                            &c,
-                            &want,
-                            1e-5,
-                            &format!("{isa:?} {m}x{n}x{k} {epi:?} bias={with_bias}"),
-                        );
+            for precision in [Precision::F32, Precision::Bf16] {
+                let b = PackedB::from_weight_as(&w, n, k, precision);
+                assert_eq!(b.precision(), precision);
+                // The reference multiplies by the weights as stored.
+                let wq: Vec<f32> = match precision {
+                    Precision::F32 => w.clone(),
+                    Precision::Bf16 => w.iter().map(|&x| from_bf16(to_bf16(x))).collect(),
+                };
+                for epi in [Epilogue::Store, Epilogue::QuickGelu, Epilogue::Accumulate] {
+                    for with_bias in [false, true] {
+                        for parallel in [false, true] {
+                            let mut c = base.clone();
+                            let bias_arg = with_bias.then_some(bias.as_slice());
+                            matmul(
+                                isa,
+                                &a,
+                                m,
+                                k,
+                                &b,
+                                bias_arg,
+                                epi,
+                                &mut c,
+                                n,
+                                parallel,
+                                &mut scratch,
+                            );
+                            let want: Vec<f64> = (0..m * n)
+                                .map(|idx| {
+                                    let (i, j) = (idx / n, idx % n);
+                                    let t: f64 = (0..k)
+                                        .map(|p| a[i * k + p] as f64 * wq[j * k + p] as f64)
+                                        .sum::<f64>()
+                                        + if with_bias { bias[j] as f64 } else { 0.0 };
+                                    match epi {
+                                        Epilogue::Store => t,
+                                        Epilogue::QuickGelu => quick_gelu(t),
+                                        Epilogue::Accumulate => base[idx] as f64 + t,
+                                    }
+                                })
+                                .collect();
+                            assert_close(
+                                &c,
+                                &want,
+                                1e-5,
+                                &format!("{isa:?} {precision:?} {m}x{n}x{k} {epi:?} bias={with_bias}"),
+                            );
+                        }
                     }
                 }
             }
         }
     }
+}
+
+#[test]
+fn bf16_rounds_to_nearest_even_and_halves_the_weights() {
+    // 1 + 2^-8 lies halfway between two bf16 values: ties go to the even one (1.0);
+    // just above the half goes up.
+    assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), to_bf16(1.0));
+    assert_eq!(
+        from_bf16(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20))),
+        1.0 + 2f32.powi(-7)
+    );
+    // An odd bf16 value plus half an ulp rounds up to the even neighbour.
+    let odd = 1.0 + 2f32.powi(-7);
+    assert_eq!(from_bf16(to_bf16(odd + 2f32.powi(-8))), 1.0 + 2f32.powi(-6));
+    for x in [
+        0.0f32,
+        -0.0,
+        1.0,
+        -2.5,
+        3.0e38,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e-30,
+    ] {
+        let back = from_bf16(to_bf16(x));
+        assert!(
+            back == x || ((back - x) / x).abs() <= 2f32.powi(-8),
+            "{x} -> {back}"
+        );
+    }
+    assert!(
+        from_bf16(to_bf16(f32::MAX)).is_infinite(),
+        "f32::MAX rounds past bf16's largest"
+    );
+    assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+    assert!(
+        from_bf16(to_bf16(f32::from_bits(0x7f80_0001))).is_nan(),
+        "a NaN with low payload bits stays NaN"
+    );
+    let w = values(70 * 33, 21);
+    let (f, h) = (
+        PackedB::from_weight_as(&w, 70, 33, Precision::F32),
+        PackedB::from_weight_as(&w, 70, 33, Precision::Bf16),
+    );
+    assert_eq!((h.n(), h.k()), (70, 33));
+    assert_eq!(h.bytes() * 2, f.bytes());
 }
 
 #[test]
