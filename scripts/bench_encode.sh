@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Encoder benchmark, side by side in ONE run on the same checkpoint and
-# machine: Vitrine (candle, release build) vs PyTorch (transformers) vs
-# ONNX Runtime. Not part of CI.
+# machine: Vitrine's kernels on every instruction set the CPU has (AVX-512,
+# AVX2, NEON), each in f32 and bf16, Vitrine on candle, PyTorch
+# (transformers) and ONNX Runtime. Not part of CI. Run it several times and
+# compare the ratios of one run: this machine's figures move between runs.
 #
 #   scripts/bench_encode.sh [MODEL_DIR]
 #
@@ -31,27 +33,52 @@ PY
 fi
 
 cargo build --release --locked -p vitrine >/dev/null
-echo "== vitrine (its own CPU kernels where the CPU has AVX-512)" >&2
-./target/release/vitrine bench encode --model "$MODEL" > "$BENCH/vitrine.json"
-echo "== vitrine on candle's CPU matmul (the previous implementation)" >&2
+# Vitrine on each instruction set this CPU has, in f32 and bf16, and on candle.
+RUNS=()
+for isa in avx512 avx2 neon; do
+    for precision in f32 bf16; do
+        name="$isa-$precision"
+        echo "== vitrine $name" >&2
+        if ./target/release/vitrine bench encode --model "$MODEL" --cpu-kernels "$isa" --precision "$precision" \
+            > "$BENCH/vitrine-$name.json" 2> "$BENCH/vitrine-$name.err"; then
+            RUNS+=("$name=$BENCH/vitrine-$name.json")
+        else
+            echo "   skipped: $(tail -1 "$BENCH/vitrine-$name.err")" >&2
+        fi
+    done
+done
+echo "== vitrine on candle's CPU matmul" >&2
 ./target/release/vitrine bench encode --model "$MODEL" --cpu-kernels candle > "$BENCH/vitrine-candle.json"
+RUNS+=("candle=$BENCH/vitrine-candle.json")
 echo "== PyTorch and ONNX Runtime" >&2
 "$VENV/bin/python" scripts/bench_reference.py --model-dir "$MODEL" > "$BENCH/reference.json"
 
-"$VENV/bin/python" - "$BENCH/vitrine.json" "$BENCH/reference.json" "$BENCH/vitrine-candle.json" <<'PY'
+"$VENV/bin/python" - "$BENCH/reference.json" "${RUNS[@]}" <<'PY'
 import json, sys
-v = json.load(open(sys.argv[1]))
-ref = {r["backend"]: r for r in json.load(open(sys.argv[2]))["results"] if "error" not in r}
-print(f"vitrine kernels: {v.get('kernels')}")
-rows = [("vitrine", v), ("v-candle", json.load(open(sys.argv[3])))] + [(k, ref[k]) for k in ("torch", "onnx") if k in ref]
-print(f"{'backend':10} {'img/s b1':>9} {'img/s b8':>9} {'img/s b32':>10} {'text p50 ms':>12} {'text p99 ms':>12} {'peak RSS MiB':>13}")
-for name, r in rows:
+ref = {r["backend"]: r for r in json.load(open(sys.argv[1]))["results"] if "error" not in r}
+rows = {}
+for arg in sys.argv[2:]:
+    name, path = arg.split("=", 1)
+    rows[name] = json.load(open(path))
+rows.update({k: ref[k] for k in ("torch", "onnx") if k in ref})
+print(f"{'backend':14} {'img/s b1':>9} {'img/s b8':>9} {'img/s b32':>10} {'text p50 ms':>12} {'text p99 ms':>12} {'peak RSS MiB':>13}")
+for name, r in rows.items():
     t = r["image_throughput_img_per_s"]
-    print(f"{name:10} {t['1']:9.2f} {t['8']:9.2f} {t['32']:10.2f} {r['text_latency_ms']['p50']:12.2f} "
+    print(f"{name:14} {t['1']:9.2f} {t['8']:9.2f} {t['32']:10.2f} {r['text_latency_ms']['p50']:12.2f} "
           f"{r['text_latency_ms']['p99']:12.2f} {r['peak_rss_mb'] or 0:13.0f}")
+b32 = lambda n: rows[n]["image_throughput_img_per_s"]["32"]
+p50 = lambda n: rows[n]["text_latency_ms"]["p50"]
+def ratio(what, a, b, f, target):
+    if a in rows and b in rows:
+        print(f"{what}: x{f(a) / f(b):.2f} ({target})")
+ratio("avx2 vs avx512, batch-32 images", "avx2-f32", "avx512-f32", b32, "target >= 0.9")
+ratio("avx2 vs candle, batch-32 images", "avx2-f32", "candle", b32, "target >= 1.8")
+for isa in ("avx512", "avx2", "neon"):
+    ratio(f"{isa} bf16 vs f32, batch-32 images", f"{isa}-bf16", f"{isa}-f32", b32, "target >= 1.6")
+    ratio(f"{isa} bf16 vs f32, text p50", f"{isa}-bf16", f"{isa}-f32", p50, "target <= 0.65")
+best = next((f"{i}-f32" for i in ("avx512", "avx2", "neon") if f"{i}-f32" in rows), None)
 for k in ("onnx", "torch"):
-    if k in ref:
-        b32 = v["image_throughput_img_per_s"]["32"] / ref[k]["image_throughput_img_per_s"]["32"]
-        p50 = v["text_latency_ms"]["p50"] / ref[k]["text_latency_ms"]["p50"]
-        print(f"vitrine vs {k}: batch-32 image throughput x{b32:.2f}; short-query text p50 latency x{p50:.2f} (lower is better)")
+    if best and k in rows:
+        ratio(f"{best} vs {k}, batch-32 images", best, k, b32, "higher is better")
+        ratio(f"{best} vs {k}, text p50", best, k, p50, "lower is better")
 PY

@@ -161,7 +161,13 @@ def main():
     ap.add_argument("--open-clip-wheel", default=None)
     ap.add_argument("--embed-dump", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "examples", "embed_dump"))
     ap.add_argument("--out", default=None, help="write the full report JSON here")
+    ap.add_argument("--cpu-kernels", default="auto", help="passed to embed_dump (auto, avx512, avx2, neon, ...)")
+    ap.add_argument("--precision", default="f32", help="passed to embed_dump: f32 or bf16")
+    ap.add_argument("--target", type=float, default=None,
+                    help="minimum cosine to pass (default 0.9999 for f32, 0.999 for bf16)")
     args = ap.parse_args()
+    target = args.target or (0.999 if args.precision == "bf16" else 0.9999)
+    mode = ["--cpu-kernels", args.cpu_kernels, "--precision", args.precision]
 
     from transformers import CLIPModel, CLIPTokenizer
     from transformers.image_utils import load_image
@@ -192,13 +198,13 @@ def main():
 
     texts_file = os.path.join(img_dir, "texts.json")
     json.dump(TEXTS, open(texts_file, "w"))
-    cmd = [args.embed_dump, "--model", args.model_dir, "--texts-file", texts_file, "--pixels"]
+    cmd = [args.embed_dump, "--model", args.model_dir, "--texts-file", texts_file, "--pixels"] + mode
     for p in images:
         cmd += ["--image", p]
     rust = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     rust_batch = json.loads(subprocess.run(cmd + ["--batch"], check=True, capture_output=True, text=True).stdout)
     rust_white = json.loads(subprocess.run(
-        [args.embed_dump, "--model", args.model_dir, "--alpha", "white", "--image", rgba_path],
+        [args.embed_dump, "--model", args.model_dir, "--alpha", "white", "--image", rgba_path] + mode,
         check=True, capture_output=True, text=True).stdout)
 
     report = {"texts": [], "images": []}
@@ -221,6 +227,7 @@ def main():
     report["min_cos_texts"] = min(min(r["cos_single"], r["cos_batched"]) for r in report["texts"])
     report["min_cos_images"] = min(min(r["cos_single"], r["cos_batched"]) for r in report["images"])
     report["model_id"] = rust["model_id"]
+    report["mode"] = {"cpu_kernels": args.cpu_kernels, "precision": args.precision}
     if args.out:
         json.dump(report, open(args.out, "w"), indent=1, ensure_ascii=False)
     for r in report["texts"]:
@@ -229,8 +236,9 @@ def main():
         print(f"image cos={r['cos_single']:.7f} batched={r['cos_batched']:.7f} pix_max={r['pixel_max_abs_diff']:.5f} pix_mean={r['pixel_mean_abs_diff']:.6f}  {r['image']}")
     print(f"rgba composite-on-white cos={report['rgba_composite_on_white_cos']:.7f}")
     print(f"MIN text cos = {report['min_cos_texts']:.7f}   MIN image cos = {report['min_cos_images']:.7f}")
-    ok = report["min_cos_texts"] >= 0.9999 and report["min_cos_images"] >= 0.9999
-    print("PASS" if ok else "FAIL (target 0.9999)")
+    ok = report["min_cos_texts"] >= target and report["min_cos_images"] >= target
+    print(f"mode: {args.cpu_kernels} {args.precision}")
+    print("PASS" if ok else f"FAIL (target {target})")
     sys.exit(0 if ok else 1)
 
 

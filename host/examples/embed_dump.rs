@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! embed_dump --model DIR [--text T]... [--texts-file F] [--image PATH]... [--pixels]
-//!            [--alpha drop|white] [--batch]
+//!            [--alpha drop|white] [--batch] [--cpu-kernels K] [--precision f32|bf16]
 //! ```
 //! `--texts-file` reads a JSON array of strings. By default inputs are embedded one at a
 //! time; `--batch` embeds all texts (and all images) in one call.
 
 use std::path::PathBuf;
 
-use vitrine::encoder::{AlphaMode, DecodeOptions, Encoder, EncoderOptions};
+use vitrine::encoder::{
+    AlphaMode, CpuKernels, DecodeOptions, Encoder, EncoderOptions, Precision, parse_precision,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -19,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut pixels = false;
     let mut batch = false;
     let mut alpha = AlphaMode::Drop;
+    let mut cpu_kernels = CpuKernels::Auto;
+    let mut precision = Precision::F32;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--model" => model = args.next().map(PathBuf::from),
@@ -31,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--image" => images.extend(args.next().map(PathBuf::from)),
             "--pixels" => pixels = true,
             "--batch" => batch = true,
+            "--cpu-kernels" => cpu_kernels = args.next().ok_or("--cpu-kernels needs a value")?.parse()?,
+            "--precision" => precision = parse_precision(&args.next().ok_or("--precision needs a value")?)?,
             "--alpha" => {
                 alpha = match args.next().as_deref() {
                     Some("white") => AlphaMode::CompositeOnWhite,
@@ -46,6 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             alpha,
             ..DecodeOptions::default()
         },
+        cpu_kernels,
+        precision,
         ..EncoderOptions::default()
     };
     let enc = Encoder::from_dir(&model, &opts)?;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::encoder::{CpuKernels, DecodedImage, Encoder, EncoderError, EncoderOptions};
+use crate::encoder::{CpuKernels, DecodedImage, Encoder, EncoderError, EncoderOptions, Precision};
 
 pub const QUERY: &str = "red leather handbag";
 
@@ -54,10 +54,12 @@ pub fn encode(
     iters: usize,
     threads: Option<usize>,
     cpu_kernels: CpuKernels,
+    precision: Precision,
 ) -> Result<Value, EncoderError> {
     let options = EncoderOptions {
         threads,
         cpu_kernels,
+        precision,
         ..EncoderOptions::default()
     };
     let load = Instant::now();
@@ -668,5 +670,147 @@ pub async fn plugins(
         "pooling_allocator": host.pooling(),
         "search": Value::Object(variants),
         "plugin_instantiate_and_call_ms": stats(direct),
+    }))
+}
+
+/// A synthetic product title: brand, colour, material, kind and size, drawn from `i`.
+fn synthetic_title(i: usize) -> String {
+    const BRANDS: [&str; 12] = [
+        "Ecco", "Nordal", "Vanta", "Ashby", "Loma", "Kestrel", "Orrin", "Pell", "Quill", "Ruska", "Sable",
+        "Tamsin",
+    ];
+    const COLOURS: [&str; 10] = [
+        "red", "navy", "black", "white", "olive", "tan", "grey", "burgundy", "mustard", "teal",
+    ];
+    const MATERIALS: [&str; 8] = [
+        "leather", "suede", "cotton", "linen", "wool", "canvas", "denim", "silk",
+    ];
+    const KINDS: [&str; 14] = [
+        "ankle boots",
+        "sneakers",
+        "sandals",
+        "handbag",
+        "backpack",
+        "t-shirt",
+        "dress",
+        "jacket",
+        "scarf",
+        "belt",
+        "wallet",
+        "hat",
+        "loafers",
+        "trousers",
+    ];
+    let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7;
+    let pick = |n: usize, shift: u32| ((h >> shift) as usize) % n;
+    format!(
+        "{} {} {} {} size {} model {}",
+        BRANDS[pick(BRANDS.len(), 0)],
+        COLOURS[pick(COLOURS.len(), 8)],
+        MATERIALS[pick(MATERIALS.len(), 16)],
+        KINDS[pick(KINDS.len(), 24)],
+        36 + pick(12, 32),
+        100_000 + i
+    )
+}
+
+/// Indices of the `k` largest dot products of `q` with `catalog`, best first.
+fn top_k(q: &[f32], catalog: &[Vec<f32>], k: usize) -> Vec<usize> {
+    let mut scored: Vec<(f32, usize)> = catalog
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.iter().zip(q).map(|(a, b)| a * b).sum(), i))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(k).map(|(_, i)| i).collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(f64::MIN_POSITIVE)
+}
+
+/// Minimum, 1st percentile and median of `xs`.
+fn spread(mut xs: Vec<f64>) -> Value {
+    xs.sort_by(f64::total_cmp);
+    json!({"min": xs.first(), "p1": percentile(&xs, 1.0), "median": percentile(&xs, 50.0), "n": xs.len()})
+}
+
+/// Quality of `encoder.precision = "bf16"` against f32 on one checkpoint: the cosine of
+/// each embedding to its f32 twin, and the top-10 overlap of brute-force search results
+/// over a synthetic catalog of `products` titles, for text queries and image queries.
+pub fn precision(
+    model: &Path,
+    products: usize,
+    queries: usize,
+    threads: Option<usize>,
+    cpu_kernels: CpuKernels,
+) -> Result<Value, EncoderError> {
+    let titles: Vec<String> = (0..products).map(synthetic_title).collect();
+    // Queries: the first words of some titles (a shopper's phrasing), and photos.
+    let query_texts: Vec<String> = (0..queries)
+        .map(|i| {
+            let t = synthetic_title(i * 7919 + 3);
+            t.split(' ').take(3 + i % 3).collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    let images: Vec<DecodedImage> = (0..32).map(|i| test_image(1000 + i)).collect();
+    let embed = |precision: Precision| -> Result<[Vec<Vec<f32>>; 3], EncoderError> {
+        let encoder = Encoder::from_dir(
+            model,
+            &EncoderOptions {
+                threads,
+                cpu_kernels,
+                precision,
+                ..EncoderOptions::default()
+            },
+        )?;
+        let texts = |all: &[String]| -> Result<Vec<Vec<f32>>, EncoderError> {
+            let mut out = Vec::with_capacity(all.len());
+            for chunk in all.chunks(32) {
+                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                out.extend(encoder.embed_texts(&refs)?);
+            }
+            Ok(out)
+        };
+        Ok([
+            texts(&titles)?,
+            texts(&query_texts)?,
+            encoder.embed_images(&images)?,
+        ])
+    };
+    let t = Instant::now();
+    let [cat32, q32, img32] = embed(Precision::F32)?;
+    let f32_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let [cat16, q16, img16] = embed(Precision::Bf16)?;
+    let bf16_secs = t.elapsed().as_secs_f64();
+    let cos = |a: &[Vec<f32>], b: &[Vec<f32>]| spread(a.iter().zip(b).map(|(x, y)| cosine(x, y)).collect());
+    let overlap = |q32: &[Vec<f32>], q16: &[Vec<f32>]| {
+        spread(
+            q32.iter()
+                .zip(q16)
+                .map(|(a, b)| {
+                    let (x, y) = (top_k(a, &cat32, 10), top_k(b, &cat16, 10));
+                    x.iter().filter(|i| y.contains(i)).count() as f64 / x.len().max(1) as f64
+                })
+                .collect(),
+        )
+    };
+    Ok(json!({
+        "model": model.display().to_string(),
+        "products": products,
+        "cosine_to_f32": {
+            "catalog_texts": cos(&cat32, &cat16),
+            "query_texts": cos(&q32, &q16),
+            "images": cos(&img32, &img16),
+        },
+        "top10_overlap": {
+            "text_queries": overlap(&q32, &q16),
+            "image_queries": overlap(&img32, &img16),
+        },
+        "embed_secs": {"f32": f32_secs, "bf16": bf16_secs},
     }))
 }

@@ -163,9 +163,14 @@ pub struct EncoderSettings {
     pub max_wait_ms: u64,
     /// Requests waiting for the encoder; beyond it the API answers 503.
     pub queue_capacity: usize,
-    /// CPU implementation of the towers: `auto` (Vitrine's kernels where the
-    /// CPU has AVX-512, else candle), `vitrine` or `candle`.
+    /// CPU implementation of the towers: `auto` (Vitrine's kernels on x86-64
+    /// with AVX2 or AVX-512, else candle), `vitrine` (Vitrine's kernels, best
+    /// instruction set), `candle`, or one instruction set forced: `avx512`,
+    /// `avx2`, `neon`, `portable`.
     pub cpu_kernels: String,
+    /// How Vitrine's CPU kernels store the linear layers' weights: `f32`, or
+    /// `bf16` (half the weight bytes; products and sums stay f32).
+    pub precision: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -182,8 +182,32 @@ enum BenchCommand {
         /// Inference threads; default one per core.
         #[arg(long)]
         threads: Option<usize>,
-        /// CPU implementation: auto, vitrine (Vitrine's kernels) or candle.
+        /// CPU implementation: auto, vitrine (Vitrine's kernels), candle, or an
+        /// instruction set for Vitrine's kernels: avx512, avx2, neon, portable.
         #[arg(long, default_value = "auto")]
+        cpu_kernels: vitrine::encoder::CpuKernels,
+        /// Weight precision of Vitrine's kernels: f32 or bf16.
+        #[arg(long, default_value = "f32", value_parser = vitrine::encoder::parse_precision)]
+        precision: vitrine::encoder::Precision,
+    },
+    /// Quality of `encoder.precision = "bf16"` against f32 on one checkpoint:
+    /// cosine of every embedding to its f32 twin, and the top-10 overlap of
+    /// brute-force search over a synthetic catalog, as JSON.
+    Precision {
+        /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// Synthetic products in the catalog.
+        #[arg(long, default_value_t = 10_000)]
+        products: usize,
+        /// Text queries (32 image queries run besides).
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Inference threads; default one per core.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// CPU implementation (as for `bench encode`).
+        #[arg(long, default_value = "vitrine")]
         cpu_kernels: vitrine::encoder::CpuKernels,
     },
 }
@@ -346,7 +370,17 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
             iters,
             threads,
             cpu_kernels,
-        } => vitrine::bench::encode(model, *iters, *threads, *cpu_kernels).map_err(anyhow::Error::from),
+            precision,
+        } => vitrine::bench::encode(model, *iters, *threads, *cpu_kernels, *precision)
+            .map_err(anyhow::Error::from),
+        BenchCommand::Precision {
+            model,
+            products,
+            queries,
+            threads,
+            cpu_kernels,
+        } => vitrine::bench::precision(model, *products, *queries, *threads, *cpu_kernels)
+            .map_err(anyhow::Error::from),
         BenchCommand::Populate {
             data_dir,
             model,

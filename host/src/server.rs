@@ -120,9 +120,12 @@ pub fn encoder_options(
         .cpu_kernels
         .parse()
         .map_err(|err: crate::encoder::EncoderError| invalid("encoder.cpu_kernels", err.to_string()))?;
+    let precision = crate::encoder::parse_precision(&e.precision)
+        .map_err(|err| invalid("encoder.precision", err.to_string()))?;
     let options = EncoderOptions {
         device,
         cpu_kernels,
+        precision,
         threads: (e.threads > 0).then_some(e.threads),
         max_batch: e.max_batch,
         source: SourceOptions {

@@ -171,7 +171,8 @@ mod imp {
     #[inline]
     fn exp(x: __m256) -> __m256 {
         let c = |v: f32| _mm256_set1_ps(v);
-        let x = _mm256_max_ps(_mm256_min_ps(x, c(89.0)), c(-104.0));
+        // Constant first: `min`/`max` return their second operand for NaN, so NaN stays NaN.
+        let x = _mm256_max_ps(c(-104.0), _mm256_min_ps(c(89.0), x));
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
             x,
             c(std::f32::consts::LOG2_E),

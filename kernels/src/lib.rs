@@ -29,6 +29,9 @@ pub use ops::{attention, exp_inplace, layer_norm, softmax_rows};
 pub const NR: usize = 32;
 /// Rows per packed panel of `A` (the register tile's height).
 pub const MR: usize = 14;
+// The SIMD kernels' aligned loads rely on it: every `k`-row of a panel starts on a
+// 64-byte line in bf16 (and so in f32), and 16-column halves on 32 bytes.
+const _: () = assert!((NR * 2).is_multiple_of(64) && NR.is_multiple_of(16));
 
 /// Instruction set a kernel runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -181,9 +184,12 @@ impl<T: sealed::Elem> Aligned<T> {
 
     /// Resize to `len` zeros, keeping the allocation when it is large enough.
     pub fn reset(&mut self, len: usize) {
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .unwrap_or_else(|| panic!("aligned buffer of {len} values overflows"));
         self.lines.clear();
         self.lines
-            .resize((len * size_of::<T>()).div_ceil(size_of::<Line>()), Line([0; 64]));
+            .resize(bytes.div_ceil(size_of::<Line>()), Line([0; 64]));
         self.len = len;
     }
 
@@ -240,14 +246,6 @@ impl BPanel<'_> {
         match self {
             Self::F32(v) => v.len(),
             Self::Bf16(v) => v.len(),
-        }
-    }
-
-    /// Value `i`, as f32.
-    pub(crate) fn get(&self, i: usize) -> f32 {
-        match self {
-            Self::F32(v) => v[i],
-            Self::Bf16(v) => from_bf16(v[i]),
         }
     }
 }
@@ -312,7 +310,7 @@ impl PackedB {
     /// in f32.
     pub fn pack_kn(&mut self, src: &[f32], k: usize, n: usize, ld: usize) {
         assert!(ld >= n, "leading dimension {ld} < n {n}");
-        assert!(k == 0 || src.len() >= (k - 1) * ld + n, "B source too short");
+        assert!(holds(src.len(), k, ld, n), "B source too short");
         let d = self.f32_panels(n, k);
         for p in 0..k {
             let row = &src[p * ld..p * ld + n];
@@ -365,7 +363,7 @@ impl PackedB {
 /// `d[panel(j)][p][j % NR] = conv(src[j * ld + p])`: the `[n, k]` → panel scatter.
 fn scatter_nk<T: Copy>(d: &mut [T], src: &[f32], n: usize, k: usize, ld: usize, conv: impl Fn(f32) -> T) {
     assert!(ld >= k, "leading dimension {ld} < k {k}");
-    assert!(n == 0 || src.len() >= (n - 1) * ld + k, "B source too short");
+    assert!(holds(src.len(), n, ld, k), "B source too short");
     for j in 0..n {
         let base = (j / NR) * k * NR + j % NR;
         for (p, &x) in src[j * ld..j * ld + k].iter().enumerate() {
@@ -374,11 +372,21 @@ fn scatter_nk<T: Copy>(d: &mut [T], src: &[f32], n: usize, k: usize, ld: usize, 
     }
 }
 
+/// Whether `len` values hold `rows` rows of `cols` values at stride `ld` (without
+/// overflow: a wrapped product must never pass a bounds check).
+fn holds(len: usize, rows: usize, ld: usize, cols: usize) -> bool {
+    rows == 0
+        || (rows - 1)
+            .checked_mul(ld)
+            .and_then(|x| x.checked_add(cols))
+            .is_some_and(|need| len >= need)
+}
+
 /// Pack `m × k` rows of `a` (row stride `lda`) into `ceil(m / MR)` panels of `k × MR`
 /// values, `k`-major; rows past `m` are zero.
 pub fn pack_a(a: &[f32], m: usize, k: usize, lda: usize, out: &mut AlignedBuf) {
     assert!(lda >= k, "leading dimension {lda} < k {k}");
-    assert!(m == 0 || a.len() >= (m - 1) * lda + k, "A too short");
+    assert!(holds(a.len(), m, lda, k), "A too short");
     pack_a_block(a, lda, 0, m, 0, k, out);
 }
 
@@ -449,12 +457,12 @@ pub fn matmul(
         return;
     }
     assert!(ldc >= n, "output leading dimension {ldc} < n {n}");
-    assert!(c.len() >= (m - 1) * ldc + n, "output too short");
+    assert!(holds(c.len(), m, ldc, n), "output too short");
     if let Some(bias) = bias {
         assert!(bias.len() >= n, "bias shorter than n");
     }
     assert!(lda >= k, "leading dimension {lda} < k {k}");
-    assert!(a.len() >= (m - 1) * lda + k, "A too short");
+    assert!(holds(a.len(), m, lda, k), "A too short");
     // SAFETY: bounds of `a`, `c` and `bias` checked above; `&mut c` is exclusive.
     unsafe {
         matmul_packed(
@@ -516,6 +524,9 @@ unsafe fn matmul_packed(
     parallel: bool,
 ) {
     let (n, k) = (b.n, b.k);
+    if m == 0 || n == 0 {
+        return;
+    }
     let threads = if parallel {
         rayon::current_num_threads().max(1)
     } else {

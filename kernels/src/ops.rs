@@ -103,19 +103,20 @@ pub fn attention(
         heads > 0 && seq > 0 && batch > 0,
         "attention needs sequences, heads and positions"
     );
+    let rows = batch
+        .checked_mul(seq)
+        .filter(|rows| qkv.len().is_multiple_of(*rows))
+        .unwrap_or_else(|| panic!("qkv must be batch × seq rows"));
+    // `rows × h3` is `qkv.len()`, so no product of these sizes below can overflow.
+    let h3 = qkv.len() / rows;
     assert!(
-        qkv.len().is_multiple_of(batch * seq),
-        "qkv must be batch × seq rows"
-    );
-    let h3 = qkv.len() / (batch * seq);
-    assert!(
-        h3.is_multiple_of(3) && (h3 / 3).is_multiple_of(heads),
+        h3 > 0 && h3.is_multiple_of(3) && (h3 / 3).is_multiple_of(heads),
         "qkv rows must be 3 × heads × head_dim wide"
     );
     let h = h3 / 3;
     let d = h / heads;
     let out_rows = match queries {
-        None => batch * seq,
+        None => rows,
         Some(q) => {
             assert!(
                 q.len() == batch && q.iter().all(|&p| p < seq),

@@ -22,8 +22,13 @@ pub(crate) unsafe fn tile(
     let mut acc = [[0f32; NR]; MR];
     let mut bp = [0f32; NR];
     for p in 0..k {
-        for (c, v) in bp.iter_mut().enumerate() {
-            *v = b.get(p * NR + c);
+        match b {
+            BPanel::F32(b) => bp.copy_from_slice(&b[p * NR..(p + 1) * NR]),
+            BPanel::Bf16(b) => {
+                for (v, &h) in bp.iter_mut().zip(&b[p * NR..(p + 1) * NR]) {
+                    *v = crate::from_bf16(h);
+                }
+            }
         }
         for (i, row) in acc.iter_mut().enumerate().take(rows) {
             let x = a[p * MR + i];

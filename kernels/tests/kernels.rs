@@ -256,6 +256,9 @@ fn exp_is_accurate_over_the_whole_range() {
             .collect();
         let mut got = xs.clone();
         exp_inplace(isa, &mut got);
+        let mut nan = [f32::NAN; 3];
+        exp_inplace(isa, &mut nan);
+        assert!(nan.iter().all(|v| v.is_nan()), "{isa:?} exp(NaN) = {nan:?}");
         for (&x, &g) in xs.iter().zip(&got) {
             let want = (x as f64).exp();
             if want > f32::MAX as f64 {

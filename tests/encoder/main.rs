@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use vitrine::encoder::testing::{TinyClipSpec, write_safetensors, write_tiny_checkpoint};
 use vitrine::encoder::{
     AlphaMode, CpuKernels, DecodeOptions, DecodedImage, DeviceSetting, Encoder, EncoderError, EncoderOptions,
-    ModelSource, SourceOptions,
+    Isa, ModelSource, Precision, SourceOptions, parse_precision,
 };
 
 fn tiny_dir() -> &'static Path {
@@ -178,10 +178,10 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// Vitrine's CPU kernels and candle-transformers' CLIP compute the same embeddings, for
 /// padded text batches and for images, on widths that leave partial register tiles
 /// (hidden 48, 12 heads of 4, projection 20, a 7×7 patch grid).
-#[test]
-fn cpu_kernels_match_candle() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = TinyClipSpec {
+/// A tiny CLIP whose widths leave partial tiles in every kernel: hidden 40 and 48, 5 and
+/// 12 heads, projection 20, a 7×7 patch grid.
+fn odd_spec() -> TinyClipSpec {
+    TinyClipSpec {
         text_hidden: 40,
         text_heads: 5,
         text_intermediate: 72,
@@ -194,56 +194,115 @@ fn cpu_kernels_match_candle() {
         patch_size: 8,
         projection_dim: 20,
         ..TinyClipSpec::default()
-    };
-    write_tiny_checkpoint(dir.path(), &spec).unwrap();
-    let load = |cpu_kernels| {
-        Encoder::from_dir(
-            dir.path(),
-            &EncoderOptions {
-                cpu_kernels,
-                ..EncoderOptions::default()
-            },
-        )
-        .unwrap()
-    };
-    let (candle, ours) = (load(CpuKernels::Candle), load(CpuKernels::Vitrine));
+    }
+}
+
+fn load_with(dir: &Path, cpu_kernels: CpuKernels, precision: Precision) -> Encoder {
+    Encoder::from_dir(
+        dir,
+        &EncoderOptions {
+            cpu_kernels,
+            precision,
+            ..EncoderOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Text and image embeddings of `enc` for the parity inputs: padded text batches (one
+/// truncated at 77 tokens) and four image formats.
+fn parity_embeddings(enc: &Encoder) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let long = "red leather shoe ".repeat(40);
+    let texts: Vec<&str> = TEXTS.iter().copied().chain([long.as_str()]).collect();
+    let imgs: Vec<DecodedImage> = ["rgb.png", "gray.jpg", "exif_orientation6.jpg", "lossy.webp"]
+        .iter()
+        .map(|n| enc.decode_image(&std::fs::read(fixture(n)).unwrap()).unwrap())
+        .collect();
+    (enc.embed_texts(&texts).unwrap(), enc.embed_images(&imgs).unwrap())
+}
+
+#[test]
+fn cpu_kernels_match_candle_on_every_instruction_set() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_checkpoint(dir.path(), &odd_spec()).unwrap();
+    let candle = load_with(dir.path(), CpuKernels::Candle, Precision::F32);
     assert_eq!(candle.backend(), "candle");
     let err = "fast".parse::<CpuKernels>().unwrap_err().to_string();
     assert!(
         err.contains("`fast`") && err.contains("encoder.cpu_kernels") && !err.contains("encoder.device"),
         "{err}"
     );
-    assert!(ours.backend().starts_with("vitrine-"), "{}", ours.backend());
-    let long = "red leather shoe ".repeat(40);
-    let texts: Vec<&str> = TEXTS.iter().copied().chain([long.as_str()]).collect();
-    let (a, b) = (
-        candle.embed_texts(&texts).unwrap(),
-        ours.embed_texts(&texts).unwrap(),
-    );
-    for ((t, x), y) in texts.iter().zip(&a).zip(&b) {
+    let best = load_with(dir.path(), CpuKernels::Vitrine, Precision::F32);
+    assert_eq!(best.backend(), format!("vitrine-{}", Isa::detect().name()));
+    let (want_text, want_img) = parity_embeddings(&candle);
+    // Every instruction set this CPU has, each forced in turn.
+    for isa in Isa::supported() {
+        let ours = load_with(dir.path(), isa.name().parse().unwrap(), Precision::F32);
+        assert_eq!(ours.backend(), format!("vitrine-{}", isa.name()));
+        let (text, img) = parity_embeddings(&ours);
+        for (what, want, got) in [("text", &want_text, &text), ("image", &want_img, &img)] {
+            for (i, (x, y)) in want.iter().zip(got).enumerate() {
+                assert!(
+                    cosine(x, y) > 0.99999 && max_diff(x, y) < 1e-4,
+                    "{isa:?} {what} {i}: cos {} diff {}",
+                    cosine(x, y),
+                    max_diff(x, y)
+                );
+            }
+        }
+    }
+    // An instruction set the CPU lacks is refused, naming the setting.
+    if let Some(missing) = Isa::ALL.into_iter().find(|i| !i.available()) {
+        let err = Encoder::from_dir(
+            dir.path(),
+            &EncoderOptions {
+                cpu_kernels: CpuKernels::Forced(missing),
+                ..EncoderOptions::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            cosine(x, y) > 0.99999 && max_diff(x, y) < 1e-4,
-            "{t:?}: cos {} diff {}",
-            cosine(x, y),
-            max_diff(x, y)
+            err.contains(missing.name()) && err.contains("encoder.cpu_kernels"),
+            "{err}"
         );
     }
-    let imgs: Vec<DecodedImage> = ["rgb.png", "gray.jpg", "exif_orientation6.jpg", "lossy.webp"]
-        .iter()
-        .map(|n| ours.decode_image(&std::fs::read(fixture(n)).unwrap()).unwrap())
-        .collect();
-    let (a, b) = (
-        candle.embed_images(&imgs).unwrap(),
-        ours.embed_images(&imgs).unwrap(),
-    );
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!(
-            cosine(x, y) > 0.99999 && max_diff(x, y) < 1e-4,
-            "image {i}: cos {} diff {}",
-            cosine(x, y),
-            max_diff(x, y)
-        );
+}
+
+#[test]
+fn bf16_weights_stay_close_to_f32_on_every_instruction_set() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_checkpoint(dir.path(), &odd_spec()).unwrap();
+    let f32_enc = load_with(dir.path(), CpuKernels::Vitrine, Precision::F32);
+    let (want_text, want_img) = parity_embeddings(&f32_enc);
+    for isa in Isa::supported() {
+        let ours = load_with(dir.path(), CpuKernels::Forced(isa), Precision::Bf16);
+        assert_eq!(ours.backend(), format!("vitrine-{}-bf16", isa.name()));
+        let (text, img) = parity_embeddings(&ours);
+        for (what, want, got) in [("text", &want_text, &text), ("image", &want_img, &img)] {
+            for (i, (x, y)) in want.iter().zip(got).enumerate() {
+                // bf16 keeps 8 bits of mantissa: close, but not f32-close.
+                assert!(cosine(x, y) > 0.999, "{isa:?} {what} {i}: cos {}", cosine(x, y));
+                assert!(max_diff(x, y) > 0.0, "{isa:?} {what} {i}: bf16 changed nothing");
+            }
+        }
     }
+    let err = Encoder::from_dir(
+        dir.path(),
+        &EncoderOptions {
+            cpu_kernels: CpuKernels::Candle,
+            precision: Precision::Bf16,
+            ..EncoderOptions::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("encoder.precision"), "{err}");
+    let err = parse_precision("f16").unwrap_err().to_string();
+    assert!(
+        err.contains("`f16`") && err.contains("encoder.precision"),
+        "{err}"
+    );
 }
 
 #[test]

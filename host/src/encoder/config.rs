@@ -105,6 +105,33 @@ impl Default for HfClipConfig {
 }
 
 impl HfClipConfig {
+    /// The sizes Vitrine's CPU forward pass needs.
+    pub fn dims(&self) -> vitrine_clip::ClipDims {
+        let (t, v) = (&self.text_config, &self.vision_config);
+        vitrine_clip::ClipDims {
+            text: vitrine_clip::TowerDims {
+                hidden: t.hidden_size,
+                intermediate: t.intermediate_size,
+                layers: t.num_hidden_layers,
+                heads: t.num_attention_heads,
+                layer_norm_eps: t.layer_norm_eps,
+            },
+            vocab: t.vocab_size,
+            max_positions: t.max_position_embeddings,
+            vision: vitrine_clip::TowerDims {
+                hidden: v.hidden_size,
+                intermediate: v.intermediate_size,
+                layers: v.num_hidden_layers,
+                heads: v.num_attention_heads,
+                layer_norm_eps: v.layer_norm_eps,
+            },
+            channels: v.num_channels,
+            image_size: v.image_size,
+            patch_size: v.patch_size,
+            projection: self.projection_dim,
+        }
+    }
+
     /// Read and validate `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = read_to_string(path)?;

@@ -111,6 +111,10 @@ pub enum EncoderError {
     #[error("cpu kernels `{requested}` unavailable: {message}; check the setting `encoder.cpu_kernels`")]
     CpuKernels { requested: String, message: String },
 
+    /// The requested precision is unknown or cannot apply.
+    #[error("precision `{requested}` unavailable: {message}; check the setting `encoder.precision`")]
+    Precision { requested: String, message: String },
+
     /// Loading the weights into candle failed after validation (should be rare).
     #[error("failed to build model from `{}`: {source}", path.display())]
     ModelBuild {

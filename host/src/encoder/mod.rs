@@ -25,13 +25,14 @@ pub use config::{
     HfClipConfig, HfPreprocessorConfig, HfTextConfig, HfVisionConfig, PreprocessConfig, ResizeSpec,
 };
 pub use error::{EncoderError, Result};
-pub use model::{ClipTowers, CpuKernels, expected_tensors};
+pub use model::{ClipTowers, CpuKernels, expected_tensors, parse_precision};
 pub use preprocess::{
     AlphaMode, DEFAULT_MAX_PIXELS, DecodeOptions, DecodedImage, pil_resize, preprocess,
     shortest_edge_output_size,
 };
 pub use source::{LocalCheckpoint, ModelSource, OPTIONAL_FILES, REQUIRED_FILES, SourceOptions};
 pub use text::{ClipTokenizer, TokenizedText};
+pub use vitrine_kernels::{Isa, Precision};
 
 /// Setting `encoder.device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +86,8 @@ pub struct EncoderOptions {
     pub max_batch: usize,
     /// What computes the towers on CPU.
     pub cpu_kernels: CpuKernels,
+    /// How Vitrine's CPU kernels store the linear layers' weights.
+    pub precision: Precision,
     pub decode: DecodeOptions,
     pub source: SourceOptions,
 }
@@ -97,6 +100,7 @@ impl Default for EncoderOptions {
             threads: None,
             max_batch: 32,
             cpu_kernels: CpuKernels::Auto,
+            precision: Precision::F32,
             decode: DecodeOptions::default(),
             source: SourceOptions::default(),
         }
@@ -211,7 +215,14 @@ impl Encoder {
             None
         };
         let weights = dir.join("model.safetensors");
-        let towers = ClipTowers::load(&weights, &config, dtype, &device, opts.cpu_kernels)?;
+        let towers = ClipTowers::load(
+            &weights,
+            &config,
+            dtype,
+            &device,
+            opts.cpu_kernels,
+            opts.precision,
+        )?;
         let fingerprint = fingerprint(dir)?;
         let name = local
             .origin
@@ -266,7 +277,8 @@ impl Encoder {
         &self.device
     }
 
-    /// What computes the towers: `candle` or `vitrine-avx512` / `vitrine-portable`.
+    /// What computes the towers: `candle`, or `vitrine-<isa>` (`avx512`, `avx2`, `neon`,
+    /// `portable`) with `-bf16` appended for bf16 weights.
     pub fn backend(&self) -> String {
         self.towers.backend()
     }

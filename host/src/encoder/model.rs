@@ -9,83 +9,17 @@ use candle_transformers::models::clip::{
     text_model::ClipTextTransformer, vision_model::ClipVisionTransformer,
 };
 
-use vitrine_kernels::Isa;
+use vitrine_kernels::{Isa, Precision};
 
 use super::config::HfClipConfig;
-use super::cpu::CpuClip;
+use super::cpu::{self, CpuClip};
 use super::error::{EncoderError, Result};
 
 /// Every tensor `CLIPModel` (HF layout) needs for the two towers and projections, with the
 /// shape implied by `config.json`. `logit_scale` and legacy `position_ids` buffers are not
 /// needed for embeddings and are ignored when present.
 pub fn expected_tensors(cfg: &HfClipConfig) -> Vec<(String, Vec<usize>)> {
-    let t = &cfg.text_config;
-    let v = &cfg.vision_config;
-    let mut out = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>| out.push((name, shape));
-    let encoder =
-        |push: &mut dyn FnMut(String, Vec<usize>), prefix: &str, h: usize, inter: usize, layers: usize| {
-            for i in 0..layers {
-                let p = format!("{prefix}.encoder.layers.{i}");
-                for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                    push(format!("{p}.self_attn.{proj}.weight"), vec![h, h]);
-                    push(format!("{p}.self_attn.{proj}.bias"), vec![h]);
-                }
-                for ln in ["layer_norm1", "layer_norm2"] {
-                    push(format!("{p}.{ln}.weight"), vec![h]);
-                    push(format!("{p}.{ln}.bias"), vec![h]);
-                }
-                push(format!("{p}.mlp.fc1.weight"), vec![inter, h]);
-                push(format!("{p}.mlp.fc1.bias"), vec![inter]);
-                push(format!("{p}.mlp.fc2.weight"), vec![h, inter]);
-                push(format!("{p}.mlp.fc2.bias"), vec![h]);
-            }
-        };
-    let th = t.hidden_size;
-    push(
-        "text_model.embeddings.token_embedding.weight".into(),
-        vec![t.vocab_size, th],
-    );
-    push(
-        "text_model.embeddings.position_embedding.weight".into(),
-        vec![t.max_position_embeddings, th],
-    );
-    encoder(
-        &mut push,
-        "text_model",
-        th,
-        t.intermediate_size,
-        t.num_hidden_layers,
-    );
-    push("text_model.final_layer_norm.weight".into(), vec![th]);
-    push("text_model.final_layer_norm.bias".into(), vec![th]);
-
-    let vh = v.hidden_size;
-    let patches = (v.image_size / v.patch_size).pow(2);
-    push("vision_model.embeddings.class_embedding".into(), vec![vh]);
-    push(
-        "vision_model.embeddings.patch_embedding.weight".into(),
-        vec![vh, v.num_channels, v.patch_size, v.patch_size],
-    );
-    push(
-        "vision_model.embeddings.position_embedding.weight".into(),
-        vec![patches + 1, vh],
-    );
-    // Sic: HF spells the pre-encoder LayerNorm "pre_layrnorm".
-    push("vision_model.pre_layrnorm.weight".into(), vec![vh]);
-    push("vision_model.pre_layrnorm.bias".into(), vec![vh]);
-    encoder(
-        &mut push,
-        "vision_model",
-        vh,
-        v.intermediate_size,
-        v.num_hidden_layers,
-    );
-    push("vision_model.post_layernorm.weight".into(), vec![vh]);
-    push("vision_model.post_layernorm.bias".into(), vec![vh]);
-    push("visual_projection.weight".into(), vec![cfg.projection_dim, vh]);
-    push("text_projection.weight".into(), vec![cfg.projection_dim, th]);
-    out
+    vitrine_clip::tensors(&cfg.dims())
 }
 
 /// Check names and shapes up front so errors name the tensor. This also matters for
@@ -122,12 +56,14 @@ fn validate_checkpoint(path: &Path, cfg: &HfClipConfig) -> Result<MmapedSafetens
 /// Which implementation runs the towers on CPU (setting `encoder.cpu_kernels`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuKernels {
-    /// Vitrine's kernels when the CPU has AVX-512, else candle.
+    /// Vitrine's kernels on x86-64 with AVX2 (AVX-512 where present), else candle.
     #[default]
     Auto,
     /// Vitrine's kernels with the best instruction set this CPU has (portable Rust
-    /// without AVX-512: correct, but slower than candle there).
+    /// without SIMD support: correct, but slower than candle there).
     Vitrine,
+    /// Vitrine's kernels forced to one instruction set (an error where the CPU lacks it).
+    Forced(Isa),
     /// candle-transformers' CLIP with candle's CPU matmul.
     Candle,
 }
@@ -139,11 +75,41 @@ impl std::str::FromStr for CpuKernels {
             "auto" => Ok(Self::Auto),
             "vitrine" => Ok(Self::Vitrine),
             "candle" => Ok(Self::Candle),
-            other => Err(EncoderError::CpuKernels {
+            other => Isa::from_name(other).map(Self::Forced).ok_or_else(|| EncoderError::CpuKernels {
                 requested: other.to_string(),
-                message: "expected `auto`, `vitrine` or `candle`".into(),
+                message: "expected `auto`, `vitrine`, `candle`, or an instruction set: `avx512`, `avx2`, `neon`, \
+                          `portable`"
+                    .into(),
             }),
         }
+    }
+}
+
+impl CpuKernels {
+    /// The instruction set Vitrine's kernels run with, or `None` for candle.
+    pub fn resolve(self) -> Result<Option<Isa>> {
+        match self {
+            Self::Auto => Ok(Some(Isa::detect()).filter(|i| matches!(i, Isa::Avx512 | Isa::Avx2))),
+            Self::Vitrine => Ok(Some(Isa::detect())),
+            Self::Forced(isa) if isa.available() => Ok(Some(isa)),
+            Self::Forced(isa) => Err(EncoderError::CpuKernels {
+                requested: isa.name().into(),
+                message: "this CPU does not support that instruction set".into(),
+            }),
+            Self::Candle => Ok(None),
+        }
+    }
+}
+
+/// Parse the setting `encoder.precision`: `f32` or `bf16`.
+pub fn parse_precision(s: &str) -> Result<Precision> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" => Ok(Precision::F32),
+        "bf16" => Ok(Precision::Bf16),
+        other => Err(EncoderError::Precision {
+            requested: other.into(),
+            message: "expected `f32` or `bf16`".into(),
+        }),
     }
 }
 
@@ -176,6 +142,7 @@ impl ClipTowers {
         dtype: DType,
         device: &Device,
         cpu: CpuKernels,
+        precision: Precision,
     ) -> Result<Self> {
         if !weights.exists() {
             return Err(EncoderError::MissingFile {
@@ -183,17 +150,27 @@ impl ClipTowers {
             });
         }
         let st = validate_checkpoint(weights, cfg)?;
-        let isa = match cpu {
-            _ if !device.is_cpu() => None,
-            CpuKernels::Auto => Some(Isa::Avx512).filter(|i| i.available()),
-            CpuKernels::Vitrine => Some(Isa::detect()),
-            CpuKernels::Candle => None,
-        };
+        if precision == Precision::Bf16 && cpu == CpuKernels::Candle {
+            return Err(EncoderError::Precision {
+                requested: "bf16".into(),
+                message:
+                    "bf16 is a mode of Vitrine's CPU kernels; `encoder.cpu_kernels = \"candle\"` runs f32"
+                        .into(),
+            });
+        }
+        let isa = if device.is_cpu() { cpu.resolve()? } else { None };
         if let Some(isa) = isa {
-            let engine = CpuClip::load(&st, cfg, isa)?;
+            let engine = cpu::load(&st, cfg, isa, precision)?;
             return Ok(Self {
                 inner: Towers::Cpu(Box::new(engine)),
             });
+        }
+        if precision == Precision::Bf16 {
+            tracing::warn!(
+                device = ?device,
+                "encoder.precision = bf16 applies to Vitrine's CPU kernels, which this CPU or device does not \
+                 run; the towers run on candle in f32 on CPU (on a GPU, see encoder.gpu_dtype)"
+            );
         }
         drop(st); // candle maps the file itself
         let build = |source| EncoderError::ModelBuild {
@@ -234,7 +211,10 @@ impl ClipTowers {
     pub fn backend(&self) -> String {
         match &self.inner {
             Towers::Candle(_) => "candle".into(),
-            Towers::Cpu(c) => format!("vitrine-{}", c.isa().name()),
+            Towers::Cpu(c) => match c.precision() {
+                Precision::F32 => format!("vitrine-{}", c.isa().name()),
+                p => format!("vitrine-{}-{}", c.isa().name(), p.name()),
+            },
         }
     }
 

@@ -288,14 +288,15 @@ pub async fn load_into(
     let loaded = tokio::task::spawn_blocking(move || Encoder::load(&source, &options)).await;
     let state = match loaded {
         Ok(Ok(encoder)) => {
-            let (id, dims, device) = (
+            let (id, dims, device, kernels) = (
                 encoder.model_id().to_owned(),
                 encoder.dims(),
                 format!("{:?}", encoder.device()),
+                encoder.backend(),
             );
             match EncoderService::start(encoder, batch) {
                 Ok(service) => {
-                    tracing::info!(model = %id, dims, device = %device, secs = started.elapsed().as_secs_f64(), "encoder ready");
+                    tracing::info!(model = %id, dims, device = %device, kernels = %kernels, secs = started.elapsed().as_secs_f64(), "encoder ready");
                     EncoderState::Ready(service)
                 }
                 Err(e) => EncoderState::Failed(format!("cannot start the encoder thread: {e}")),
