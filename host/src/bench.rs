@@ -732,10 +732,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb).max(f64::MIN_POSITIVE)
 }
 
-/// Minimum, 1st percentile and median of `xs`.
+/// Minimum, 1st percentile, median and mean of `xs`.
 fn spread(mut xs: Vec<f64>) -> Value {
     xs.sort_by(f64::total_cmp);
-    json!({"min": xs.first(), "p1": percentile(&xs, 1.0), "median": percentile(&xs, 50.0), "n": xs.len()})
+    let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    json!({"min": xs.first(), "p1": percentile(&xs, 1.0), "median": percentile(&xs, 50.0), "mean": mean, "n": xs.len()})
 }
 
 /// Quality of `encoder.precision = "bf16"` against f32 on one checkpoint: the cosine of
@@ -812,5 +813,100 @@ pub fn precision(
             "image_queries": overlap(&img32, &img16),
         },
         "embed_secs": {"f32": f32_secs, "bf16": bf16_secs},
+    }))
+}
+
+/// Paired comparison of encoder configurations in one process: every configuration in
+/// `configs` is loaded side by side, then each round measures all of them back to back
+/// (in a rotating order) on the same inputs: batch-32 image throughput and short-query
+/// text latency. Ratios are taken within a round and reported as median and range, so
+/// the machine's drift between rounds cancels out.
+pub fn kernels(
+    model: &Path,
+    configs: &[(CpuKernels, Precision)],
+    rounds: usize,
+    threads: Option<usize>,
+) -> Result<Value, EncoderError> {
+    let mut encoders = Vec::with_capacity(configs.len());
+    for &(cpu_kernels, precision) in configs {
+        let options = EncoderOptions {
+            threads,
+            cpu_kernels,
+            precision,
+            ..EncoderOptions::default()
+        };
+        let encoder = Encoder::from_dir(model, &options)?;
+        encoders.push((encoder.backend(), encoder));
+    }
+    let images: Vec<DecodedImage> = (0..32).map(test_image).collect();
+    const TEXTS_PER_ROUND: usize = 25;
+    for (_, e) in &encoders {
+        e.embed_images(&images)?; // warm-up
+        for _ in 0..5 {
+            e.embed_texts(&[QUERY])?;
+        }
+    }
+    let n = encoders.len();
+    // [config][round]
+    let mut b32 = vec![Vec::with_capacity(rounds); n];
+    let mut text_p50 = vec![Vec::with_capacity(rounds); n];
+    for round in 0..rounds {
+        for i in (0..n).map(|i| (i + round) % n) {
+            let e = &encoders[i].1;
+            let t = Instant::now();
+            e.embed_images(&images)?;
+            b32[i].push(images.len() as f64 / t.elapsed().as_secs_f64());
+            let mut ms = Vec::with_capacity(TEXTS_PER_ROUND);
+            for _ in 0..TEXTS_PER_ROUND {
+                let t = Instant::now();
+                e.embed_texts(&[QUERY])?;
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            text_p50[i].push(median(ms));
+        }
+    }
+    let index = |label: &str| encoders.iter().position(|(l, _)| l == label);
+    let range = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        json!({"median": percentile(&xs, 50.0), "min": xs.first(), "max": xs.last()})
+    };
+    let mut ratios = Vec::new();
+    let mut ratio = |what: &str, a: &str, b: &str, series: &[Vec<f64>], target: &str| {
+        if let (Some(a_i), Some(b_i)) = (index(a), index(b)) {
+            let per_round: Vec<f64> = series[a_i].iter().zip(&series[b_i]).map(|(x, y)| x / y).collect();
+            ratios.push(json!({"what": what, "a": a, "b": b, "ratio": range(per_round), "target": target}));
+        }
+    };
+    ratio(
+        "batch-32 images/s",
+        "vitrine-avx2",
+        "vitrine-avx512",
+        &b32,
+        ">= 0.9",
+    );
+    ratio("batch-32 images/s", "vitrine-avx2", "candle", &b32, ">= 1.8");
+    for isa in ["avx512", "avx2", "neon"] {
+        let (f32_label, bf16_label) = (format!("vitrine-{isa}"), format!("vitrine-{isa}-bf16"));
+        ratio("batch-32 images/s", &bf16_label, &f32_label, &b32, ">= 1.6");
+        ratio("text p50 ms", &bf16_label, &f32_label, &text_p50, "<= 0.65");
+    }
+    let results: Vec<Value> = encoders
+        .iter()
+        .enumerate()
+        .map(|(i, (label, _))| {
+            json!({
+                "kernels": label,
+                "batch32_img_per_s": range(b32[i].clone()),
+                "text_p50_ms": range(text_p50[i].clone()),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "model": model.display().to_string(),
+        "rounds": rounds,
+        "threads": threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        "results": results,
+        "ratios": ratios,
+        "peak_rss_mb": peak_rss_mb(),
     }))
 }

@@ -190,6 +190,21 @@ enum BenchCommand {
         #[arg(long, default_value = "f32", value_parser = vitrine::encoder::parse_precision)]
         precision: vitrine::encoder::Precision,
     },
+    /// Paired comparison of Vitrine's kernels on every instruction set this
+    /// CPU has (f32 and bf16) and candle, loaded side by side and measured
+    /// back to back in rounds: batch-32 image throughput, text latency, and
+    /// the ratios of the encoder issue's targets, as JSON.
+    Kernels {
+        /// Checkpoint directory (config.json, model.safetensors, tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// Rounds; each measures every configuration once.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Inference threads; default one per core.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Quality of `encoder.precision = "bf16"` against f32 on one checkpoint:
     /// cosine of every embedding to its f32 twin, and the top-10 overlap of
     /// brute-force search over a synthetic catalog, as JSON.
@@ -373,6 +388,20 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
             precision,
         } => vitrine::bench::encode(model, *iters, *threads, *cpu_kernels, *precision)
             .map_err(anyhow::Error::from),
+        BenchCommand::Kernels {
+            model,
+            rounds,
+            threads,
+        } => {
+            use vitrine::encoder::{CpuKernels, Isa, Precision};
+            let mut configs: Vec<(CpuKernels, Precision)> = Isa::supported()
+                .into_iter()
+                .filter(|isa| *isa != Isa::Portable)
+                .flat_map(|isa| [Precision::F32, Precision::Bf16].map(|p| (CpuKernels::Forced(isa), p)))
+                .collect();
+            configs.push((CpuKernels::Candle, Precision::F32));
+            vitrine::bench::kernels(model, &configs, *rounds, *threads).map_err(anyhow::Error::from)
+        }
         BenchCommand::Precision {
             model,
             products,
