@@ -29,10 +29,7 @@ mod imp {
         ldc: usize,
     ) {
         assert!(a.len() >= k * MR && b.len() >= k * NR, "panels shorter than k");
-        let (bp, bf16) = match b {
-            BPanel::F32(b) => (b.as_ptr().cast::<u8>(), false),
-            BPanel::Bf16(b) => (b.as_ptr().cast::<u8>(), true),
-        };
+        let (bp, bf16, _) = b.raw();
         macro_rules! dispatch {
             ($($r:literal)*) => {
                 match (rows, bf16) {

@@ -250,6 +250,55 @@ impl BPanel<'_> {
     }
 }
 
+impl BPanel<'_> {
+    /// The first value's address as bytes, whether the values are bf16, and the bytes
+    /// of one value: what the SIMD kernels step through.
+    pub(crate) fn raw(&self) -> (*const u8, bool, usize) {
+        match self {
+            Self::F32(b) => (b.as_ptr().cast(), false, 4),
+            Self::Bf16(b) => (b.as_ptr().cast(), true, 2),
+        }
+    }
+}
+
+/// One sub-tile of a register tile: rows `r0..r0 + rows`, columns `c0..c0 + cols`.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+pub(crate) struct SubTile {
+    pub(crate) r0: usize,
+    pub(crate) rows: usize,
+    pub(crate) c0: usize,
+    pub(crate) cols: usize,
+}
+
+/// The sub-tiles of a `rows × cols` tile for kernels whose registers hold at most
+/// `sub_rows × sub_cols`: columns in blocks of `sub_cols`, rows in `ceil(rows /
+/// sub_rows)` balanced groups (14 rows of at most 6 run as 5 + 5 + 4), so every group
+/// keeps as many independent FMA chains in flight as it can.
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
+pub(crate) fn sub_tiles(
+    rows: usize,
+    cols: usize,
+    sub_rows: usize,
+    sub_cols: usize,
+) -> impl Iterator<Item = SubTile> {
+    let groups = rows.div_ceil(sub_rows);
+    (0..cols).step_by(sub_cols).flat_map(move |c0| {
+        let mut r0 = 0;
+        (0..groups).map(move |g| {
+            let r = (rows - r0).div_ceil(groups - g);
+            let tile = SubTile {
+                r0,
+                rows: r,
+                c0,
+                cols: (cols - c0).min(sub_cols),
+            };
+            r0 += r;
+            tile
+        })
+    })
+}
+
 /// The `B` operand, packed: `ceil(n / NR)` panels of `k × NR` values, `k`-major, the
 /// columns past `n` zero.
 #[derive(Clone, Debug, Default)]

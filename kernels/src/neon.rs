@@ -22,7 +22,7 @@ const SUB_COLS: usize = 16;
 #[cfg(target_arch = "aarch64")]
 mod imp {
     use super::*;
-    use crate::{BPanel, MR, NR, Tail};
+    use crate::{BPanel, MR, NR, Tail, sub_tiles};
     use std::arch::aarch64::*;
 
     /// One `rows × cols` output tile (`rows <= MR`, `cols <= NR`).
@@ -44,38 +44,32 @@ mod imp {
     ) {
         assert!(a.len() >= k * MR && b.len() >= k * NR, "panels shorter than k");
         assert!(rows <= MR && cols <= NR, "tile larger than MR × NR");
-        let (bp, bf16, elem) = match b {
-            BPanel::F32(b) => (b.as_ptr().cast::<u8>(), false, 4),
-            BPanel::Bf16(b) => (b.as_ptr().cast::<u8>(), true, 2),
-        };
-        let groups = rows.div_ceil(SUB_ROWS);
-        for c0 in (0..cols).step_by(SUB_COLS) {
-            let sub_cols = (cols - c0).min(SUB_COLS);
+        let (bp, bf16, elem) = b.raw();
+        for st in sub_tiles(rows, cols, SUB_ROWS, SUB_COLS) {
             let mut bias_buf = [0f32; SUB_COLS];
             if let Some(bias) = bias {
-                bias_buf[..sub_cols].copy_from_slice(&bias[c0..c0 + sub_cols]);
+                bias_buf[..st.cols].copy_from_slice(&bias[st.c0..st.c0 + st.cols]);
             }
-            let mut r0 = 0;
-            for g in 0..groups {
-                let r = (rows - r0).div_ceil(groups - g);
-                // SAFETY: rows r0..r0+r and columns c0..c0+sub_cols lie inside the tile
-                // and its panels (checked above; the caller vouches for `out`).
-                unsafe {
-                    let (a, b, out) = (a.as_ptr().add(r0), bp.add(c0 * elem), out.add(r0 * ldc + c0));
-                    macro_rules! dispatch {
-                        ($($r:literal)*) => {
-                            match (r, bf16) {
-                                $(
-                                    ($r, false) => kernel::<$r, false>(k, a, b, &bias_buf, sub_cols, tail, out, ldc),
-                                    ($r, true) => kernel::<$r, true>(k, a, b, &bias_buf, sub_cols, tail, out, ldc),
-                                )*
-                                _ => unreachable!("sub-tile rows {r} > {SUB_ROWS}"),
-                            }
-                        };
-                    }
-                    dispatch!(1 2 3 4 5 6);
+            // SAFETY: the sub-tile lies inside the tile and its panels (checked above; the
+            // caller vouches for `out`).
+            unsafe {
+                let (a, b, out) = (
+                    a.as_ptr().add(st.r0),
+                    bp.add(st.c0 * elem),
+                    out.add(st.r0 * ldc + st.c0),
+                );
+                macro_rules! dispatch {
+                    ($($r:literal)*) => {
+                        match (st.rows, bf16) {
+                            $(
+                                ($r, false) => kernel::<$r, false>(k, a, b, &bias_buf, st.cols, tail, out, ldc),
+                                ($r, true) => kernel::<$r, true>(k, a, b, &bias_buf, st.cols, tail, out, ldc),
+                            )*
+                            (r, _) => unreachable!("sub-tile rows {r} > {SUB_ROWS}"),
+                        }
+                    };
                 }
-                r0 += r;
+                dispatch!(1 2 3 4 5 6);
             }
         }
     }
