@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::encoder::{CpuKernels, DecodedImage, Encoder, EncoderError, EncoderOptions, Precision};
+use crate::store::vectors::contract::cosine;
 
 pub const QUERY: &str = "red leather handbag";
 
@@ -725,13 +726,6 @@ fn top_k(q: &[f32], catalog: &[Vec<f32>], k: usize) -> Vec<usize> {
     scored.into_iter().take(k).map(|(_, i)| i).collect()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb).max(f64::MIN_POSITIVE)
-}
-
 /// Minimum, 1st percentile, median and mean of `xs`.
 fn spread(mut xs: Vec<f64>) -> Value {
     xs.sort_by(f64::total_cmp);
@@ -788,7 +782,9 @@ pub fn precision(
     let t = Instant::now();
     let [cat16, q16, img16] = embed(Precision::Bf16)?;
     let bf16_secs = t.elapsed().as_secs_f64();
-    let cos = |a: &[Vec<f32>], b: &[Vec<f32>]| spread(a.iter().zip(b).map(|(x, y)| cosine(x, y)).collect());
+    let cos = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+        spread(a.iter().zip(b).map(|(x, y)| f64::from(cosine(x, y))).collect())
+    };
     let overlap = |q32: &[Vec<f32>], q16: &[Vec<f32>]| {
         spread(
             q32.iter()

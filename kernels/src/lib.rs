@@ -248,9 +248,7 @@ impl BPanel<'_> {
             Self::Bf16(v) => v.len(),
         }
     }
-}
 
-impl BPanel<'_> {
     /// The first value's address as bytes, whether the values are bf16, and the bytes
     /// of one value: what the SIMD kernels step through.
     pub(crate) fn raw(&self) -> (*const u8, bool, usize) {
@@ -331,9 +329,14 @@ impl PackedB {
 
     /// Record the shape `n × k` and size `buf` for its panels.
     fn set_shape<T: sealed::Elem>(&mut self, n: usize, k: usize, buf: &mut Aligned<T>) {
+        let len = n
+            .div_ceil(NR)
+            .checked_mul(k)
+            .and_then(|x| x.checked_mul(NR))
+            .unwrap_or_else(|| panic!("a packed {n} × {k} weight overflows"));
         self.n = n;
         self.k = k;
-        buf.reset(n.div_ceil(NR) * k * NR);
+        buf.reset(len);
     }
 
     /// The f32 panels, reused for a new packing of `n × k` values.
