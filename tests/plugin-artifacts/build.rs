@@ -21,6 +21,9 @@ const GUESTS: &[(&str, &str)] = &[
     ("hostile/wrong-length", "WRONG_LENGTH"),
     ("hostile/unknown-id", "UNKNOWN_ID"),
     ("hostile/log-flood", "LOG_FLOOD"),
+    ("hostile/sleeper", "SLEEPER"),
+    ("hostile/sleepy-ingest", "SLEEPY_INGEST"),
+    ("hostile/copy-amplifier", "COPY_AMPLIFIER"),
 ];
 
 fn main() {
