@@ -84,8 +84,14 @@ pub struct PluginsSettings {
     pub ingest_deadline_ms: u64,
     /// Fuel per call: a second guard behind the deadline.
     pub fuel: u64,
-    /// Plugin calls running at once on this process.
+    /// Plugin calls running at once on this process; 0: four per core.
     pub max_concurrent_calls: usize,
+    /// Plugin calls one tenant may run at once; 0: a quarter of
+    /// `max_concurrent_calls`.
+    pub max_concurrent_calls_per_tenant: usize,
+    /// Longest a plugin compilation may take (an upload past it is
+    /// refused), milliseconds.
+    pub compile_timeout_ms: u64,
     /// Candidates (top-K') handed to filter and ranker plugins.
     pub candidates: usize,
     /// Use wasmtime's pooling allocator when the machine allows it.
@@ -424,10 +430,22 @@ impl Settings {
         if p.fuel == 0 {
             return Err(ConfigError::invalid("plugins.fuel", "must be at least 1"));
         }
-        if !(1..=10_000).contains(&p.max_concurrent_calls) {
+        if p.max_concurrent_calls > 10_000 {
             return Err(ConfigError::invalid(
                 "plugins.max_concurrent_calls",
-                "must be between 1 and 10000",
+                "must be between 0 (four per core) and 10000",
+            ));
+        }
+        if p.max_concurrent_calls_per_tenant > 10_000 {
+            return Err(ConfigError::invalid(
+                "plugins.max_concurrent_calls_per_tenant",
+                "must be between 0 (a quarter of max_concurrent_calls) and 10000",
+            ));
+        }
+        if !(1..=600_000).contains(&p.compile_timeout_ms) {
+            return Err(ConfigError::invalid(
+                "plugins.compile_timeout_ms",
+                "must be between 1 and 600000",
             ));
         }
         if !(1..=1000).contains(&p.candidates) {

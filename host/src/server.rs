@@ -19,7 +19,9 @@ use crate::indexing::Reindex;
 use crate::jobs::RetryPolicy;
 use crate::jobs::{JobRunner, RunnerConfig};
 use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
-use crate::plugins::{PluginHost, PluginRegistry, PluginsConfig};
+use crate::plugins::{
+    PluginHost, PluginRegistry, PluginsConfig, default_concurrent_calls, default_concurrent_calls_per_tenant,
+};
 use crate::search::logs::SearchLogger;
 use crate::search::{SearchConfig, SearchService};
 use crate::store::vectors::{
@@ -192,6 +194,11 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         plugin_host(&settings, blobs)?,
         catalog.clone(),
     ));
+    // Active plugins get ready in the background (searches never compile;
+    // until a version is ready its searches fall back).
+    let warming = plugins.clone();
+    tokio::spawn(async move { warming.warm_active().await });
+    let host = plugins.host().clone();
     let state = app_state(&settings, catalog, encoder, vectors, fetcher, plugins);
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr)
@@ -201,7 +208,12 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
             source,
         })?;
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-    let served = serve(listener, state, shutdown_signal(), grace).await;
+    let signal = async move {
+        shutdown_signal().await;
+        // Guests still running are interrupted; their searches fall back.
+        host.shut_down();
+    };
+    let served = serve(listener, state, signal, grace).await;
     // Stop claiming jobs; unfinished ones go back to the queue.
     let _ = stop_tx.send(true);
     if tokio::time::timeout(grace, background).await.is_err() {
@@ -213,6 +225,10 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
 /// The plugin host the settings describe.
 pub fn plugins_config(settings: &Settings) -> PluginsConfig {
     let p = &settings.plugins;
+    let max_concurrent_calls = match p.max_concurrent_calls {
+        0 => default_concurrent_calls(),
+        n => n,
+    };
     PluginsConfig {
         memory_bytes: p.memory_mb * 1024 * 1024,
         max_memory_bytes: p.max_memory_mb * 1024 * 1024,
@@ -220,7 +236,12 @@ pub fn plugins_config(settings: &Settings) -> PluginsConfig {
         ranker_deadline: Duration::from_millis(p.ranker_deadline_ms),
         ingest_deadline: Duration::from_millis(p.ingest_deadline_ms),
         fuel: p.fuel,
-        max_concurrent_calls: p.max_concurrent_calls,
+        max_concurrent_calls,
+        max_concurrent_calls_per_tenant: match p.max_concurrent_calls_per_tenant {
+            0 => default_concurrent_calls_per_tenant(max_concurrent_calls),
+            n => n.min(max_concurrent_calls),
+        },
+        compile_timeout: Duration::from_millis(p.compile_timeout_ms),
         pooling: p.pooling,
         ..PluginsConfig::new(&settings.data_dir)
     }

@@ -95,6 +95,8 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// What the process wrote to stderr (also echoed to the test's own).
+    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 /// The data directory and settings one or more server runs share.
@@ -150,10 +152,19 @@ impl Setup {
         let mut child = self
             .command(&["serve"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn vitrine");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = logs.clone();
@@ -190,7 +201,12 @@ impl Setup {
             }
         }
         let addr = addr.expect("address");
-        Server { child, addr, logs }
+        Server {
+            child,
+            addr,
+            logs,
+            stderr,
+        }
     }
 }
 

@@ -264,6 +264,13 @@ pub async fn activate(
         .await
     {
         Ok(record) => {
+            // Compiled now (from its file, or its stored component), not by
+            // the searches that follow.
+            if let Some(plugin) = crate::plugins::registry::plugin_ref(&record)
+                && let Err(e) = state.search.plugins().host().warm(&plugin).await
+            {
+                tracing::warn!(tenant, plugin = %name, version, error = %e, "plugins: the activated version is not ready");
+            }
             tracing::info!(tenant, plugin = %name, version, "plugin activated");
             Ok(Json(version_json(&record)))
         }

@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Fields, JsonObject, StrictQuery, TenantItemPath, TenantPath};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
 use crate::model::{self, FieldError, Product, ProductFields, parse_product};
-use crate::plugins::IngestOutcome;
+use crate::plugins::{IngestOutcome, PluginWarning};
 use crate::store::{NewJob, StoreError};
 
 /// Most products one batch request may carry (API.md).
@@ -60,16 +60,15 @@ pub async fn create(
     let external_id = input
         .external_id
         .ok_or_else(|| ApiError::invalid_field("external_id", "missing_field", "external_id is required"))?;
-    let fields = ingest(&state, &tenant, &external_id, input.fields).await?;
+    let (fields, warning) = ingest(&state, &tenant, &external_id, input.fields).await?;
     let job = index_job(&tenant, vec![external_id.clone()]);
     let product = state
         .catalog
         .create_product(&tenant, &external_id, &fields, &job)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"product": product.to_json(), "job_id": job.id})),
-    ))
+    let mut body = json!({"product": product.to_json(), "job_id": job.id});
+    add_warnings(&mut body, warning.iter().map(|w| w.to_json()).collect());
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 pub async fn batch(
@@ -107,7 +106,8 @@ pub async fn batch(
         .with_details(json!({"field": "products", "max": MAX_BATCH, "got": items.len()})));
     }
     let (accepted, mut rejected) = validate_batch(&items);
-    let accepted = ingest_batch(&state, &tenant, accepted, &mut rejected).await?;
+    let mut warnings = Vec::new();
+    let accepted = ingest_batch(&state, &tenant, accepted, &mut rejected, &mut warnings).await?;
     let job_id = if accepted.is_empty() {
         None
     } else {
@@ -115,14 +115,13 @@ pub async fn batch(
         state.catalog.upsert_products(&tenant, &accepted, &job).await?;
         Some(job.id)
     };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "job_id": job_id,
-            "accepted": accepted.len(),
-            "rejected": rejected,
-        })),
-    ))
+    let mut body = json!({
+        "job_id": job_id,
+        "accepted": accepted.len(),
+        "rejected": rejected,
+    });
+    add_warnings(&mut body, warnings);
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
 /// Splits a batch into valid items and `{"index", "error"}` rejections. A
@@ -173,16 +172,25 @@ fn rejected_by_plugin(plugin: &str, version: i64, message: &str) -> ApiError {
     .with_details(json!({"plugin": plugin, "version": version, "reason": message}))
 }
 
+/// `warnings` (API.md): set only when there is something to say, so that
+/// responses keep their shape otherwise.
+fn add_warnings(body: &mut Value, warnings: Vec<Value>) {
+    if !warnings.is_empty() {
+        body["warnings"] = Value::Array(warnings);
+    }
+}
+
 /// Runs the tenant's ingest plugin (if one is active) on a product about
-/// to be written.
+/// to be written: the fields to store, and a warning when the plugin
+/// failed and the product is stored as sent.
 async fn ingest(
     state: &AppState,
     tenant: &str,
     external_id: &str,
     fields: ProductFields,
-) -> ApiResult<ProductFields> {
+) -> ApiResult<(ProductFields, Option<Box<PluginWarning>>)> {
     match state.search.plugins().ingest(tenant, external_id, fields).await? {
-        IngestOutcome::Store(fields) => Ok(fields),
+        IngestOutcome::Store(fields, warning) => Ok((fields, warning)),
         IngestOutcome::Rejected {
             plugin,
             version,
@@ -192,12 +200,14 @@ async fn ingest(
 }
 
 /// The ingest step of a batch: transformed items stay, rejected ones join
-/// `rejected` (in index order).
+/// `rejected` (in index order), items the plugin failed on are kept as sent
+/// and named in `warnings` (`{"index", ...}`).
 async fn ingest_batch(
     state: &AppState,
     tenant: &str,
     items: Vec<(usize, String, ProductFields)>,
     rejected: &mut Vec<Value>,
+    warnings: &mut Vec<Value>,
 ) -> ApiResult<Vec<(String, ProductFields)>> {
     use futures::StreamExt;
     let registry = state.search.plugins();
@@ -219,7 +229,14 @@ async fn ingest_batch(
     let mut accepted = Vec::with_capacity(outcomes.len());
     for (index, id, outcome) in outcomes {
         match outcome {
-            IngestOutcome::Store(fields) => accepted.push((id, fields)),
+            IngestOutcome::Store(fields, warning) => {
+                if let Some(w) = warning {
+                    let mut entry = w.to_json();
+                    entry["index"] = json!(index);
+                    warnings.push(entry);
+                }
+                accepted.push((id, fields));
+            }
             IngestOutcome::Rejected {
                 plugin,
                 version,
@@ -355,7 +372,7 @@ async fn update_with_retry(
             .await?
             .ok_or_else(|| not_found(tenant, id))?;
         let fields = next_fields(&current)?;
-        let fields = ingest(state, tenant, id, fields).await?;
+        let (fields, warning) = ingest(state, tenant, id, fields).await?;
         let job = current
             .fields
             .needs_reindex(&fields)
@@ -366,10 +383,12 @@ async fn update_with_retry(
             .await
         {
             Ok(product) => {
-                return Ok(Json(json!({
+                let mut body = json!({
                     "product": product.to_json(),
                     "job_id": job.map(|j| j.id),
-                })));
+                });
+                add_warnings(&mut body, warning.iter().map(|w| w.to_json()).collect());
+                return Ok(Json(body));
             }
             Err(StoreError::Conflict(_)) => continue,
             Err(StoreError::NotFound) => return Err(not_found(tenant, id)),

@@ -390,7 +390,8 @@ pub fn plugin_reports(reports: &[PluginReport]) -> Value {
             "elapsed_ms": (r.elapsed_ms * 1000.0).round() / 1000.0,
         });
         if let Some(e) = &r.error {
-            entry["error"] = json!(e.to_string());
+            // A fixed sentence: what the guest wrote goes to the log only.
+            entry["error"] = json!(e.public_message());
             entry["error_kind"] = json!(e.kind());
         }
         out.insert(r.world.as_str().to_owned(), entry);

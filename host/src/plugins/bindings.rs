@@ -5,7 +5,9 @@
 //! same Rust type in every world and one `Host` implementation serves all.
 //!
 //! Imports are `trappable`: the host's `log` can stop a guest that floods it.
-//! Calls are synchronous; the host runs them on the blocking pool.
+//! Exports are async: the host awaits a call as a future that it drops at
+//! the deadline, whatever the guest is doing (running, or waiting in WASI).
+//! `log` stays a plain function.
 
 #![allow(clippy::all)]
 
@@ -14,6 +16,7 @@ pub mod filter {
         path: "../wit",
         world: "filter",
         imports: { default: trappable },
+        exports: { default: async },
     });
 }
 
@@ -22,6 +25,7 @@ pub mod ranker {
         path: "../wit",
         world: "ranker",
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "vitrine:plugin/types": super::filter::vitrine::plugin::types,
             "vitrine:plugin/host": super::filter::vitrine::plugin::host,
@@ -34,6 +38,7 @@ pub mod ingest {
         path: "../wit",
         world: "ingest",
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "vitrine:plugin/types": super::filter::vitrine::plugin::types,
             "vitrine:plugin/host": super::filter::vitrine::plugin::host,

@@ -3,26 +3,37 @@
 //! ticker thread, fuel, and the pooling allocator when the machine allows
 //! it; compiled components cached by digest (in memory, and on disk keyed
 //! by the engine's compatibility hash); a fresh [`Store`] per call with
-//! memory, instance and table caps, a deadline, and WASI granting nothing.
+//! memory, instance, table and hostcall-copy caps, a deadline, and WASI
+//! granting nothing.
+//!
+//! A call is a future, awaited on the request's own task: running guest
+//! code yields to the executor at every epoch tick, and a guest waiting in
+//! WASI (a sleep, a poll) waits on a host future. At the deadline the
+//! future is dropped, and with it the store, its instance and its slot, so
+//! no guest outlives its deadline, whatever it calls. Slots are capped per
+//! tenant and in all; compilation never happens on the search path.
 //!
 //! Nothing a plugin does can fail a search or a write on its own: every
 //! call returns a [`CallError`] the caller turns into a fallback, and the
-//! failure is counted in `/metrics`.
+//! failure is counted in `/metrics`. What a guest prints or traps with goes
+//! to the service log, never to a response.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -30,7 +41,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub mod bindings;
 pub mod registry;
 
-pub use registry::{IngestOutcome, PluginChoice, PluginRegistry, ResolveError};
+pub use registry::{IngestOutcome, PluginChoice, PluginRegistry, PluginWarning, ResolveError};
 
 use bindings::filter::FilterPre;
 use bindings::ingest::IngestPre;
@@ -45,8 +56,15 @@ const MIB: u64 = 1024 * 1024;
 pub const MAX_UPLOAD_BYTES: usize = 20 * 1024 * 1024;
 /// The epoch ticks this often; deadlines are whole ticks.
 const TICK: Duration = Duration::from_millis(1);
-/// Captured guest stdout/stderr per call: enough for a panic message.
+/// Captured guest stdout/stderr per call (each goes to the log, never to a
+/// response): enough for a panic message.
 const OUTPUT_CAP: usize = 4096;
+/// Bytes a guest may hand the host in one host call or in its result
+/// (wasmtime's hostcall fuel), at the least: a log line, a small output.
+const MIN_HOSTCALL_BYTES: usize = 16 * 1024;
+/// An ingest plugin's output: the API's product limits (model.rs) in
+/// UTF-8 bytes, with room to spare; more is refused before it is copied.
+const INGEST_OUTPUT_BYTES: usize = 256 * 1024;
 /// Log lines kept per call; the rest are dropped (and counted).
 const MAX_LOG_LINES: usize = 20;
 /// A log line is cut at this many bytes.
@@ -98,8 +116,13 @@ pub struct PluginsConfig {
     pub ingest_deadline: Duration,
     /// Fuel per call: a second guard, should the epoch ticker ever stall.
     pub fuel: u64,
-    /// Calls running at once; more wait (up to their deadline) for a slot.
+    /// Calls running at once; more wait (inside their deadline) for a slot.
     pub max_concurrent_calls: usize,
+    /// Calls one tenant may run at once, so no tenant starves the others.
+    pub max_concurrent_calls_per_tenant: usize,
+    /// Longest a compilation may take; an upload that takes longer is
+    /// refused.
+    pub compile_timeout: Duration,
     /// Where compiled components are kept (`data_dir/plugins/compiled`).
     pub compiled_dir: PathBuf,
     /// Try the pooling allocator (falls back when the probe fails).
@@ -115,12 +138,16 @@ impl PluginsConfig {
             ranker_deadline: Duration::from_millis(10),
             ingest_deadline: Duration::from_millis(100),
             fuel: 1_000_000_000,
-            max_concurrent_calls: 64,
+            max_concurrent_calls: default_concurrent_calls(),
+            max_concurrent_calls_per_tenant: default_concurrent_calls_per_tenant(default_concurrent_calls()),
+            compile_timeout: Duration::from_secs(30),
             compiled_dir: data_dir.join("plugins").join("compiled"),
             pooling: true,
         }
     }
 
+    /// The deadline of a call of `world`, slot wait and instantiation
+    /// included.
     pub fn deadline(&self, world: World) -> Duration {
         match world {
             World::Filter => self.filter_deadline,
@@ -128,6 +155,19 @@ impl PluginsConfig {
             World::Ingest => self.ingest_deadline,
         }
     }
+}
+
+/// Plugin calls at once by default: four per core. Guest code runs on the
+/// request's own task and yields every tick, so more slots than cores only
+/// serve calls that wait (in WASI, or for the executor).
+pub fn default_concurrent_calls() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (4 * cores).max(4)
+}
+
+/// One tenant's share by default: a quarter of all slots (at least one).
+pub fn default_concurrent_calls_per_tenant(total: usize) -> usize {
+    (total / 4).max(1)
 }
 
 /// Why an upload is refused (all 422 but `Internal`).
@@ -144,6 +184,8 @@ pub enum UploadError {
     Invalid(String),
     #[error("the component does not implement the `{world}` world of vitrine:plugin@0.1.0: {reason}")]
     WrongWorld { world: &'static str, reason: String },
+    #[error("compiling the component took longer than the limit of {} ms (`plugins.compile_timeout_ms`)", .0.as_millis())]
+    CompileTimeout(Duration),
     #[error("{0}")]
     Internal(String),
 }
@@ -156,12 +198,15 @@ impl UploadError {
             UploadError::CoreModule => "not_a_component",
             UploadError::Invalid(_) => "invalid_component",
             UploadError::WrongWorld { .. } => "wrong_world",
+            UploadError::CompileTimeout(_) => "compile_timeout",
             UploadError::Internal(_) => "internal",
         }
     }
 }
 
-/// Why a call fell back.
+/// Why a call fell back. The `Display` text may quote what the guest did
+/// and goes to the log only; responses carry [`CallError::kind`] and
+/// [`CallError::public_message`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     #[error("the plugin ran past its deadline of {0} ms")]
@@ -182,6 +227,8 @@ pub enum CallError {
     Busy,
     #[error("the plugin cannot be loaded: {0}")]
     Unavailable(String),
+    #[error("the plugin is not compiled on this node yet; compilation is scheduled")]
+    NotCompiled,
 }
 
 impl CallError {
@@ -197,6 +244,24 @@ impl CallError {
             CallError::LogFlood => "log_flood",
             CallError::Busy => "busy",
             CallError::Unavailable(_) => "unavailable",
+            CallError::NotCompiled => "not_compiled",
+        }
+    }
+
+    /// A fixed sentence per kind, for responses: nothing a guest wrote
+    /// (ids, panic messages, output) ever reaches a client.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            CallError::Timeout(_) => "the plugin ran past its deadline",
+            CallError::OutOfFuel => "the plugin used up its fuel",
+            CallError::MemoryLimit(_) => "the plugin hit its memory limit",
+            CallError::StackOverflow => "the plugin overflowed its stack",
+            CallError::Trap(_) => "the plugin trapped",
+            CallError::BadOutput(_) => "the plugin's output is unusable",
+            CallError::LogFlood => "the plugin logged too much and was stopped",
+            CallError::Busy => "no plugin slot freed up before the deadline",
+            CallError::Unavailable(_) => "the plugin cannot be loaded",
+            CallError::NotCompiled => "the plugin is still being compiled on this node",
         }
     }
 }
@@ -274,13 +339,36 @@ struct LogState {
     flooded: bool,
 }
 
+/// What one call said: its log lines and its captured stdout and stderr.
+/// Shared with the store, so that a call dropped at its deadline still has
+/// its output reported.
+#[derive(Clone)]
+struct CallOutput {
+    log: Arc<Mutex<LogState>>,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl CallOutput {
+    fn new() -> Self {
+        Self {
+            log: Arc::default(),
+            stdout: MemoryOutputPipe::new(OUTPUT_CAP),
+            stderr: MemoryOutputPipe::new(OUTPUT_CAP),
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The data of one call's [`Store`].
 struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
-    log: LogState,
-    stderr: MemoryOutputPipe,
+    output: CallOutput,
 }
 
 impl WasiView for CallState {
@@ -296,7 +384,7 @@ impl bindings::filter::vitrine::plugin::types::Host for CallState {}
 
 impl bindings::Host for CallState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let log = &mut self.log;
+        let mut log = self.output.log();
         log.calls += 1;
         if log.calls > MAX_LOG_CALLS {
             log.flooded = true;
@@ -330,9 +418,18 @@ struct Inner {
     engine: Engine,
     linker: Linker<CallState>,
     /// (digest, world) → component ready to instantiate. `try_get_with`
-    /// makes concurrent first calls of a version share one compilation.
+    /// makes concurrent first uses of a version share one load.
     prepared: Cache<(String, World), Arc<Prepared>>,
-    permits: Semaphore,
+    /// Slots of all calls, and of each tenant's.
+    permits: Arc<Semaphore>,
+    tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Compilations at once (one per core); an abandoned compilation keeps
+    /// its slot until it ends, so slow components cannot pile up.
+    compile_slots: Arc<Semaphore>,
+    /// Versions whose background compilation is scheduled or running.
+    compiling: Mutex<HashSet<(String, World)>>,
+    /// Set when the server shuts down: running calls end at once.
+    closing: tokio::sync::watch::Sender<bool>,
     config: PluginsConfig,
     /// `compiled_dir/<engine compatibility hash>`.
     artifacts: PathBuf,
@@ -425,6 +522,7 @@ fn engine_config(config: &PluginsConfig, pooling: bool) -> Config {
             .max_core_instances_per_component(MAX_INSTANCES as u32)
             .max_memories_per_component(MAX_MEMORIES as u32)
             .max_tables_per_component(MAX_TABLES as u32)
+            .total_stacks(calls)
             .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
@@ -498,7 +596,7 @@ impl PluginHost {
             ),
         };
         let mut linker: Linker<CallState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
         bindings::filter::Filter::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
             .map_err(|e| e.to_string())?;
         let mut hasher = ShaHasher(Sha256::new());
@@ -509,13 +607,24 @@ impl PluginHost {
             .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
         let ticker =
             Ticker::start(engine.clone()).map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
-        tracing::info!(pooling, "plugin host ready");
+        tracing::info!(
+            pooling,
+            max_concurrent_calls = config.max_concurrent_calls,
+            max_concurrent_calls_per_tenant = config.max_concurrent_calls_per_tenant,
+            "plugin host ready"
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
                 linker,
                 prepared: Cache::builder().max_capacity(1024).build(),
-                permits: Semaphore::new(config.max_concurrent_calls.max(1)),
+                permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
+                tenant_permits: Mutex::default(),
+                compile_slots: Arc::new(Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                )),
+                compiling: Mutex::default(),
+                closing: tokio::sync::watch::Sender::new(false),
                 config,
                 artifacts,
                 blobs,
@@ -550,31 +659,32 @@ impl PluginHost {
         self.inner.pooling
     }
 
+    /// The server is shutting down: running and new calls end now (their
+    /// searches fall back), so in-flight requests finish at once and no
+    /// guest is left running when the runtime stops.
+    pub fn shut_down(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
     /// Validates an upload against `world`, compiles it once (kept in memory
     /// and on disk) and stores the original through object_store. Returns
-    /// the digest (SHA-256 of the bytes, hex).
+    /// the digest (SHA-256 of the bytes, hex). A compilation that takes
+    /// longer than `compile_timeout` refuses the upload.
     pub async fn upload(&self, tenant: &str, world: World, bytes: Bytes) -> Result<String, UploadError> {
         check_header(&bytes)?;
         let digest = sha256_hex(&bytes);
-        let host = self.clone();
-        let wasm = bytes.clone();
-        let d = digest.clone();
-        let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, UploadError> {
-            let component = Component::new(&host.inner.engine, &wasm)
-                .map_err(|e| UploadError::Invalid(format!("{e:#}")))?;
-            let prepared = host
-                .prepare(&component, world)
-                .map_err(|reason| UploadError::WrongWorld {
+        let prepared = self
+            .compile(bytes.clone(), world, digest.clone(), "upload")
+            .await
+            .map_err(|e| match e {
+                CompileFailure::Invalid(m) => UploadError::Invalid(m),
+                CompileFailure::WrongWorld(reason) => UploadError::WrongWorld {
                     world: world.as_str(),
                     reason,
-                })?;
-            metrics::counter!(PLUGIN_COMPILATIONS, "reason" => "upload").increment(1);
-            host.inner.compilations.fetch_add(1, Ordering::Relaxed);
-            host.write_artifact(&d, &component);
-            Ok(prepared)
-        })
-        .await
-        .map_err(|e| UploadError::Internal(format!("compilation task failed: {e}")))??;
+                },
+                CompileFailure::TimedOut => UploadError::CompileTimeout(self.inner.config.compile_timeout),
+                CompileFailure::Internal(m) => UploadError::Internal(m),
+            })?;
         self.inner
             .blobs
             .put(&blob_key(tenant, &digest), bytes)
@@ -585,6 +695,56 @@ impl PluginHost {
             .insert((digest.clone(), world), Arc::new(prepared))
             .await;
         Ok(digest)
+    }
+
+    /// Compiles a component on the blocking pool, under a compile slot and
+    /// the compile limit, links it for `world` and keeps the artifact. A
+    /// compilation past the limit is abandoned: it ends on its own thread
+    /// (holding its slot, so abandoned ones cannot pile up) and keeps
+    /// nothing.
+    async fn compile(
+        &self,
+        bytes: Bytes,
+        world: World,
+        digest: String,
+        reason: &'static str,
+    ) -> Result<Prepared, CompileFailure> {
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let host = self.clone();
+        let flag = abandoned.clone();
+        let work = async move {
+            let slot = host
+                .inner
+                .compile_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| CompileFailure::Internal("the compiler is shut down".into()))?;
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                let component = Component::new(&host.inner.engine, &bytes)
+                    .map_err(|e| CompileFailure::Invalid(format!("{e:#}")))?;
+                if flag.load(Ordering::Acquire) {
+                    return Err(CompileFailure::TimedOut);
+                }
+                let prepared = host
+                    .prepare(&component, world)
+                    .map_err(CompileFailure::WrongWorld)?;
+                metrics::counter!(PLUGIN_COMPILATIONS, "reason" => reason).increment(1);
+                host.inner.compilations.fetch_add(1, Ordering::Relaxed);
+                host.write_artifact(&digest, &component);
+                Ok(prepared)
+            })
+            .await
+            .map_err(|e| CompileFailure::Internal(format!("compilation task failed: {e}")))?
+        };
+        match tokio::time::timeout(self.inner.config.compile_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                abandoned.store(true, Ordering::Release);
+                Err(CompileFailure::TimedOut)
+            }
+        }
     }
 
     /// Links a compiled component for `world`: every import must be one the
@@ -627,8 +787,9 @@ impl PluginHost {
     }
 
     /// Loads a compiled artifact this host wrote, after checking its
-    /// checksum; `None` when it is missing, damaged or from another engine.
-    fn read_artifact(&self, digest: &str) -> Result<Option<Component>, &'static str> {
+    /// checksum; the reason to compile when it is missing (`cold`), or
+    /// damaged or from another engine (`corrupt`).
+    fn read_artifact(&self, digest: &str) -> Result<Component, &'static str> {
         let path = self.artifact_path(digest);
         let file = match std::fs::read(&path) {
             Ok(f) => f,
@@ -646,7 +807,7 @@ impl PluginHost {
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(&self.inner.engine, &file[32..]) };
         match component {
-            Ok(c) => Ok(Some(c)),
+            Ok(c) => Ok(c),
             Err(e) => {
                 tracing::warn!(digest, error = %e, "plugins: compiled component unusable; recompiling");
                 let _ = std::fs::remove_file(&path);
@@ -655,34 +816,96 @@ impl PluginHost {
         }
     }
 
-    /// The ready-to-instantiate component of a plugin version: from memory,
-    /// else from its compiled artifact on disk, else compiled from its blob.
-    async fn prepared(&self, plugin: &PluginRef) -> Result<Arc<Prepared>, CallError> {
+    /// The component of a call: from memory, else from its compiled file.
+    /// Never compiled here (a crafted component could compile for seconds
+    /// inside a search's deadline): a version with no usable compiled file
+    /// falls back for this call and is compiled in the background.
+    async fn prepared_for_call(&self, plugin: &PluginRef) -> Result<Arc<Prepared>, CallError> {
         let host = self.clone();
         let p = plugin.clone();
         self.inner
             .prepared
             .try_get_with((plugin.digest.clone(), plugin.world), async move {
-                host.load(&p).await.map(Arc::new)
+                match host.load_compiled(&p).await {
+                    Ok(prepared) => Ok(Arc::new(prepared)),
+                    Err(Miss::Absent(reason)) => {
+                        host.schedule_compile(p, reason);
+                        Err(CallError::NotCompiled)
+                    }
+                    Err(Miss::Unusable(e)) => Err(e),
+                }
             })
             .await
             .map_err(|e: Arc<CallError>| (*e).clone())
     }
 
-    async fn load(&self, plugin: &PluginRef) -> Result<Prepared, CallError> {
+    /// Makes a version ready to call: from memory, its compiled file, or
+    /// compiled from its stored component (bounded by `compile_timeout`).
+    /// Activation and start-up call this, so searches find it compiled.
+    pub async fn warm(&self, plugin: &PluginRef) -> Result<(), CallError> {
         let host = self.clone();
         let p = plugin.clone();
-        let from_disk = tokio::task::spawn_blocking(move || match host.read_artifact(&p.digest) {
-            Ok(Some(c)) => Ok(host.prepare(&c, p.world)),
-            Ok(None) => Err("cold"),
-            Err(reason) => Err(reason),
+        self.inner
+            .prepared
+            .try_get_with((plugin.digest.clone(), plugin.world), async move {
+                match host.load_compiled(&p).await {
+                    Ok(prepared) => Ok(Arc::new(prepared)),
+                    Err(Miss::Absent(reason)) => host.compile_stored(&p, reason).await.map(Arc::new),
+                    Err(Miss::Unusable(e)) => Err(e),
+                }
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e: Arc<CallError>| (*e).clone())
+    }
+
+    /// Compiles a version in the background, once however many calls miss
+    /// it, and keeps it for the calls after.
+    fn schedule_compile(&self, plugin: PluginRef, reason: &'static str) {
+        let key = (plugin.digest.clone(), plugin.world);
+        let newly = self
+            .inner
+            .compiling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone());
+        if !newly {
+            return;
+        }
+        let host = self.clone();
+        tokio::spawn(async move {
+            match host.compile_stored(&plugin, reason).await {
+                Ok(prepared) => host.inner.prepared.insert(key.clone(), Arc::new(prepared)).await,
+                Err(e) => tracing::warn!(
+                    tenant = %plugin.tenant, plugin = %plugin.name, version = plugin.version,
+                    error = %e, "plugins: background compilation failed"
+                ),
+            }
+            host.inner
+                .compiling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+        });
+    }
+
+    /// Loads a version's compiled file (deserialization only).
+    async fn load_compiled(&self, plugin: &PluginRef) -> Result<Prepared, Miss> {
+        let host = self.clone();
+        let p = plugin.clone();
+        tokio::task::spawn_blocking(move || match host.read_artifact(&p.digest) {
+            Ok(c) => host
+                .prepare(&c, p.world)
+                .map_err(|e| Miss::Unusable(CallError::Unavailable(e))),
+            Err(reason) => Err(Miss::Absent(reason)),
         })
         .await
-        .map_err(|e| CallError::Unavailable(e.to_string()))?;
-        let reason = match from_disk {
-            Ok(prepared) => return prepared.map_err(CallError::Unavailable),
-            Err(reason) => reason,
-        };
+        .map_err(|e| Miss::Unusable(CallError::Unavailable(e.to_string())))?
+    }
+
+    /// Compiles a version from its stored component, after checking the
+    /// bytes against the digest.
+    async fn compile_stored(&self, plugin: &PluginRef, reason: &'static str) -> Result<Prepared, CallError> {
         let bytes = self
             .inner
             .blobs
@@ -694,32 +917,48 @@ impl PluginHost {
                 "the stored component does not match its digest".into(),
             ));
         }
-        let host = self.clone();
-        let p = plugin.clone();
-        tokio::task::spawn_blocking(move || {
-            let component = Component::new(&host.inner.engine, &bytes)
-                .map_err(|e| CallError::Unavailable(e.to_string()))?;
-            metrics::counter!(PLUGIN_COMPILATIONS, "reason" => reason).increment(1);
-            host.inner.compilations.fetch_add(1, Ordering::Relaxed);
-            host.write_artifact(&p.digest, &component);
-            host.prepare(&component, p.world).map_err(CallError::Unavailable)
-        })
-        .await
-        .map_err(|e| CallError::Unavailable(e.to_string()))?
+        self.compile(bytes, plugin.world, plugin.digest.clone(), reason)
+            .await
+            .map_err(|e| CallError::Unavailable(e.to_string()))
     }
 
-    /// A fresh store for one call: memory cap, no grants, a deadline.
-    fn store(&self, plugin: &PluginRef, deadline: Duration) -> Result<Store<CallState>, CallError> {
+    /// The slots of one tenant's calls.
+    fn tenant_slots(&self, tenant: &str) -> Arc<Semaphore> {
+        let mut slots = self
+            .inner
+            .tenant_permits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slots
+            .entry(tenant.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.inner.config.max_concurrent_calls_per_tenant.max(1),
+                ))
+            })
+            .clone()
+    }
+
+    /// A fresh store for one call: memory cap, no grants, a cap on the
+    /// bytes the guest may hand the host at once, and a deadline: running
+    /// guest code yields to the executor at every tick and is interrupted
+    /// at `end`.
+    fn store(
+        &self,
+        plugin: &PluginRef,
+        end: Instant,
+        hostcall_bytes: usize,
+        output: CallOutput,
+    ) -> Result<Store<CallState>, CallError> {
         let config = &self.inner.config;
         let memory = plugin
             .memory_mb
             .map(|mb| mb.saturating_mul(MIB))
             .unwrap_or(config.memory_bytes)
             .min(config.max_memory_bytes);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
         let wasi = WasiCtx::builder()
-            .stdout(MemoryOutputPipe::new(OUTPUT_CAP))
-            .stderr(stderr.clone())
+            .stdout(output.stdout.clone())
+            .stderr(output.stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -735,55 +974,85 @@ impl PluginHost {
                     memory_bytes: usize::try_from(memory).unwrap_or(usize::MAX),
                     hit_memory: false,
                 },
-                log: LogState::default(),
-                stderr,
+                output,
             },
         );
         store.limiter(|s| &mut s.limiter);
         store
             .set_fuel(config.fuel)
             .map_err(|e| CallError::Unavailable(e.to_string()))?;
-        let ticks = (deadline.as_micros() / TICK.as_micros()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.set_hostcall_fuel(hostcall_bytes.max(MIN_HOSTCALL_BYTES));
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= end {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         Ok(store)
     }
 
-    /// Runs one call on the blocking pool under a concurrency slot, and
-    /// records its outcome and time.
-    async fn call<T, F>(&self, plugin: &PluginRef, f: F) -> Result<T, CallError>
+    /// Runs one call under a tenant slot and a global slot, all of it
+    /// (waiting for the slots included) inside the world's deadline, and
+    /// records its outcome and time. At the deadline the call's future is
+    /// dropped: the store, its instance and its slots go with it.
+    async fn call<T, F, Fut>(&self, plugin: &PluginRef, hostcall_bytes: usize, f: F) -> Result<T, CallError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Prepared, &mut Store<CallState>) -> wasmtime::Result<Result<T, CallError>>
-            + Send
-            + 'static,
+        F: FnOnce(Arc<Prepared>, Slot) -> Fut,
+        Fut: Future<Output = (wasmtime::Result<Result<T, CallError>>, Slot)>,
     {
+        const WAITING: u8 = 0;
+        const LOADING: u8 = 1;
+        const RUNNING: u8 = 2;
         let start = Instant::now();
         let deadline = self.inner.config.deadline(plugin.world);
+        let end = start + deadline;
         let world = plugin.world.as_str();
-        let result = async {
-            let _permit = tokio::time::timeout(deadline, self.inner.permits.acquire())
+        let output = CallOutput::new();
+        let stage = AtomicU8::new(WAITING);
+        let run = async {
+            let tenant = self
+                .tenant_slots(&plugin.tenant)
+                .acquire_owned()
                 .await
-                .map_err(|_| CallError::Busy)?
                 .map_err(|_| CallError::Busy)?;
-            let prepared = self.prepared(plugin).await?;
-            let mut store = self.store(plugin, deadline)?;
-            let p = plugin.clone();
-            // Moved into the task: a cancelled request's call still runs
-            // to its deadline.
-            let ticking = self.inner.ticker.running();
-            tokio::task::spawn_blocking(move || {
-                let _ticking = ticking;
-                let outcome = f(&prepared, &mut store);
-                report_logs(&p, &mut store);
-                match outcome {
-                    Ok(r) => r,
-                    Err(e) => Err(classify(&store, e, deadline)),
-                }
-            })
-            .await
-            .map_err(|e| CallError::Trap(format!("host task failed: {e}")))?
-        }
-        .await;
+            let global = self
+                .inner
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| CallError::Busy)?;
+            stage.store(LOADING, Ordering::Relaxed);
+            let prepared = self.prepared_for_call(plugin).await?;
+            let slot = Slot {
+                store: self.store(plugin, end, hostcall_bytes, output.clone())?,
+                _permits: [global, tenant],
+            };
+            stage.store(RUNNING, Ordering::Relaxed);
+            let _ticking = self.inner.ticker.running();
+            let (outcome, slot) = f(prepared, slot).await;
+            match outcome {
+                Ok(r) => r,
+                Err(e) => Err(classify(&slot.store, &output, e, deadline)),
+            }
+        };
+        let mut closing = self.inner.closing.subscribe();
+        let result = tokio::select! {
+            result = tokio::time::timeout_at(end.into(), run) => match result {
+                Ok(result) => result,
+                Err(_) => Err(match stage.load(Ordering::Relaxed) {
+                    WAITING => CallError::Busy,
+                    LOADING => CallError::Unavailable("loading the compiled component took past the deadline".into()),
+                    _ => CallError::Timeout(deadline.as_millis() as u64),
+                }),
+            },
+            _ = closing.wait_for(|closing| *closing) => {
+                Err(CallError::Unavailable("the server is shutting down".into()))
+            }
+        };
+        report_output(plugin, &output);
         metrics::histogram!(PLUGIN_CALL_DURATION, "world" => world).record(start.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => "ok",
@@ -800,27 +1069,32 @@ impl PluginHost {
     }
 
     /// Runs a filter plugin; returns the ids it keeps (each one of the
-    /// candidates').
+    /// candidates'). Its output may hold at most the candidates' ids.
     pub async fn filter(
         &self,
         plugin: &PluginRef,
         query: Query,
         candidates: Vec<Candidate>,
     ) -> Result<HashSet<String>, CallError> {
-        self.call(plugin, move |prepared, store| {
-            let Prepared::Filter(pre) = prepared else {
-                return Ok(Err(CallError::Unavailable("not a filter".into())));
-            };
-            let instance = pre.instantiate(&mut *store)?;
-            let kept = instance.call_filter(&mut *store, &query, &candidates)?;
-            let known: HashSet<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
-            if let Some(unknown) = kept.iter().find(|id| !known.contains(id.as_str())) {
-                return Ok(Err(CallError::BadOutput(format!(
-                    "it kept `{}`, which is not one of the candidates",
-                    truncate(unknown, 64)
-                ))));
+        let bytes = candidates.iter().map(|c| c.id.len() + LIST_ENTRY_BYTES).sum();
+        self.call(plugin, bytes, move |prepared, mut slot| async move {
+            let outcome: wasmtime::Result<Result<HashSet<String>, CallError>> = async {
+                let Prepared::Filter(pre) = &*prepared else {
+                    return Ok(Err(CallError::Unavailable("not a filter".into())));
+                };
+                let instance = pre.instantiate_async(&mut slot.store).await?;
+                let kept = instance.call_filter(&mut slot.store, &query, &candidates).await?;
+                let known: HashSet<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+                if let Some(unknown) = kept.iter().find(|id| !known.contains(id.as_str())) {
+                    return Ok(Err(CallError::BadOutput(format!(
+                        "it kept `{}`, which is not one of the candidates",
+                        truncate(unknown, 64)
+                    ))));
+                }
+                Ok(Ok(kept.into_iter().collect()))
             }
-            Ok(Ok(kept.into_iter().collect()))
+            .await;
+            (outcome, slot)
         })
         .await
     }
@@ -832,26 +1106,31 @@ impl PluginHost {
         query: Query,
         candidates: Vec<Candidate>,
     ) -> Result<Vec<f32>, CallError> {
-        self.call(plugin, move |prepared, store| {
-            let Prepared::Ranker(pre) = prepared else {
-                return Ok(Err(CallError::Unavailable("not a ranker".into())));
-            };
-            let instance = pre.instantiate(&mut *store)?;
-            let scores = instance.call_rank(&mut *store, &query, &candidates)?;
-            if scores.len() != candidates.len() {
-                return Ok(Err(CallError::BadOutput(format!(
-                    "it returned {} scores for {} candidates",
-                    scores.len(),
-                    candidates.len()
-                ))));
+        let bytes = candidates.len() * std::mem::size_of::<f32>();
+        self.call(plugin, bytes, move |prepared, mut slot| async move {
+            let outcome: wasmtime::Result<Result<Vec<f32>, CallError>> = async {
+                let Prepared::Ranker(pre) = &*prepared else {
+                    return Ok(Err(CallError::Unavailable("not a ranker".into())));
+                };
+                let instance = pre.instantiate_async(&mut slot.store).await?;
+                let scores = instance.call_rank(&mut slot.store, &query, &candidates).await?;
+                if scores.len() != candidates.len() {
+                    return Ok(Err(CallError::BadOutput(format!(
+                        "it returned {} scores for {} candidates",
+                        scores.len(),
+                        candidates.len()
+                    ))));
+                }
+                if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+                    return Ok(Err(CallError::BadOutput(format!(
+                        "score {i} is {}, not a finite number",
+                        scores[i]
+                    ))));
+                }
+                Ok(Ok(scores))
             }
-            if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
-                return Ok(Err(CallError::BadOutput(format!(
-                    "score {i} is {}, not a finite number",
-                    scores[i]
-                ))));
-            }
-            Ok(Ok(scores))
+            .await;
+            (outcome, slot)
         })
         .await
     }
@@ -866,25 +1145,70 @@ impl PluginHost {
         accept: A,
     ) -> Result<Result<T, String>, CallError>
     where
-        T: Send + 'static,
-        A: FnOnce(PluginProduct) -> Result<T, String> + Send + 'static,
+        A: FnOnce(PluginProduct) -> Result<T, String>,
     {
         let params = plugin.params.clone();
-        self.call(plugin, move |prepared, store| {
-            let Prepared::Ingest(pre) = prepared else {
-                return Ok(Err(CallError::Unavailable("not an ingest plugin".into())));
-            };
-            let instance = pre.instantiate(&mut *store)?;
-            Ok(match instance.call_transform(&mut *store, &product, &params)? {
-                Ok(out) => match accept(out) {
-                    Ok(t) => Ok(Ok(t)),
-                    Err(why) => Err(CallError::BadOutput(why)),
-                },
-                Err(message) => Ok(Err(truncate(&message, 1000))),
-            })
-        })
+        self.call(
+            plugin,
+            INGEST_OUTPUT_BYTES,
+            move |prepared, mut slot| async move {
+                let outcome: wasmtime::Result<Result<Result<T, String>, CallError>> = async {
+                    let Prepared::Ingest(pre) = &*prepared else {
+                        return Ok(Err(CallError::Unavailable("not an ingest plugin".into())));
+                    };
+                    let instance = pre.instantiate_async(&mut slot.store).await?;
+                    Ok(
+                        match instance
+                            .call_transform(&mut slot.store, &product, &params)
+                            .await?
+                        {
+                            Ok(out) => match accept(out) {
+                                Ok(t) => Ok(Ok(t)),
+                                Err(why) => Err(CallError::BadOutput(why)),
+                            },
+                            Err(message) => Ok(Err(truncate(&message, 1000))),
+                        },
+                    )
+                }
+                .await;
+                (outcome, slot)
+            },
+        )
         .await
     }
+}
+
+/// Hostcall bytes per id a filter may return, beyond the id itself (the
+/// list entry the host allocates for it).
+const LIST_ENTRY_BYTES: usize = 64;
+
+/// A running call's store and the slots it holds. Fields drop in order:
+/// the instance is gone before its slots free up, so a freed slot always
+/// finds a free pooled instance.
+struct Slot {
+    store: Store<CallState>,
+    _permits: [OwnedSemaphorePermit; 2],
+}
+
+/// Why a version's compiled file did not serve.
+enum Miss {
+    /// Missing or damaged (the label of the compilation it calls for).
+    Absent(&'static str),
+    /// Loaded, but cannot be used.
+    Unusable(CallError),
+}
+
+/// Why a compilation failed.
+#[derive(Debug, thiserror::Error)]
+enum CompileFailure {
+    #[error("the component is invalid: {0}")]
+    Invalid(String),
+    #[error("the component does not implement its world: {0}")]
+    WrongWorld(String),
+    #[error("compilation took longer than the limit")]
+    TimedOut,
+    #[error("{0}")]
+    Internal(String),
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -894,12 +1218,12 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// Sends what the guest logged to the service log, tagged with the tenant
-/// and plugin, and counts what was dropped.
-fn report_logs(plugin: &PluginRef, store: &mut Store<CallState>) {
-    let log = std::mem::take(&mut store.data_mut().log);
+/// Sends what the guest logged and printed to the service log, tagged with
+/// the tenant and plugin, and counts the log lines dropped.
+fn report_output(plugin: &PluginRef, output: &CallOutput) {
+    let (tenant, name) = (plugin.tenant.as_str(), plugin.name.as_str());
+    let log = std::mem::take(&mut *output.log());
     for (level, line) in &log.lines {
-        let (tenant, name) = (plugin.tenant.as_str(), plugin.name.as_str());
         match level {
             Level::Debug => tracing::debug!(tenant, plugin = name, "plugin: {line}"),
             Level::Info => tracing::info!(tenant, plugin = name, "plugin: {line}"),
@@ -911,34 +1235,47 @@ fn report_logs(plugin: &PluginRef, store: &mut Store<CallState>) {
     if dropped > 0 {
         metrics::counter!(PLUGIN_LOG_DROPPED).increment(dropped as u64);
     }
+    for (stream, pipe) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        let bytes = pipe.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim();
+        if !text.is_empty() {
+            tracing::warn!(
+                tenant,
+                plugin = name,
+                version = plugin.version,
+                stream,
+                output = %truncate(text, OUTPUT_CAP),
+                "plugin wrote to {stream}"
+            );
+        }
+    }
     // A flood is remembered for classification.
-    store.data_mut().log.flooded = log.flooded;
+    output.log().flooded = log.flooded;
 }
 
 /// Names what stopped a guest.
-fn classify(store: &Store<CallState>, error: wasmtime::Error, deadline: Duration) -> CallError {
-    let state = store.data();
-    if state.log.flooded {
+fn classify(
+    store: &Store<CallState>,
+    output: &CallOutput,
+    error: wasmtime::Error,
+    deadline: Duration,
+) -> CallError {
+    if output.log().flooded {
         return CallError::LogFlood;
     }
-    if state.limiter.hit_memory {
-        return CallError::MemoryLimit(state.limiter.memory_bytes as u64 / MIB);
+    let limiter = &store.data().limiter;
+    if limiter.hit_memory {
+        return CallError::MemoryLimit(limiter.memory_bytes as u64 / MIB);
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout(deadline.as_millis() as u64),
         Some(Trap::OutOfFuel) => CallError::OutOfFuel,
         Some(Trap::StackOverflow) => CallError::StackOverflow,
-        Some(trap) => {
-            let stderr = state.stderr.contents();
-            let said = String::from_utf8_lossy(&stderr);
-            let said = said.trim();
-            if said.is_empty() {
-                CallError::Trap(trap.to_string())
-            } else {
-                CallError::Trap(format!("{trap} ({})", truncate(said, 300)))
-            }
-        }
-        None => CallError::Trap(truncate(&format!("{error:#}"), 300)),
+        Some(trap) => CallError::Trap(trap.to_string()),
+        // Not a trap: the host refused what the guest handed it (more
+        // bytes than its hostcall budget, a bad string or pointer).
+        None => CallError::BadOutput(truncate(&format!("{error:#}"), 300)),
     }
 }
 

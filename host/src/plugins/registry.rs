@@ -8,7 +8,7 @@ use std::sync::Arc;
 use moka::future::Cache;
 use serde_json::{Map, Value};
 
-use super::{PluginHost, PluginProduct, PluginRef, World};
+use super::{CallError, PluginHost, PluginProduct, PluginRef, World};
 use crate::model::{ProductFields, parse_product};
 use crate::store::{Catalog, PluginRecord, StoreError, StoreResult};
 
@@ -62,12 +62,46 @@ pub fn plugin_ref(r: &PluginRecord) -> Option<PluginRef> {
     })
 }
 
+/// An ingest plugin that failed or could not run: the write went on with
+/// the product as sent, and its response says so (`warnings`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginWarning {
+    pub plugin: String,
+    pub version: i64,
+    /// The outcome kind (`timeout`, `trap`, ...; see [`CallError::kind`]).
+    pub outcome: &'static str,
+    /// A fixed sentence per kind: never what the guest wrote.
+    pub message: &'static str,
+}
+
+impl PluginWarning {
+    fn new(plugin: &PluginRef, error: &CallError) -> Self {
+        Self {
+            plugin: plugin.name.clone(),
+            version: plugin.version,
+            outcome: error.kind(),
+            message: error.public_message(),
+        }
+    }
+
+    /// `{"plugin", "version", "world": "ingest", "outcome", "message"}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "plugin": self.plugin,
+            "version": self.version,
+            "world": World::Ingest.as_str(),
+            "outcome": self.outcome,
+            "message": self.message,
+        })
+    }
+}
+
 /// What the ingest step made of a product.
 #[derive(Debug)]
 pub enum IngestOutcome {
-    /// Store these fields (transformed, or as sent when there is no ingest
-    /// plugin or it failed).
-    Store(ProductFields),
+    /// Store these fields: transformed, or as sent when there is no ingest
+    /// plugin or it failed (then with the warning the response carries).
+    Store(ProductFields, Option<Box<PluginWarning>>),
     /// The tenant's plugin rejected the product.
     Rejected {
         plugin: String,
@@ -110,6 +144,40 @@ impl PluginRegistry {
                 StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
                 other => StoreError::Other(other.to_string()),
             })
+    }
+
+    /// Makes every tenant's active versions ready to call (from their
+    /// compiled files, or compiled): run in the background at start-up, so
+    /// searches find them compiled. Failures are logged; those versions
+    /// fall back until a search schedules their compilation again.
+    pub async fn warm_active(&self) {
+        let tenants = match self.catalog.list_tenants().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "plugins: cannot list tenants to warm their plugins");
+                return;
+            }
+        };
+        let mut warmed = 0usize;
+        for tenant in tenants {
+            let records = match self.catalog.active_plugins(&tenant.id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.id, error = %e, "plugins: cannot read active plugins to warm them");
+                    continue;
+                }
+            };
+            for plugin in records.iter().filter_map(plugin_ref) {
+                match self.host.warm(&plugin).await {
+                    Ok(()) => warmed += 1,
+                    Err(e) => tracing::warn!(
+                        tenant = %plugin.tenant, plugin = %plugin.name, version = plugin.version,
+                        error = %e, "plugins: cannot warm an active plugin"
+                    ),
+                }
+            }
+        }
+        tracing::info!(plugins = warmed, "plugins: active versions ready");
     }
 
     /// The version of `world` a request runs, if any.
@@ -159,7 +227,7 @@ impl PluginRegistry {
     ) -> StoreResult<IngestOutcome> {
         match self.active_ingest(tenant).await? {
             Some(plugin) => Ok(self.ingest_with(&plugin, external_id, fields).await),
-            None => Ok(IngestOutcome::Store(fields)),
+            None => Ok(IngestOutcome::Store(fields, None)),
         }
     }
 
@@ -189,13 +257,13 @@ impl PluginRegistry {
             .ingest(plugin, input, move |out| from_plugin_product(&id, &original, out))
             .await
         {
-            Ok(Ok(fields)) => IngestOutcome::Store(fields),
+            Ok(Ok(fields)) => IngestOutcome::Store(fields, None),
             Ok(Err(message)) => IngestOutcome::Rejected {
                 plugin: plugin.name.clone(),
                 version: plugin.version,
                 message,
             },
-            Err(_) => IngestOutcome::Store(fields),
+            Err(e) => IngestOutcome::Store(fields, Some(Box::new(PluginWarning::new(plugin, &e)))),
         }
     }
 }
