@@ -258,6 +258,9 @@ fn main() -> ExitCode {
         }
         Ok(())
     });
+    // Blocking work still running (a plugin compilation cannot be stopped
+    // midway) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

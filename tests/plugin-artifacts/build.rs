@@ -24,6 +24,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("hostile/sleeper", "SLEEPER"),
     ("hostile/sleepy-ingest", "SLEEPY_INGEST"),
     ("hostile/copy-amplifier", "COPY_AMPLIFIER"),
+    ("hostile/tag-amplifier", "TAG_AMPLIFIER"),
+    ("hostile/random-hog", "RANDOM_HOG"),
 ];
 
 fn main() {

@@ -87,6 +87,7 @@ fn upload_error(e: UploadError) -> ApiError {
             tracing::error!(error = %why, "plugin upload failed");
             ApiError::internal()
         }
+        UploadError::Busy => ApiError::unavailable("plugin compiler"),
         other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.code(), other.to_string())
             .with_details(json!({"field": "body"})),
     }

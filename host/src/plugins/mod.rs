@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -59,6 +60,9 @@ const TICK: Duration = Duration::from_millis(1);
 /// Captured guest stdout/stderr per call (each goes to the log, never to a
 /// response): enough for a panic message.
 const OUTPUT_CAP: usize = 4096;
+/// Most random bytes one WASI call may ask for (wasmtime-wasi allows 64 MiB,
+/// made synchronously: about a quarter of a second of a host thread).
+const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 /// Bytes a guest may hand the host in one host call or in its result
 /// (wasmtime's hostcall fuel), at the least: a log line, a small output.
 const MIN_HOSTCALL_BYTES: usize = 16 * 1024;
@@ -186,6 +190,9 @@ pub enum UploadError {
     WrongWorld { world: &'static str, reason: String },
     #[error("compiling the component took longer than the limit of {} ms (`plugins.compile_timeout_ms`)", .0.as_millis())]
     CompileTimeout(Duration),
+    /// Every compile slot (or this tenant's one) stayed busy: 503.
+    #[error("the plugin compiler is busy")]
+    Busy,
     #[error("{0}")]
     Internal(String),
 }
@@ -199,6 +206,7 @@ impl UploadError {
             UploadError::Invalid(_) => "invalid_component",
             UploadError::WrongWorld { .. } => "wrong_world",
             UploadError::CompileTimeout(_) => "compile_timeout",
+            UploadError::Busy => "busy",
             UploadError::Internal(_) => "internal",
         }
     }
@@ -227,8 +235,8 @@ pub enum CallError {
     Busy,
     #[error("the plugin cannot be loaded: {0}")]
     Unavailable(String),
-    #[error("the plugin is not compiled on this node yet; compilation is scheduled")]
-    NotCompiled,
+    #[error("the plugin is not ready on this node yet (it is being loaded or compiled)")]
+    NotReady,
 }
 
 impl CallError {
@@ -244,7 +252,7 @@ impl CallError {
             CallError::LogFlood => "log_flood",
             CallError::Busy => "busy",
             CallError::Unavailable(_) => "unavailable",
-            CallError::NotCompiled => "not_compiled",
+            CallError::NotReady => "not_ready",
         }
     }
 
@@ -261,7 +269,7 @@ impl CallError {
             CallError::LogFlood => "the plugin logged too much and was stopped",
             CallError::Busy => "no plugin slot freed up before the deadline",
             CallError::Unavailable(_) => "the plugin cannot be loaded",
-            CallError::NotCompiled => "the plugin is still being compiled on this node",
+            CallError::NotReady => "the plugin is not ready on this node yet",
         }
     }
 }
@@ -422,12 +430,18 @@ struct Inner {
     prepared: Cache<(String, World), Arc<Prepared>>,
     /// Slots of all calls, and of each tenant's.
     permits: Arc<Semaphore>,
-    tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Compilations at once (one per core); an abandoned compilation keeps
-    /// its slot until it ends, so slow components cannot pile up.
+    tenant_permits: TenantSlots,
+    /// Compilations at once: one per core in all, one per tenant. Each may
+    /// use every core (parallel compilation): these bound how many run, so
+    /// that one tenant's slow components cannot hold every slot. An
+    /// abandoned compilation keeps its slots until it ends.
     compile_slots: Arc<Semaphore>,
-    /// Versions whose background compilation is scheduled or running.
-    compiling: Mutex<HashSet<(String, World)>>,
+    tenant_compile_slots: TenantSlots,
+    /// The versions being made ready, each by one shared task.
+    readying: Mutex<HashMap<(String, World), Readying>>,
+    /// Versions that recently failed to get ready, with why; retried after
+    /// [`FAILED_RETRY`] (or at once by a warm-up).
+    failed: Cache<(String, World), CallError>,
     /// Set when the server shuts down: running calls end at once.
     closing: tokio::sync::watch::Sender<bool>,
     config: PluginsConfig,
@@ -619,11 +633,16 @@ impl PluginHost {
                 linker,
                 prepared: Cache::builder().max_capacity(1024).build(),
                 permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
-                tenant_permits: Mutex::default(),
+                tenant_permits: TenantSlots::default(),
                 compile_slots: Arc::new(Semaphore::new(
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
                 )),
-                compiling: Mutex::default(),
+                tenant_compile_slots: TenantSlots::default(),
+                readying: Mutex::default(),
+                failed: Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(FAILED_RETRY)
+                    .build(),
                 closing: tokio::sync::watch::Sender::new(false),
                 config,
                 artifacts,
@@ -674,7 +693,7 @@ impl PluginHost {
         check_header(&bytes)?;
         let digest = sha256_hex(&bytes);
         let prepared = self
-            .compile(bytes.clone(), world, digest.clone(), "upload")
+            .compile(tenant, bytes.clone(), world, digest.clone(), "upload")
             .await
             .map_err(|e| match e {
                 CompileFailure::Invalid(m) => UploadError::Invalid(m),
@@ -683,6 +702,7 @@ impl PluginHost {
                     reason,
                 },
                 CompileFailure::TimedOut => UploadError::CompileTimeout(self.inner.config.compile_timeout),
+                CompileFailure::Busy => UploadError::Busy,
                 CompileFailure::Internal(m) => UploadError::Internal(m),
             })?;
         self.inner
@@ -690,38 +710,54 @@ impl PluginHost {
             .put(&blob_key(tenant, &digest), bytes)
             .await
             .map_err(|e| UploadError::Internal(format!("cannot store the component: {e}")))?;
-        self.inner
-            .prepared
-            .insert((digest.clone(), world), Arc::new(prepared))
-            .await;
+        let key = (digest.clone(), world);
+        self.inner.failed.invalidate(&key).await;
+        self.inner.prepared.insert(key, Arc::new(prepared)).await;
         Ok(digest)
     }
 
-    /// Compiles a component on the blocking pool, under a compile slot and
-    /// the compile limit, links it for `world` and keeps the artifact. A
-    /// compilation past the limit is abandoned: it ends on its own thread
-    /// (holding its slot, so abandoned ones cannot pile up) and keeps
-    /// nothing.
+    /// Compiles a component on the blocking pool, under the tenant's compile
+    /// slot and a global one (waiting for them at most `compile_timeout`:
+    /// `Busy`), then under the compile limit; links it for `world` and keeps
+    /// the artifact. A compilation past the limit is abandoned: it ends on
+    /// its own thread, holding its slots, so abandoned ones cannot pile up,
+    /// and keeps nothing.
     async fn compile(
         &self,
+        tenant: &str,
         bytes: Bytes,
         world: World,
         digest: String,
         reason: &'static str,
     ) -> Result<Prepared, CompileFailure> {
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let host = self.clone();
-        let flag = abandoned.clone();
-        let work = async move {
-            let slot = host
+        let limit = self.inner.config.compile_timeout;
+        let slots = async {
+            let closed = |_| CompileFailure::Internal("the compiler is shut down".into());
+            let tenant = self
+                .inner
+                .tenant_compile_slots
+                .get(tenant, 1)
+                .acquire_owned()
+                .await
+                .map_err(closed)?;
+            let global = self
                 .inner
                 .compile_slots
                 .clone()
                 .acquire_owned()
                 .await
-                .map_err(|_| CompileFailure::Internal("the compiler is shut down".into()))?;
+                .map_err(closed)?;
+            Ok::<_, CompileFailure>([global, tenant])
+        };
+        let slots = tokio::time::timeout(limit, slots)
+            .await
+            .map_err(|_| CompileFailure::Busy)??;
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let host = self.clone();
+        let flag = abandoned.clone();
+        let work = async move {
             tokio::task::spawn_blocking(move || {
-                let _slot = slot;
+                let _slots = slots;
                 let component = Component::new(&host.inner.engine, &bytes)
                     .map_err(|e| CompileFailure::Invalid(format!("{e:#}")))?;
                 if flag.load(Ordering::Acquire) {
@@ -738,7 +774,7 @@ impl PluginHost {
             .await
             .map_err(|e| CompileFailure::Internal(format!("compilation task failed: {e}")))?
         };
-        match tokio::time::timeout(self.inner.config.compile_timeout, work).await {
+        match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
             Err(_) => {
                 abandoned.store(true, Ordering::Release);
@@ -816,77 +852,85 @@ impl PluginHost {
         }
     }
 
-    /// The component of a call: from memory, else from its compiled file.
-    /// Never compiled here (a crafted component could compile for seconds
-    /// inside a search's deadline): a version with no usable compiled file
-    /// falls back for this call and is compiled in the background.
+    /// The component of a call: from memory, else made ready by a task of
+    /// its own ([`Self::readying`]) that the call waits for only inside its
+    /// deadline. A slow load or a compilation goes on in the background and
+    /// serves the calls after; nothing is ever compiled inside a search.
     async fn prepared_for_call(&self, plugin: &PluginRef) -> Result<Arc<Prepared>, CallError> {
-        let host = self.clone();
-        let p = plugin.clone();
-        self.inner
-            .prepared
-            .try_get_with((plugin.digest.clone(), plugin.world), async move {
-                match host.load_compiled(&p).await {
-                    Ok(prepared) => Ok(Arc::new(prepared)),
-                    Err(Miss::Absent(reason)) => {
-                        host.schedule_compile(p, reason);
-                        Err(CallError::NotCompiled)
-                    }
-                    Err(Miss::Unusable(e)) => Err(e),
-                }
-            })
-            .await
-            .map_err(|e: Arc<CallError>| (*e).clone())
+        let key = (plugin.digest.clone(), plugin.world);
+        if let Some(prepared) = self.inner.prepared.get(&key).await {
+            return Ok(prepared);
+        }
+        if let Some(failed) = self.inner.failed.get(&key).await {
+            return Err(failed);
+        }
+        self.readying(plugin).await
     }
 
     /// Makes a version ready to call: from memory, its compiled file, or
     /// compiled from its stored component (bounded by `compile_timeout`).
-    /// Activation and start-up call this, so searches find it compiled.
+    /// Activation and start-up call this, so searches find it ready; it
+    /// retries a version that failed recently.
     pub async fn warm(&self, plugin: &PluginRef) -> Result<(), CallError> {
-        let host = self.clone();
-        let p = plugin.clone();
-        self.inner
-            .prepared
-            .try_get_with((plugin.digest.clone(), plugin.world), async move {
-                match host.load_compiled(&p).await {
-                    Ok(prepared) => Ok(Arc::new(prepared)),
-                    Err(Miss::Absent(reason)) => host.compile_stored(&p, reason).await.map(Arc::new),
-                    Err(Miss::Unusable(e)) => Err(e),
-                }
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e: Arc<CallError>| (*e).clone())
+        let key = (plugin.digest.clone(), plugin.world);
+        if self.inner.prepared.contains_key(&key) {
+            return Ok(());
+        }
+        self.inner.failed.invalidate(&key).await;
+        self.readying(plugin).await.map(|_| ())
     }
 
-    /// Compiles a version in the background, once however many calls miss
-    /// it, and keeps it for the calls after.
-    fn schedule_compile(&self, plugin: PluginRef, reason: &'static str) {
+    /// The one task that makes a version ready (loads its compiled file, or
+    /// compiles it from its stored component), shared by every call and
+    /// warm-up that wants it. It runs to its end whoever stops waiting, and
+    /// keeps its result: the component in memory, or the failure for
+    /// [`FAILED_RETRY`] (so a broken version costs one attempt, not one per
+    /// search).
+    fn readying(&self, plugin: &PluginRef) -> Readying {
         let key = (plugin.digest.clone(), plugin.world);
-        let newly = self
-            .inner
-            .compiling
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key.clone());
-        if !newly {
-            return;
+        let mut readying = self.inner.readying.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = readying.get(&key) {
+            return task.clone();
         }
         let host = self.clone();
-        tokio::spawn(async move {
-            match host.compile_stored(&plugin, reason).await {
-                Ok(prepared) => host.inner.prepared.insert(key.clone(), Arc::new(prepared)).await,
-                Err(e) => tracing::warn!(
-                    tenant = %plugin.tenant, plugin = %plugin.name, version = plugin.version,
-                    error = %e, "plugins: background compilation failed"
-                ),
+        let p = plugin.clone();
+        let k = key.clone();
+        let task = tokio::spawn(async move {
+            let result = host.make_ready(&p).await.map(Arc::new);
+            match &result {
+                Ok(prepared) => host.inner.prepared.insert(k.clone(), prepared.clone()).await,
+                Err(e) => {
+                    tracing::warn!(
+                        tenant = %p.tenant, plugin = %p.name, version = p.version,
+                        error = %e, "plugins: cannot make a version ready; retrying later"
+                    );
+                    host.inner.failed.insert(k.clone(), e.clone()).await;
+                }
             }
             host.inner
-                .compiling
+                .readying
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
+                .remove(&k);
+            result
         });
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|e| Err(CallError::Unavailable(format!("the loading task failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        readying.insert(key, shared.clone());
+        shared
+    }
+
+    /// Loads a version's compiled file, else compiles it.
+    async fn make_ready(&self, plugin: &PluginRef) -> Result<Prepared, CallError> {
+        match self.load_compiled(plugin).await {
+            Ok(prepared) => Ok(prepared),
+            Err(Miss::Unusable(e)) => Err(e),
+            Err(Miss::Absent(reason)) => self.compile_stored(plugin, reason).await,
+        }
     }
 
     /// Loads a version's compiled file (deserialization only).
@@ -917,26 +961,9 @@ impl PluginHost {
                 "the stored component does not match its digest".into(),
             ));
         }
-        self.compile(bytes, plugin.world, plugin.digest.clone(), reason)
+        self.compile(&plugin.tenant, bytes, plugin.world, plugin.digest.clone(), reason)
             .await
             .map_err(|e| CallError::Unavailable(e.to_string()))
-    }
-
-    /// The slots of one tenant's calls.
-    fn tenant_slots(&self, tenant: &str) -> Arc<Semaphore> {
-        let mut slots = self
-            .inner
-            .tenant_permits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        slots
-            .entry(tenant.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(
-                    self.inner.config.max_concurrent_calls_per_tenant.max(1),
-                ))
-            })
-            .clone()
     }
 
     /// A fresh store for one call: memory cap, no grants, a cap on the
@@ -962,6 +989,9 @@ impl PluginHost {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            // Random bytes are made synchronously, one by one: a large
+            // request would hold the thread past the deadline.
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -1013,7 +1043,9 @@ impl PluginHost {
         let stage = AtomicU8::new(WAITING);
         let run = async {
             let tenant = self
-                .tenant_slots(&plugin.tenant)
+                .inner
+                .tenant_permits
+                .get(&plugin.tenant, self.inner.config.max_concurrent_calls_per_tenant)
                 .acquire_owned()
                 .await
                 .map_err(|_| CallError::Busy)?;
@@ -1044,7 +1076,7 @@ impl PluginHost {
                 Ok(result) => result,
                 Err(_) => Err(match stage.load(Ordering::Relaxed) {
                     WAITING => CallError::Busy,
-                    LOADING => CallError::Unavailable("loading the compiled component took past the deadline".into()),
+                    LOADING => CallError::NotReady,
                     _ => CallError::Timeout(deadline.as_millis() as u64),
                 }),
             },
@@ -1178,6 +1210,29 @@ impl PluginHost {
     }
 }
 
+/// How long a version that failed to get ready is left alone before a
+/// call tries again.
+const FAILED_RETRY: Duration = Duration::from_secs(30);
+
+/// A version being made ready, as every waiter sees it.
+type Readying = Shared<BoxFuture<'static, Result<Arc<Prepared>, CallError>>>;
+
+/// One semaphore per tenant, made on first use. Tenants are created by the
+/// admin only, so the map stays as small as the tenant list.
+#[derive(Default)]
+struct TenantSlots(Mutex<HashMap<String, Arc<Semaphore>>>);
+
+impl TenantSlots {
+    fn get(&self, tenant: &str, permits: usize) -> Arc<Semaphore> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tenant.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(permits.max(1))))
+            .clone()
+    }
+}
+
 /// Hostcall bytes per id a filter may return, beyond the id itself (the
 /// list entry the host allocates for it).
 const LIST_ENTRY_BYTES: usize = 64;
@@ -1207,6 +1262,8 @@ enum CompileFailure {
     WrongWorld(String),
     #[error("compilation took longer than the limit")]
     TimedOut,
+    #[error("no compile slot freed up in time")]
+    Busy,
     #[error("{0}")]
     Internal(String),
 }
@@ -1218,12 +1275,26 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// Guest text with its control characters escaped (`\n`, `\u{1b}`), so
+/// that it cannot forge log lines or terminal sequences.
+fn escape_controls(s: &str) -> String {
+    s.chars().fold(String::with_capacity(s.len()), |mut out, c| {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        out
+    })
+}
+
 /// Sends what the guest logged and printed to the service log, tagged with
 /// the tenant and plugin, and counts the log lines dropped.
 fn report_output(plugin: &PluginRef, output: &CallOutput) {
     let (tenant, name) = (plugin.tenant.as_str(), plugin.name.as_str());
     let log = std::mem::take(&mut *output.log());
     for (level, line) in &log.lines {
+        let line = escape_controls(line);
         match level {
             Level::Debug => tracing::debug!(tenant, plugin = name, "plugin: {line}"),
             Level::Info => tracing::info!(tenant, plugin = name, "plugin: {line}"),
@@ -1245,13 +1316,11 @@ fn report_output(plugin: &PluginRef, output: &CallOutput) {
                 plugin = name,
                 version = plugin.version,
                 stream,
-                output = %truncate(text, OUTPUT_CAP),
+                output = %escape_controls(&truncate(text, OUTPUT_CAP)),
                 "plugin wrote to {stream}"
             );
         }
     }
-    // A flood is remembered for classification.
-    output.log().flooded = log.flooded;
 }
 
 /// Names what stopped a guest.
