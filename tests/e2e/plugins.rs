@@ -10,7 +10,7 @@ use vitrine_plugin_artifacts as artifacts;
 use crate::harness::{
     ADMIN_KEY, Catalog, Client, Setup, all_products, fast_jobs, image_server, wait_for_job,
 };
-use crate::search::{ids, search};
+use crate::search::{batch, ids, search};
 use crate::tenant_key;
 
 async fn upload(client: &Client, tenant: &str, name: &str, world: &str, path: &str) -> (u16, Value) {
@@ -580,15 +580,7 @@ async fn indexed_products(client: &Client, tenant: &str, images: std::net::Socke
                    "image_url": format!("http://{images}/img/{i}.png")})
         })
         .collect();
-    let (s, b) = client
-        .post(
-            &format!("/v1/tenants/{tenant}/products/batch"),
-            &json!({"products": products}),
-        )
-        .await;
-    assert_eq!(s, 202, "{b}");
-    let job = wait_for_job(client, b["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
-    assert_eq!(job["status"], "succeeded", "{job}");
+    batch(client, tenant, &products).await;
 }
 
 /// The sandbox over HTTP: one tenant's sleeping guests neither hold its

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::harness::{ADMIN_KEY, Catalog, Client, Setup, fast_jobs, image_server, wait_for_job};
 
-async fn batch(client: &Client, tenant: &str, products: &[Value]) {
+/// Writes a batch and waits until its index job has succeeded.
+pub(crate) async fn batch(client: &Client, tenant: &str, products: &[Value]) {
     let (s, b) = client
         .post(
             &format!("/v1/tenants/{tenant}/products/batch"),
