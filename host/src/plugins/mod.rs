@@ -438,10 +438,13 @@ struct Inner {
     compile_slots: Arc<Semaphore>,
     tenant_compile_slots: TenantSlots,
     /// The versions being made ready, each by one shared task.
-    readying: Mutex<HashMap<(String, World), Readying>>,
+    /// Keyed per tenant (it fetches that tenant's blob under that tenant's
+    /// compile slot), so that one tenant's failure never stands for
+    /// another's copy of the same component.
+    readying: Mutex<HashMap<ReadyKey, Readying>>,
     /// Versions that recently failed to get ready, with why; retried after
     /// [`FAILED_RETRY`] (or at once by a warm-up).
-    failed: Cache<(String, World), CallError>,
+    failed: Cache<ReadyKey, CallError>,
     /// Set when the server shuts down: running calls end at once.
     closing: tokio::sync::watch::Sender<bool>,
     config: PluginsConfig,
@@ -710,9 +713,14 @@ impl PluginHost {
             .put(&blob_key(tenant, &digest), bytes)
             .await
             .map_err(|e| UploadError::Internal(format!("cannot store the component: {e}")))?;
-        let key = (digest.clone(), world);
-        self.inner.failed.invalidate(&key).await;
-        self.inner.prepared.insert(key, Arc::new(prepared)).await;
+        self.inner
+            .failed
+            .invalidate(&(tenant.to_owned(), digest.clone(), world))
+            .await;
+        self.inner
+            .prepared
+            .insert((digest.clone(), world), Arc::new(prepared))
+            .await;
         Ok(digest)
     }
 
@@ -857,11 +865,15 @@ impl PluginHost {
     /// deadline. A slow load or a compilation goes on in the background and
     /// serves the calls after; nothing is ever compiled inside a search.
     async fn prepared_for_call(&self, plugin: &PluginRef) -> Result<Arc<Prepared>, CallError> {
-        let key = (plugin.digest.clone(), plugin.world);
-        if let Some(prepared) = self.inner.prepared.get(&key).await {
+        if let Some(prepared) = self
+            .inner
+            .prepared
+            .get(&(plugin.digest.clone(), plugin.world))
+            .await
+        {
             return Ok(prepared);
         }
-        if let Some(failed) = self.inner.failed.get(&key).await {
+        if let Some(failed) = self.inner.failed.get(&ready_key(plugin)).await {
             return Err(failed);
         }
         self.readying(plugin).await
@@ -872,11 +884,14 @@ impl PluginHost {
     /// Activation and start-up call this, so searches find it ready; it
     /// retries a version that failed recently.
     pub async fn warm(&self, plugin: &PluginRef) -> Result<(), CallError> {
-        let key = (plugin.digest.clone(), plugin.world);
-        if self.inner.prepared.contains_key(&key) {
+        if self
+            .inner
+            .prepared
+            .contains_key(&(plugin.digest.clone(), plugin.world))
+        {
             return Ok(());
         }
-        self.inner.failed.invalidate(&key).await;
+        self.inner.failed.invalidate(&ready_key(plugin)).await;
         self.readying(plugin).await.map(|_| ())
     }
 
@@ -887,7 +902,7 @@ impl PluginHost {
     /// [`FAILED_RETRY`] (so a broken version costs one attempt, not one per
     /// search).
     fn readying(&self, plugin: &PluginRef) -> Readying {
-        let key = (plugin.digest.clone(), plugin.world);
+        let key = ready_key(plugin);
         let mut readying = self.inner.readying.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(task) = readying.get(&key) {
             return task.clone();
@@ -898,7 +913,10 @@ impl PluginHost {
         let task = tokio::spawn(async move {
             let result = host.make_ready(&p).await.map(Arc::new);
             match &result {
-                Ok(prepared) => host.inner.prepared.insert(k.clone(), prepared.clone()).await,
+                Ok(prepared) => {
+                    let shared_key = (p.digest.clone(), p.world);
+                    host.inner.prepared.insert(shared_key, prepared.clone()).await
+                }
                 Err(e) => {
                     tracing::warn!(
                         tenant = %p.tenant, plugin = %p.name, version = p.version,
@@ -1213,6 +1231,14 @@ impl PluginHost {
 /// How long a version that failed to get ready is left alone before a
 /// call tries again.
 const FAILED_RETRY: Duration = Duration::from_secs(30);
+
+/// (tenant, digest, world): what a readying task and a remembered failure
+/// belong to.
+type ReadyKey = (String, String, World);
+
+fn ready_key(plugin: &PluginRef) -> ReadyKey {
+    (plugin.tenant.clone(), plugin.digest.clone(), plugin.world)
+}
 
 /// A version being made ready, as every waiter sees it.
 type Readying = Shared<BoxFuture<'static, Result<Arc<Prepared>, CallError>>>;
