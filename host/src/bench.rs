@@ -118,6 +118,9 @@ pub struct IndexBenchOptions<'a> {
     pub threads: Option<usize>,
     /// Side of the served images (JPEG), like a shop's product photo.
     pub image_side: u32,
+    /// A stream of single-product writes, each with its own job, written
+    /// while the runner works; otherwise batch jobs of 64 written first.
+    pub single: bool,
 }
 
 /// A product photo stand-in: a smooth colour field with some texture,
@@ -235,51 +238,86 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
         fetcher: Arc::new(fetcher),
         blobs: BlobStore::open(None, work.path())?,
         time_limit: std::time::Duration::from_secs(3600),
+        max_coalesced: max_batch,
     });
-    let per_job = 64;
-    let mut jobs = Vec::new();
+    let product = |i: usize| -> anyhow::Result<(String, crate::model::ProductFields)> {
+        let doc = json!({"title": format!("Product {i}"), "image_url": format!("http://{addr}/img/{i}")});
+        let input = crate::model::parse_product(doc.as_object().ok_or_else(|| anyhow::anyhow!("doc"))?)
+            .map_err(|e| anyhow::anyhow!("bad product: {e:?}"))?;
+        Ok((format!("p{i}"), input.fields))
+    };
     let start = Instant::now();
-    for (j, chunk) in (0..o.products).collect::<Vec<_>>().chunks(per_job).enumerate() {
-        let mut items = Vec::new();
-        for i in chunk {
-            let doc = json!({"title": format!("Product {i}"), "image_url": format!("http://{addr}/img/{i}")});
-            let input = crate::model::parse_product(doc.as_object().ok_or_else(|| anyhow::anyhow!("doc"))?)
-                .map_err(|e| anyhow::anyhow!("bad product: {e:?}"))?;
-            items.push((format!("p{i}"), input.fields));
+    // Batch mode writes every job before the runner starts; single mode
+    // writes one product (and job) at a time while it runs.
+    let (job_tx, mut job_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let writer = if o.single {
+        let (catalog, job_tx, products) = (catalog.clone(), job_tx.clone(), o.products);
+        let items: Vec<_> = (0..products).map(product).collect::<Result<_, _>>()?;
+        Some(tokio::spawn(async move {
+            for item in items {
+                let job = NewJob::new(
+                    crate::api::products::JOB_INDEX_PRODUCT,
+                    "default",
+                    json!({"external_ids": [item.0.clone()]}),
+                );
+                catalog.upsert_products("default", &[item], &job).await?;
+                let _ = job_tx.send(job.id);
+            }
+            Ok::<(), anyhow::Error>(())
+        }))
+    } else {
+        for chunk in (0..o.products).collect::<Vec<_>>().chunks(64) {
+            let items: Vec<_> = chunk.iter().map(|i| product(*i)).collect::<Result<_, _>>()?;
+            let job = NewJob::new(
+                crate::api::products::JOB_BATCH_INDEX,
+                "default",
+                json!({"external_ids": items.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()}),
+            );
+            catalog.upsert_products("default", &items, &job).await?;
+            let _ = job_tx.send(job.id);
         }
-        let job = NewJob::new(
-            "batch_index_products",
-            "default",
-            json!({"external_ids": items.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()}),
-        );
-        catalog.upsert_products("default", &items, &job).await?;
-        jobs.push(job.id);
-        let _ = j;
-    }
+        None
+    };
+    drop(job_tx);
     let mut config = RunnerConfig::new("bench");
     config.poll_interval = std::time::Duration::from_millis(20);
+    // The server's default `jobs.concurrency`.
+    config.concurrency = 4;
     let mut runner = JobRunner::new(catalog.clone(), config);
-    runner.register("batch_index_products", handler);
+    runner.register(crate::api::products::JOB_BATCH_INDEX, handler.clone());
+    runner.register(crate::api::products::JOB_INDEX_PRODUCT, handler);
     let runner = Arc::new(runner);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(runner.run(async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));
-    loop {
-        let mut open = 0;
-        for id in &jobs {
-            match catalog.get_job(id).await?.map(|j| j.status) {
+    // Every job written (the writer may still be at it) must succeed.
+    let mut open: Vec<String> = Vec::new();
+    let mut jobs = 0usize;
+    let mut writing = true;
+    while writing || !open.is_empty() {
+        while let Ok(id) = job_rx.try_recv() {
+            open.push(id);
+            jobs += 1;
+        }
+        if writing && job_rx.is_closed() && job_rx.is_empty() {
+            writing = false;
+        }
+        let mut still = Vec::new();
+        for id in open {
+            match catalog.get_job(&id).await?.map(|j| j.status) {
                 Some(JobStatus::Succeeded) => {}
                 Some(JobStatus::Failed | JobStatus::Cancelled) | None => {
                     anyhow::bail!("indexing job {id} did not succeed")
                 }
-                _ => open += 1,
+                _ => still.push(id),
             }
         }
-        if open == 0 {
-            break;
-        }
+        open = still;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if let Some(w) = writer {
+        w.await??;
     }
     let e2e_secs = start.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
@@ -297,6 +335,8 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
     Ok(json!({
         "model": model,
         "products": o.products,
+        "jobs": jobs,
+        "mode": if o.single { "single-product writes, coalesced by the runner" } else { "batch jobs of 64" },
         "image_side": o.image_side,
         "encoder_max_batch": max_batch,
         "raw_encoder_img_per_s": {"before": raw_before, "after": raw_after, "mean": raw_mean},

@@ -190,6 +190,10 @@ pub struct MediaSettings {
     pub max_image_bytes: usize,
     /// Largest width × height accepted (decompression-bomb guard).
     pub max_pixels: u64,
+    /// Decoded pixels all image decodes in flight may hold together.
+    pub decode_budget_pixels: u64,
+    /// How long a decode waits for room in that budget before 503.
+    pub decode_wait_ms: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -224,6 +228,17 @@ pub struct ServerSettings {
     pub cors_allowed_origins: Vec<String>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// A request head must be complete this long after its first byte.
+    pub header_read_timeout_secs: u64,
+    /// A connection idle between requests this long is closed.
+    pub keep_alive_timeout_secs: u64,
+    /// A request body must have arrived this long after its head (408
+    /// otherwise); shorter than `request_timeout_secs`.
+    pub body_read_timeout_secs: u64,
+    /// Open connections in all; 0 derives it from the open-file limit.
+    pub max_connections: usize,
+    /// Open connections from one client address.
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Clone, Deserialize)]
@@ -332,6 +347,42 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "server.request_timeout_secs",
                 "must be at least 1",
+            ));
+        }
+        for (key, v) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.keep_alive_timeout_secs",
+                self.server.keep_alive_timeout_secs,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.server.body_read_timeout_secs >= self.server.request_timeout_secs {
+            return Err(ConfigError::invalid(
+                "server.body_read_timeout_secs",
+                "must be shorter than server.request_timeout_secs",
+            ));
+        }
+        if self.server.max_connections_per_ip == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections_per_ip",
+                "must be at least 1",
+            ));
+        }
+        if self.media.decode_budget_pixels < self.media.max_pixels {
+            return Err(ConfigError::invalid(
+                "media.decode_budget_pixels",
+                "must be at least media.max_pixels (one largest image must fit)",
             ));
         }
         if self.server.max_body_bytes < 1024 {

@@ -7,6 +7,7 @@
 //! the reason; transient failures make the job retry, redoing only what is
 //! still pending.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +15,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::encoder::DecodedImage;
 use crate::encoder::service::SharedEncoder;
-use crate::encoder::{DecodeOptions, DecodedImage};
 use crate::jobs::{JobContext, JobError, JobHandler};
+use crate::media::decode::DecodeError;
 use crate::media::{BlobStore, ImageFetcher, MediaError};
 use crate::model::{IndexStatus, Product};
 use crate::store::vectors::{Generation, PointPayload, VectorError, VectorIndex, VectorPoint};
@@ -38,6 +40,52 @@ pub struct IndexProducts {
     pub fetcher: Arc<ImageFetcher>,
     pub blobs: BlobStore,
     pub time_limit: Duration,
+    /// Pending single-product jobs of one tenant run as one batch, up to
+    /// this many (`encoder.max_batch`): one fetch+encode+upsert round.
+    pub max_coalesced: usize,
+}
+
+/// What one indexing pass over a list of products did.
+#[derive(Default)]
+struct Pass {
+    /// Counted by product: indexed now or by an earlier attempt.
+    indexed: HashSet<String>,
+    /// Failed for good, with the reason.
+    failed: Vec<(String, Option<String>)>,
+    /// Transient failures, to retry: product id and reason.
+    transient: Vec<(String, String)>,
+}
+
+impl Pass {
+    /// The job result (or retryable error) for the products `ids`.
+    fn result_for(&self, ids: &[String]) -> Result<Value, JobError> {
+        let transient: Vec<String> = self
+            .transient
+            .iter()
+            .filter(|(id, _)| ids.contains(id))
+            .map(|(id, e)| format!("{id}: {e}"))
+            .collect();
+        if !transient.is_empty() {
+            let shown: Vec<&str> = transient.iter().take(3).map(String::as_str).collect();
+            return Err(JobError::Retryable(format!(
+                "{} products hit transient errors (e.g. {})",
+                transient.len(),
+                shown.join("; ")
+            )));
+        }
+        let failures: Vec<Value> = self
+            .failed
+            .iter()
+            .filter(|(id, _)| ids.contains(id))
+            .map(|(id, e)| json!({"external_id": id, "error": e}))
+            .collect();
+        let indexed = ids.iter().filter(|id| self.indexed.contains(*id)).count();
+        Ok(json!({
+            "indexed": indexed,
+            "failed": failures.len(),
+            "failures": failures.into_iter().take(MAX_REPORTED_FAILURES).collect::<Vec<_>>(),
+        }))
+    }
 }
 
 /// What happened to one product in one attempt.
@@ -72,6 +120,7 @@ async fn fetch_and_decode(
     blobs: BlobStore,
     url: String,
 ) -> Result<DecodedImage, (bool, String)> {
+    let max_pixels = fetcher.config().max_pixels;
     let image = fetcher
         .fetch(&url)
         .await
@@ -80,10 +129,13 @@ async fn fetch_and_decode(
         // Keeping the original is best effort; the vector is what matters.
         tracing::warn!(error = %e, url, "cannot store the original image");
     }
-    tokio::task::spawn_blocking(move || DecodedImage::decode(&image.bytes, &DecodeOptions::default()))
+    crate::media::decode::budget()
+        .decode(image.bytes.to_vec(), max_pixels)
         .await
-        .map_err(|e| (true, format!("image decoder crashed: {e}")))?
-        .map_err(|e| (false, MediaError::Corrupt(e.to_string()).to_string()))
+        .map_err(|e| match e {
+            DecodeError::Busy | DecodeError::Crashed => (true, e.to_string()),
+            DecodeError::Image(e) => (false, MediaError::Corrupt(e.to_string()).to_string()),
+        })
 }
 
 impl IndexProducts {
@@ -153,13 +205,13 @@ impl IndexProducts {
         }
     }
 
-    /// Embeds the products of `ids` not indexed yet; also says how many
-    /// were (by an earlier attempt).
+    /// Embeds the products of `ids` not indexed yet; also says which were
+    /// (by an earlier attempt).
     async fn process_chunk(
         &self,
         tenant: &str,
         ids: &[String],
-    ) -> Result<(Vec<(Product, Outcome)>, u64), JobError> {
+    ) -> Result<(Vec<(Product, Outcome)>, Vec<String>), JobError> {
         let products = self.catalog.get_products(tenant, ids).await?;
         // Products deleted since the job was queued leave no vectors behind.
         let missing: Vec<String> = ids
@@ -176,12 +228,10 @@ impl IndexProducts {
             self.catalog.bump_generation(tenant).await?;
         }
         // A retried job redoes only what is still to do.
-        let found = products.len();
-        let todo: Vec<Product> = products
+        let (done, todo): (Vec<Product>, Vec<Product>) = products
             .into_iter()
-            .filter(|p| p.index_status != IndexStatus::Indexed)
-            .collect();
-        let already = (found - todo.len()) as u64;
+            .partition(|p| p.index_status == IndexStatus::Indexed);
+        let already = done.into_iter().map(|p| p.external_id).collect();
         Ok((self.embed_products(tenant, todo).await, already))
     }
 
@@ -222,6 +272,74 @@ impl IndexProducts {
     }
 }
 
+impl IndexProducts {
+    /// Indexes `ids` of `tenant` in chunks: fetch, encode, upsert, record.
+    /// A transient failure of a product in `give_up` (its job is on its
+    /// last attempt) is recorded as failed.
+    async fn index_ids(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        give_up: &(dyn Fn(&str) -> bool + Sync),
+        ctx: &JobContext,
+    ) -> Result<Pass, JobError> {
+        self.encoder.service().map_err(JobError::Retryable)?;
+        let total = ids.len() as i64;
+        let mut pass = Pass::default();
+        for (n, chunk) in ids.chunks(CHUNK).enumerate() {
+            let (results, already) = self.process_chunk(tenant, chunk).await?;
+            pass.indexed.extend(already);
+            let mut points = Vec::new();
+            let mut updates = Vec::new();
+            for (p, outcome) in results {
+                let update = |status, error| IndexUpdate {
+                    external_id: p.external_id.clone(),
+                    version: p.version,
+                    status,
+                    error,
+                };
+                match outcome {
+                    Outcome::Point(point) => {
+                        points.push(point);
+                        updates.push(update(IndexStatus::Indexed, None));
+                    }
+                    Outcome::Fatal(e) => updates.push(update(IndexStatus::Failed, Some(e))),
+                    // Out of attempts: what is still failing is failed.
+                    Outcome::Transient(e) if give_up(&p.external_id) => {
+                        updates.push(update(
+                            IndexStatus::Failed,
+                            Some(format!("{e} (gave up after the last attempt)")),
+                        ));
+                    }
+                    Outcome::Transient(e) => pass.transient.push((p.external_id.clone(), e)),
+                }
+            }
+            if !points.is_empty() {
+                self.vectors.upsert(points).await.map_err(vector_error)?;
+            }
+            self.catalog.set_index_status(tenant, &updates).await?;
+            for u in updates {
+                match u.status {
+                    IndexStatus::Indexed => {
+                        pass.indexed.insert(u.external_id);
+                    }
+                    _ => pass.failed.push((u.external_id, u.error)),
+                }
+            }
+            let done = ((n + 1) * CHUNK).min(ids.len()) as i64;
+            ctx.progress(done, total).await?;
+        }
+        Ok(pass)
+    }
+}
+
+fn external_ids(job: &Job) -> Result<Vec<String>, JobError> {
+    job.payload
+        .get("external_ids")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .ok_or_else(|| JobError::Fatal("the job payload has no external_ids list".into()))
+}
+
 #[async_trait]
 impl JobHandler for IndexProducts {
     fn time_limit(&self) -> Duration {
@@ -229,72 +347,46 @@ impl JobHandler for IndexProducts {
     }
 
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<Value, JobError> {
-        let ids: Vec<String> = job
-            .payload
-            .get("external_ids")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .ok_or_else(|| JobError::Fatal("the job payload has no external_ids list".into()))?;
-        self.encoder.service().map_err(JobError::Retryable)?;
+        let ids = external_ids(job)?;
         let last_attempt = job.attempts >= job.max_attempts;
-        let total = ids.len() as i64;
-        let (mut indexed, mut failed, mut transient) = (0u64, 0u64, Vec::new());
-        let mut failures = Vec::new();
-        for (n, chunk) in ids.chunks(CHUNK).enumerate() {
-            let (results, already) = self.process_chunk(&job.tenant, chunk).await?;
-            indexed += already;
-            let mut points = Vec::new();
-            let mut updates = Vec::new();
-            for (p, outcome) in results {
-                match outcome {
-                    Outcome::Point(point) => {
-                        points.push(point);
-                        updates.push(IndexUpdate {
-                            external_id: p.external_id,
-                            version: p.version,
-                            status: IndexStatus::Indexed,
-                            error: None,
-                        });
-                    }
-                    Outcome::Fatal(e) => updates.push(IndexUpdate {
-                        external_id: p.external_id,
-                        version: p.version,
-                        status: IndexStatus::Failed,
-                        error: Some(e),
-                    }),
-                    // Out of attempts: what is still failing is failed.
-                    Outcome::Transient(e) if last_attempt => updates.push(IndexUpdate {
-                        external_id: p.external_id,
-                        version: p.version,
-                        status: IndexStatus::Failed,
-                        error: Some(format!("{e} (gave up after {} attempts)", job.attempts)),
-                    }),
-                    Outcome::Transient(e) => transient.push(format!("{}: {e}", p.external_id)),
+        let pass = self.index_ids(&job.tenant, &ids, &|_| last_attempt, ctx).await?;
+        pass.result_for(&ids)
+    }
+
+    fn max_coalesced(&self, kind: &str) -> usize {
+        if kind == crate::api::products::JOB_INDEX_PRODUCT {
+            self.max_coalesced.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Single-product jobs of one tenant as one batch: the union of their
+    /// products indexed once, each job's result read off its own products.
+    async fn run_many(&self, jobs: &[Job], ctx: &JobContext) -> Vec<Result<Value, JobError>> {
+        let mut all: Vec<String> = Vec::new();
+        let mut last: HashSet<String> = HashSet::new();
+        let per_job: Vec<Result<Vec<String>, JobError>> = jobs.iter().map(external_ids).collect();
+        for (job, ids) in jobs.iter().zip(&per_job) {
+            for id in ids.iter().flatten() {
+                if !all.contains(id) {
+                    all.push(id.clone());
+                }
+                if job.attempts >= job.max_attempts {
+                    last.insert(id.clone());
                 }
             }
-            let stored = points.len() as u64;
-            if !points.is_empty() {
-                self.vectors.upsert(points).await.map_err(vector_error)?;
-            }
-            failed += updates.iter().filter(|u| u.status == IndexStatus::Failed).count() as u64;
-            for u in updates.iter().filter(|u| u.status == IndexStatus::Failed) {
-                if failures.len() < MAX_REPORTED_FAILURES {
-                    failures.push(json!({"external_id": u.external_id, "error": u.error}));
-                }
-            }
-            self.catalog.set_index_status(&job.tenant, &updates).await?;
-            indexed += stored;
-            let done = ((n + 1) * CHUNK).min(ids.len()) as i64;
-            ctx.progress(done, total).await?;
         }
-        if !transient.is_empty() {
-            let shown: Vec<&str> = transient.iter().take(3).map(String::as_str).collect();
-            return Err(JobError::Retryable(format!(
-                "{} products hit transient errors (e.g. {})",
-                transient.len(),
-                shown.join("; ")
-            )));
-        }
-        Ok(json!({"indexed": indexed, "failed": failed, "failures": failures}))
+        let tenant = jobs.first().map_or("", |j| j.tenant.as_str());
+        let pass = self.index_ids(tenant, &all, &|id| last.contains(id), ctx).await;
+        per_job
+            .into_iter()
+            .map(|ids| match (&pass, ids) {
+                (_, Err(e)) => Err(e),
+                (Ok(pass), Ok(ids)) => pass.result_for(&ids),
+                (Err(e), Ok(_)) => Err(e.clone()),
+            })
+            .collect()
     }
 }
 

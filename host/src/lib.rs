@@ -6,6 +6,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod encoder;
 pub mod indexing;
 pub mod jobs;

@@ -150,6 +150,12 @@ enum BenchCommand {
         /// Side of the served JPEG images, in pixels.
         #[arg(long, default_value_t = 512)]
         image_side: u32,
+        /// Write the products one at a time, each with its own
+        /// single-product indexing job, while the runner works (a sustained
+        /// stream of single-product writes, which the runner coalesces);
+        /// default: batch jobs of 64.
+        #[arg(long)]
+        single: bool,
     },
     /// Plugins: the same text search with and without the `price-boost`
     /// ranker over 100 candidates, in one run, and the time of one plugin
@@ -455,6 +461,7 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
             products,
             threads,
             image_side,
+            single,
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -465,6 +472,7 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
                     products: *products,
                     threads: *threads,
                     image_side: *image_side,
+                    single: *single,
                 }))
             }),
     };

@@ -529,9 +529,14 @@ pub fn parse_price(v: &Value) -> Result<Decimal, FieldError> {
                 .or_else(|_| Decimal::from_scientific(&text))
                 .map_err(|_| invalid())?
         }
+        // The documented format only: digits, optionally a point and more
+        // digits (`19.99`, `0.5`, `1000`); no sign but `-0`, no exponent,
+        // no separators, no spaces.
         Value::String(s) => {
-            let s = s.trim();
-            if s.is_empty() || s.starts_with('+') {
+            let digits = s.strip_prefix('-').unwrap_or(s);
+            let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
+            let plain = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+            if !plain(int) || !plain(frac) {
                 return Err(invalid());
             }
             Decimal::from_str_exact(s).map_err(|_| invalid())?
@@ -637,6 +642,13 @@ mod tests {
             json!(true),
             json!("+1"),
             json!(1e16),
+            json!("1_000"),
+            json!(" 1"),
+            json!("1."),
+            json!(".5"),
+            json!("1,5"),
+            json!("0x10"),
+            json!("1.2.3"),
         ] {
             assert_eq!(parse_price(&bad).unwrap_err().field, "price", "{bad}");
         }

@@ -155,6 +155,11 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         );
     }
     let catalog = open_catalog(&settings).await?;
+    crate::media::decode::configure(
+        settings.media.decode_budget_pixels,
+        Duration::from_millis(settings.media.decode_wait_ms),
+        None,
+    );
     let (source, options, batch) = encoder_options(&settings)?;
     let encoder = SharedEncoder::default();
     let vectors = SharedVectors::default();
@@ -213,7 +218,14 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         // Guests still running are interrupted; their searches fall back.
         host.shut_down();
     };
-    let served = serve(listener, state, signal, grace).await;
+    let served = serve(
+        listener,
+        state,
+        crate::conn::ConnLimits::from_settings(&settings),
+        signal,
+        grace,
+    )
+    .await;
     // Stop claiming jobs; unfinished ones go back to the queue.
     let _ = stop_tx.send(true);
     if tokio::time::timeout(grace, background).await.is_err() {
@@ -361,6 +373,7 @@ impl Indexing {
             fetcher: self.fetcher,
             blobs: self.blobs,
             time_limit: Duration::from_secs(jobs.index_time_limit_secs),
+            max_coalesced: self.settings.encoder.max_batch,
         });
         let reindex = Arc::new(Reindex {
             index: handler.clone(),
@@ -383,28 +396,13 @@ impl Indexing {
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: crate::conn::ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), ServerError> {
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening on {local}");
-    let app = api::router(state);
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let notify = stopping.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        notify.notify_one();
-    });
-    tokio::select! {
-        result = server => result?,
-        () = async {
-            stopping.notified().await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the grace period");
-        }
-    }
+    crate::conn::serve(listener, api::router(state), limits, shutdown, grace).await?;
     tracing::info!("stopped");
     Ok(())
 }

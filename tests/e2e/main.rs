@@ -4,6 +4,7 @@
 // A failed setup step must stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod hardening;
 mod harness;
 mod indexing;
 mod plugins;

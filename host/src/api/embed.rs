@@ -7,16 +7,27 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::Limits;
 use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Fields, JsonObject};
 use crate::encoder::service::{EmbedError, EncoderService};
-use crate::encoder::{DecodeOptions, DecodedImage, EncoderError};
+use crate::encoder::{DecodedImage, EncoderError};
+use crate::media::decode::DecodeError;
 
-/// Largest decoded image accepted (API.md: 10 MiB).
-pub const MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
-/// Base64 grows data by 4/3; leave room for the JSON around it.
-pub const MAX_BODY_BYTES: usize = MAX_IMAGE_BYTES / 3 * 4 + 64 * 1024;
+/// Room for the JSON or multipart framing around an image.
+const FRAMING_BYTES: usize = 64 * 1024;
+
+/// Largest body of a JSON request carrying an image as base64 (which
+/// grows data by 4/3).
+pub fn base64_body_limit(max_image_bytes: usize) -> usize {
+    max_image_bytes.div_ceil(3) * 4 + FRAMING_BYTES
+}
+
+/// Largest body of a multipart request carrying an image.
+pub fn multipart_body_limit(max_image_bytes: usize) -> usize {
+    max_image_bytes + FRAMING_BYTES
+}
 /// Longest query text. CLIP reads 77 tokens; this only bounds the work of
 /// tokenizing text nobody would type.
 pub const MAX_TEXT_CHARS: usize = 4096;
@@ -42,7 +53,7 @@ pub async fn embed(
             encoder.embed_text(t).await
         }
         (None, Some(b64)) => {
-            let image = decode_image_base64(&b64, "image_base64").await?;
+            let image = decode_image_base64(&state.limits, &b64, "image_base64").await?;
             encoder.embed_image(image).await
         }
         _ => {
@@ -89,7 +100,7 @@ pub fn validate_text(t: String) -> ApiResult<String> {
 
 /// Decodes base64 image data (a `data:image/...;base64,` prefix is
 /// accepted) and the image itself, off the async threads.
-pub async fn decode_image_base64(b64: &str, field: &str) -> ApiResult<DecodedImage> {
+pub async fn decode_image_base64(limits: &Limits, b64: &str, field: &str) -> ApiResult<DecodedImage> {
     let data = b64
         .strip_prefix("data:")
         .and_then(|rest| rest.split_once(";base64,").map(|(_, d)| d))
@@ -103,22 +114,36 @@ pub async fn decode_image_base64(b64: &str, field: &str) -> ApiResult<DecodedIma
                 format!("{field} is not valid base64: {e}"),
             )
         })?;
-    decode_image_bytes(bytes, field).await
+    decode_image_bytes(limits, bytes, field).await
 }
 
-pub async fn decode_image_bytes(bytes: Vec<u8>, field: &str) -> ApiResult<DecodedImage> {
-    if bytes.len() > MAX_IMAGE_BYTES {
+/// Decodes an image within `media.max_image_bytes` and `media.max_pixels`,
+/// under the process-wide decode budget.
+pub async fn decode_image_bytes(limits: &Limits, bytes: Vec<u8>, field: &str) -> ApiResult<DecodedImage> {
+    if bytes.len() > limits.max_image_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the image is larger than {MAX_IMAGE_BYTES} bytes"),
-        ));
+            format!("the image is larger than {} bytes", limits.max_image_bytes),
+        )
+        .with_details(json!({"field": field, "limit_bytes": limits.max_image_bytes})));
     }
-    let field = field.to_owned();
-    tokio::task::spawn_blocking(move || DecodedImage::decode(&bytes, &DecodeOptions::default()))
+    crate::media::decode::budget()
+        .decode(bytes, limits.max_pixels)
         .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|e| image_error(&e, &field))
+        .map_err(|e| match e {
+            DecodeError::Busy => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "the image decoder is busy with other large images; retry shortly",
+                );
+                e.retry_after = Some(1);
+                e
+            }
+            DecodeError::Image(e) => image_error(&e, field),
+            DecodeError::Crashed => ApiError::internal(),
+        })
 }
 
 fn image_error(e: &EncoderError, field: &str) -> ApiError {

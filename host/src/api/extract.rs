@@ -37,7 +37,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             }
         })?;
         match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(m)) => Ok(Self(m)),
+            Ok(Value::Object(m)) => {
+                refuse_nul_in_object(&m, "")?;
+                Ok(Self(m))
+            }
             Ok(_) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
@@ -51,6 +54,55 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             .with_details(serde_json::json!({"line": e.line(), "column": e.column()}))),
         }
     }
+}
+
+/// Refuses a NUL character in any string or key of a JSON document: no
+/// catalog stores one (PostgreSQL text cannot hold it), and no field of the
+/// API has a use for it. `details.field` names where it was, as a JSON
+/// path (`metadata.a.0`).
+pub fn refuse_nul_in_object(m: &Map<String, Value>, prefix: &str) -> Result<(), ApiError> {
+    fn object(m: &Map<String, Value>, path: &mut String) -> Result<(), ApiError> {
+        for (k, item) in m {
+            let len = path.len();
+            push_segment(path, k);
+            if k.contains('\0') {
+                return Err(nul_error(path));
+            }
+            value(item, path)?;
+            path.truncate(len);
+        }
+        Ok(())
+    }
+    fn value(v: &Value, path: &mut String) -> Result<(), ApiError> {
+        match v {
+            Value::String(s) if s.contains('\0') => Err(nul_error(path)),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    push_segment(path, &i.to_string());
+                    value(item, path)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            Value::Object(m) => object(m, path),
+            _ => Ok(()),
+        }
+    }
+    fn push_segment(path: &mut String, segment: &str) {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&segment.replace('\0', "\\u0000"));
+    }
+    fn nul_error(path: &str) -> ApiError {
+        ApiError::invalid_field(
+            path,
+            "invalid_character",
+            format!("`{path}` contains a NUL character (\\u0000), which no field accepts"),
+        )
+    }
+    object(m, &mut prefix.to_owned())
 }
 
 /// A JSON object body that may be left out entirely (no body, no content
@@ -111,10 +163,14 @@ fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiE
 }
 
 fn path_rejection(e: axum::extract::rejection::PathRejection) -> ApiError {
+    path_rejection_text(&e.body_text())
+}
+
+fn path_rejection_text(why: &str) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_path",
-        format!("invalid path: {}", e.body_text()),
+        format!("invalid path: {why}"),
     )
 }
 
@@ -140,9 +196,19 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantItemPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path((tenant, item)) = Path::<(String, String)>::from_request_parts(parts, state)
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map_err(path_rejection)?;
+        let (tenant, item) = match params.as_slice() {
+            [(_, tenant), (_, item)] => (tenant.clone(), item.clone()),
+            // A static route standing in for an item whose id is the last
+            // segment (`/products/batch`).
+            [(_, tenant)] => {
+                let last = parts.uri.path().rsplit('/').next().unwrap_or_default();
+                (tenant.clone(), last.to_owned())
+            }
+            _ => return Err(path_rejection_text("expected a tenant and an item")),
+        };
         validate_tenant(&tenant)?;
         Ok(Self(tenant, item))
     }

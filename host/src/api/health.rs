@@ -152,8 +152,44 @@ pub async fn dependencies(State(state): State<AppState>) -> Json<Value> {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    refresh_gauges(&state).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
     )
+}
+
+/// Gauges read from their source at each scrape: the job queue, the
+/// catalog pool and the vector count. A source that does not answer in
+/// time leaves its gauges as they were.
+async fn refresh_gauges(state: &AppState) {
+    use crate::telemetry::{CATALOG_POOL, JOBS, VECTORS};
+    let pool = state.catalog.pool_status();
+    for (name, value) in [
+        ("size", pool.size),
+        ("in_use", pool.in_use),
+        ("waiting", pool.waiting),
+    ] {
+        metrics::gauge!(CATALOG_POOL, "state" => name).set(value as f64);
+    }
+    if let Ok(Ok(counts)) = tokio::time::timeout(PROBE_TIMEOUT, state.catalog.job_counts()).await {
+        // Kinds and statuses with no jobs now read 0, not their last value.
+        for kind in [
+            super::products::JOB_INDEX_PRODUCT,
+            super::products::JOB_BATCH_INDEX,
+            super::admin::JOB_REINDEX_ALL,
+        ] {
+            for status in ["queued", "running"] {
+                metrics::gauge!(JOBS, "kind" => kind, "status" => status).set(0.0);
+            }
+        }
+        for (kind, status, n) in counts {
+            metrics::gauge!(JOBS, "kind" => kind, "status" => status.as_str()).set(n as f64);
+        }
+    }
+    if let Ok(vectors) = state.vectors.index()
+        && let Ok(Ok(n)) = tokio::time::timeout(PROBE_TIMEOUT, vectors.count(None)).await
+    {
+        metrics::gauge!(VECTORS).set(n as f64);
+    }
 }

@@ -64,6 +64,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch_body_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
+    /// `media.max_image_bytes`: the one limit on an image's bytes, however
+    /// it arrives (upload, base64, URL).
+    pub max_image_bytes: usize,
+    pub max_pixels: u64,
 }
 
 impl Limits {
@@ -73,6 +77,8 @@ impl Limits {
             max_body_bytes: s.server.max_body_bytes,
             max_batch_body_bytes: s.server.max_batch_body_bytes,
             cors_allowed_origins: s.server.cors_allowed_origins.clone(),
+            max_image_bytes: s.media.max_image_bytes,
+            max_pixels: s.media.max_pixels,
         }
     }
 }
@@ -94,30 +100,24 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{t}/products",
             post(products::create).get(products::list),
         )
+        // `batch` is also an external id like any other: GET, PUT, PATCH
+        // and DELETE reach that product.
         .route(
             "/tenants/{t}/products/batch",
-            post(products::batch).layer(DefaultBodyLimit::max(limits.max_batch_body_bytes)),
+            post(products::batch)
+                .get(products::get)
+                .put(products::put)
+                .patch(products::patch)
+                .delete(products::delete),
         )
-        .route(
-            "/embed",
-            post(embed::embed).layer(DefaultBodyLimit::max(embed::MAX_BODY_BYTES)),
-        )
-        .route(
-            "/tenants/{t}/search",
-            post(search::search).layer(DefaultBodyLimit::max(embed::MAX_BODY_BYTES)),
-        )
-        .route(
-            "/tenants/{t}/search/image",
-            post(search::search_image).layer(DefaultBodyLimit::max(embed::MAX_IMAGE_BYTES + 64 * 1024)),
-        )
+        .route("/embed", post(embed::embed))
+        .route("/tenants/{t}/search", post(search::search))
+        .route("/tenants/{t}/search/image", post(search::search_image))
         .route("/tenants/{t}/analytics/queries", get(analytics::queries))
         .route("/tenants/{t}/plugins", get(plugins::list))
         .route(
             "/tenants/{t}/plugins/{name}",
-            put(plugins::upload)
-                .get(plugins::get)
-                .delete(plugins::delete)
-                .layer(DefaultBodyLimit::max(crate::plugins::MAX_UPLOAD_BYTES)),
+            put(plugins::upload).get(plugins::get).delete(plugins::delete),
         )
         .route("/tenants/{t}/plugins/{name}/activate", post(plugins::activate))
         .route("/tenants/{t}/jobs", get(jobs::list))
@@ -139,12 +139,15 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/health/dependencies", get(health::dependencies))
         .route("/metrics", get(health::metrics))
-        .route_layer(middleware::from_fn(track_metrics))
+        .route_layer(middleware::from_fn_with_state(limits.clone(), limit_body))
+        .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        // `limit_body` sets each route's limit.
+        .layer(DefaultBodyLimit::disable())
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(track_metrics))
                 .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
                 .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestUuid))
                 .layer(
@@ -182,6 +185,7 @@ pub fn router(state: AppState) -> Router {
                     ApiError::internal().into_response()
                 }))
                 .layer(cors(&limits.cors_allowed_origins))
+                .layer(middleware::from_fn(refuse_odd_bytes))
                 .layer(middleware::from_fn_with_state(limits.request_timeout, deadline)),
         )
         .with_state(state)
@@ -224,21 +228,141 @@ async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Re
     }
 }
 
-/// Request counts and latency by route template, method and status.
-async fn track_metrics(req: Request, next: Next) -> Response {
+/// Where the router writes the matched route template for `track_metrics`.
+#[derive(Clone, Default)]
+struct RouteSlot(Arc<std::sync::OnceLock<String>>);
+
+/// Request counts and latency by route template, method and status: every
+/// response, whatever answered it (route `unmatched` when no route did).
+async fn track_metrics(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let slot = RouteSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let method = req.method().as_str().to_owned();
     let res = next.run(req).await;
+    let route = slot.0.get().cloned().unwrap_or_else(|| "unmatched".to_owned());
     let status = res.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("status", status)];
     metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
     metrics::histogram!(HTTP_DURATION, &labels).record(start.elapsed().as_secs_f64());
     res
+}
+
+async fn record_route(req: Request, next: Next) -> Response {
+    if let (Some(slot), Some(path)) = (
+        req.extensions().get::<RouteSlot>(),
+        req.extensions().get::<MatchedPath>(),
+    ) {
+        let _ = slot.0.set(path.as_str().to_owned());
+    }
+    next.run(req).await
+}
+
+/// The largest body a route accepts.
+fn body_limit(route: &str, limits: &Limits) -> usize {
+    match route.strip_prefix("/v1").unwrap_or(route) {
+        "/tenants/{t}/products/batch" => limits.max_batch_body_bytes,
+        "/embed" | "/tenants/{t}/search" => embed::base64_body_limit(limits.max_image_bytes),
+        "/tenants/{t}/search/image" => embed::multipart_body_limit(limits.max_image_bytes),
+        "/tenants/{t}/plugins/{name}" => crate::plugins::MAX_UPLOAD_BYTES,
+        _ => limits.max_body_bytes,
+    }
+}
+
+/// A body announced larger than the route accepts is refused with 413
+/// before it is read (so without `100 Continue`); a body that turns out
+/// larger while it is read fails its extractor with 413.
+async fn limit_body(State(limits): State<Limits>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let limit = body_limit(&route, &limits);
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        // No `Connection: close`: closing with the body unread would reset
+        // the connection under a client still sending it, and it would
+        // never see this answer. hyper reads on (discarding) or closes;
+        // the connection layer's timeouts bound how long.
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than this endpoint accepts ({limit} bytes)"),
+        )
+        .with_details(serde_json::json!({"limit_bytes": limit}))
+        .into_response();
+    }
+    next.run(req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit))))
+        .await
+}
+
+/// Refuses, before routing, a path segment or query parameter that is not
+/// UTF-8 once percent-decoded or that holds a NUL: no identifier or
+/// parameter of the API has a use for one, and PostgreSQL cannot store it.
+/// Other control characters are left to each field's own rules.
+async fn refuse_odd_bytes(req: Request, next: Next) -> Response {
+    if let Err(e) = check_uri(req.uri()) {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+fn check_uri(uri: &axum::http::Uri) -> Result<(), ApiError> {
+    for segment in uri.path().split('/') {
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+        match std::str::from_utf8(&decoded) {
+            Ok(s) if !s.contains('\0') => {}
+            Ok(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_path",
+                    "a path segment holds a NUL character (%00)",
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_path",
+                    "a path segment is not UTF-8 once percent-decoded",
+                ));
+            }
+        }
+    }
+    for pair in uri.query().unwrap_or_default().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| -> Result<String, ()> {
+            let bytes: Vec<u8> = percent_encoding::percent_decode_str(&s.replace('+', " ")).collect();
+            String::from_utf8(bytes).map_err(|_| ())
+        };
+        let (name, value) = (decode(name), decode(value));
+        let field = match &name {
+            Ok(n) => n.replace('\0', "\u{fffd}"),
+            Err(()) => "\u{fffd}".to_owned(),
+        };
+        match (name, value) {
+            (Ok(n), Ok(v)) if !n.contains('\0') && !v.contains('\0') => {}
+            (Ok(_), Ok(_)) => {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    "invalid_parameter",
+                    "a query parameter holds a NUL character (%00)",
+                ));
+            }
+            _ => {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    "invalid_parameter",
+                    "a query parameter is not UTF-8 once percent-decoded",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn not_found() -> ApiError {

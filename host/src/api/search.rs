@@ -2,6 +2,8 @@
 //! (multipart): parse and validate the request, run the query pipeline,
 //! shape the response (API.md "Search").
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
@@ -9,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::auth::{Principal, Scope};
-use super::embed::{MAX_IMAGE_BYTES, decode_image_base64, decode_image_bytes, validate_text};
+use super::embed::{decode_image_base64, decode_image_bytes, validate_text};
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonObject, TenantPath};
 use super::tenants::authorize_tenant;
@@ -300,7 +302,7 @@ async fn source_from(state: &AppState, body: &mut Map<String, Value>) -> ApiResu
     Ok(match key {
         "text" => QuerySource::Text(validate_text(s)?),
         "image_base64" => QuerySource::Image {
-            image: decode_image_base64(&s, "image_base64").await?,
+            image: decode_image_base64(&state.limits, &s, "image_base64").await?,
             url: None,
         },
         "image_url" => {
@@ -311,9 +313,21 @@ async fn source_from(state: &AppState, body: &mut Map<String, Value>) -> ApiResu
                     format!("`image_url` is longer than {MAX_URL_CHARS} characters"),
                 ));
             }
-            let fetched = state.fetcher.fetch(&s).await.map_err(media_error)?;
+            // One attempt, inside the request's deadline: an unreachable or
+            // slow image is the client's problem (422), not a reason to
+            // retry the search.
+            let within = state.fetcher.config().timeout.min(
+                state
+                    .limits
+                    .request_timeout
+                    .saturating_sub(Duration::from_secs(1)),
+            );
+            let fetched = tokio::time::timeout(within, state.fetcher.fetch_once(&s))
+                .await
+                .unwrap_or(Err(MediaError::Timeout))
+                .map_err(media_error)?;
             QuerySource::Image {
-                image: decode_image_bytes(fetched.bytes.to_vec(), "image_url").await?,
+                image: decode_image_bytes(&state.limits, fetched.bytes.to_vec(), "image_url").await?,
                 url: Some(s),
             }
         }
@@ -499,17 +513,13 @@ pub async fn search_image(
         }
     }
     let image = image.ok_or_else(|| invalid("image", "missing_field", "the `image` part is required"))?;
-    if image.len() > MAX_IMAGE_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the image is larger than {MAX_IMAGE_BYTES} bytes"),
-        ));
-    }
     let mut body = match params {
         None => Map::new(),
         Some(p) => match serde_json::from_slice::<Value>(&p) {
-            Ok(Value::Object(m)) => m,
+            Ok(Value::Object(m)) => {
+                super::extract::refuse_nul_in_object(&m, "params")?;
+                m
+            }
             _ => {
                 return Err(invalid(
                     "params",
@@ -528,7 +538,7 @@ pub async fn search_image(
     }
     let options = parse_options(&mut body)?;
     let source = QuerySource::Image {
-        image: decode_image_bytes(image.to_vec(), "image").await?,
+        image: decode_image_bytes(&state.limits, image.to_vec(), "image").await?,
         url: None,
     };
     run(&state, tenant, source, options).await

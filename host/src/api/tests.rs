@@ -41,6 +41,8 @@ fn limits() -> Limits {
         max_body_bytes: 64 * 1024 * 2,
         max_batch_body_bytes: 8 * 1024 * 1024,
         cors_allowed_origins: vec!["*".into()],
+        max_image_bytes: 10 * 1024 * 1024,
+        max_pixels: 40_000_000,
     }
 }
 

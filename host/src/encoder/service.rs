@@ -72,6 +72,14 @@ impl EncoderService {
         let (tx, rx) = sync_channel(config.queue_capacity.max(1));
         let model_id: Arc<str> = Arc::from(encoder.model_id());
         let dims = encoder.dims();
+        // Images are decoded no smaller than this model reads them.
+        let p = encoder.preprocess_config();
+        let edge = match p.resize {
+            Some(super::config::ResizeSpec::ShortestEdge(n)) => n,
+            Some(super::config::ResizeSpec::Exact { height, width }) => height.max(width),
+            None => p.image_size,
+        };
+        crate::media::decode::budget().set_min_edge(edge);
         std::thread::Builder::new()
             .name("vitrine-encoder".into())
             .spawn(move || worker(encoder, rx, config))?;
@@ -140,7 +148,7 @@ impl EncoderService {
         match self.tx.try_send(Request { input, reply }) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => {
-                metrics::counter!("vitrine_encoder_rejected_total").increment(1);
+                metrics::counter!(crate::telemetry::ENCODER_REJECTED).increment(1);
                 Err(EmbedError::Busy)
             }
             Err(TrySendError::Disconnected(_)) => Err(EmbedError::Stopped),
@@ -211,8 +219,8 @@ fn run_batch(encoder: &Encoder, batch: Vec<Request>, text: bool) {
         encoder.embed_images(&images)
     };
     let kind = if text { "text" } else { "image" };
-    metrics::histogram!("vitrine_encoder_batch_size", "kind" => kind).record(n as f64);
-    metrics::histogram!("vitrine_encoder_batch_seconds", "kind" => kind)
+    metrics::histogram!(crate::telemetry::ENCODER_BATCH_SIZE, "kind" => kind).record(n as f64);
+    metrics::histogram!(crate::telemetry::ENCODER_BATCH_SECONDS, "kind" => kind)
         .record(start.elapsed().as_secs_f64());
     match result {
         Ok(vectors) if vectors.len() == n => {

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::model::now;
 use crate::store::{Catalog, Job, JobOutcome, StoreError, StoreResult};
+use crate::telemetry::{JOB_DURATION, JOB_LATENCY, JOBS_FINISHED};
 
 /// How one attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,25 +43,56 @@ pub trait JobHandler: Send + Sync + 'static {
     fn time_limit(&self) -> Duration;
 
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<Value, JobError>;
+
+    /// How many claimed jobs of `kind` and one tenant may run together as
+    /// one unit ([`Self::run_many`]); 1 (the default) runs each alone.
+    fn max_coalesced(&self, _kind: &str) -> usize {
+        1
+    }
+
+    /// Runs jobs of one kind and tenant together; one result per job, in
+    /// order. Called only for kinds whose `max_coalesced` is above 1.
+    async fn run_many(&self, jobs: &[Job], ctx: &JobContext) -> Vec<Result<Value, JobError>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(self.run(job, ctx).await);
+        }
+        out
+    }
 }
 
 /// What a running handler may use: progress reporting (which also proves
 /// the job is still this worker's).
 pub struct JobContext {
     catalog: Arc<dyn Catalog>,
-    job_id: String,
+    /// The job, or the jobs run together (`run_many`).
+    job_ids: Vec<String>,
     worker: String,
     lease: chrono::Duration,
 }
 
 impl JobContext {
     /// Records progress and extends the lease. `Err` when the job was
-    /// cancelled or taken over: the handler should stop.
+    /// cancelled or taken over: the handler should stop. Jobs run together
+    /// have no progress of their own: their leases are extended, and one
+    /// cancelled among them does not stop the others.
     pub async fn progress(&self, done: i64, total: i64) -> Result<(), JobError> {
         let t = now();
+        let [id] = self.job_ids.as_slice() else {
+            for id in &self.job_ids {
+                if let Err(e) = self
+                    .catalog
+                    .heartbeat_job(id, &self.worker, t, t + self.lease, None)
+                    .await
+                {
+                    return Err(JobError::Retryable(format!("cannot record progress: {e}")));
+                }
+            }
+            return Ok(());
+        };
         match self
             .catalog
-            .heartbeat_job(&self.job_id, &self.worker, t, t + self.lease, Some((done, total)))
+            .heartbeat_job(id, &self.worker, t, t + self.lease, Some((done, total)))
             .await
         {
             Ok(true) => Ok(()),
@@ -70,7 +102,7 @@ impl JobContext {
     }
 
     pub fn job_id(&self) -> &str {
-        &self.job_id
+        self.job_ids.first().map_or("", String::as_str)
     }
 }
 
@@ -188,30 +220,62 @@ impl JobRunner {
             .await
     }
 
-    /// Claims up to `limit` jobs and runs them (concurrently) to their
-    /// outcome. For tests and tools that drive the queue step by step.
+    /// Claims up to `limit` units of work and runs them (concurrently) to
+    /// their outcome. For tests and tools that drive the queue step by step.
     pub async fn run_once(self: &Arc<Self>, limit: usize) -> StoreResult<Vec<(String, Ran)>> {
-        let jobs = self.claim(limit).await?;
+        let units = self.claim_units(limit).await?;
         let mut set = JoinSet::new();
-        for job in jobs {
+        for unit in units {
             let me = self.clone();
-            set.spawn(async move {
-                let id = job.id.clone();
-                (id, me.execute(job).await)
-            });
+            set.spawn(async move { me.execute_unit(unit).await });
         }
         let mut out = Vec::new();
         while let Some(r) = set.join_next().await {
             if let Ok(r) = r {
-                out.push(r);
+                out.extend(r);
             }
         }
         Ok(out)
     }
 
-    /// Runs jobs until `shutdown` resolves, keeping up to `concurrency` in
-    /// flight; then gives in-flight jobs `shutdown_grace` to finish and puts
-    /// the rest back in the queue without charging them an attempt.
+    /// Claims up to `limit` units of work: a job, or, for a kind that
+    /// coalesces, a job and up to `max_coalesced - 1` more of its kind
+    /// pending behind it (one slot runs them all).
+    async fn claim_units(&self, limit: usize) -> StoreResult<Vec<Vec<Job>>> {
+        let jobs = self.claim(limit).await?;
+        let mut units = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let more = self
+                .handlers
+                .get(&job.kind)
+                .map_or(1, |h| h.max_coalesced(&job.kind))
+                .saturating_sub(1);
+            let kind = job.kind.clone();
+            let mut unit = vec![job];
+            if more > 0 {
+                let t = now();
+                match self
+                    .catalog
+                    .claim_jobs(&self.config.worker_id, &[kind], t, t + self.lease(), more as u32)
+                    .await
+                {
+                    Ok(extra) => unit.extend(extra),
+                    Err(e) => tracing::warn!(error = %e, "cannot claim jobs to run together"),
+                }
+            }
+            units.push(unit);
+        }
+        Ok(units)
+    }
+
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(30))
+    }
+
+    /// Runs jobs until `shutdown` resolves, keeping up to `concurrency`
+    /// units in flight; then gives in-flight jobs `shutdown_grace` to
+    /// finish and puts the rest back in the queue without charging them an
+    /// attempt.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
@@ -219,21 +283,21 @@ impl JobRunner {
         tracing::info!(worker = %self.config.worker_id, kinds = ?self.kinds(), "job runner started");
         loop {
             let free = slots.available_permits();
-            let claimed = match self.claim(free).await {
-                Ok(jobs) => jobs,
+            let claimed = match self.claim_units(free).await {
+                Ok(units) => units,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot claim jobs");
                     Vec::new()
                 }
             };
             let idle = claimed.is_empty();
-            for job in claimed {
+            for unit in claimed {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     break;
                 };
                 let me = self.clone();
                 tasks.spawn(async move {
-                    me.execute(job).await;
+                    me.execute_unit(unit).await;
                     drop(permit);
                 });
             }
@@ -265,6 +329,16 @@ impl JobRunner {
         }
     }
 
+    async fn execute_unit(&self, mut unit: Vec<Job>) -> Vec<(String, Ran)> {
+        if unit.len() == 1
+            && let Some(job) = unit.pop()
+        {
+            let id = job.id.clone();
+            return vec![(id, self.execute(job).await)];
+        }
+        self.execute_together(unit).await
+    }
+
     /// Runs one claimed job under its time limit with heartbeats, and
     /// records the outcome.
     async fn execute(&self, job: Job) -> Ran {
@@ -279,9 +353,9 @@ impl JobRunner {
         };
         let ctx = JobContext {
             catalog: self.catalog.clone(),
-            job_id: job.id.clone(),
+            job_ids: vec![job.id.clone()],
             worker: self.config.worker_id.clone(),
-            lease: chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(30)),
+            lease: self.lease(),
         };
         let (lost_tx, mut lost_rx) = watch::channel(false);
         let heartbeat = {
@@ -308,20 +382,106 @@ impl JobRunner {
             })
         };
         let limit = handler.time_limit();
+        let started = std::time::Instant::now();
         let outcome = tokio::select! {
-            r = tokio::time::timeout(limit, handler.run(&job, &ctx)) => Some(r),
-            _ = lost_rx.wait_for(|lost| *lost) => None,
-        };
-        heartbeat.abort();
-        let (record, ran) = match outcome {
-            None => {
+            r = tokio::time::timeout(limit, handler.run(&job, &ctx)) => r,
+            _ = lost_rx.wait_for(|lost| *lost) => {
+                heartbeat.abort();
                 tracing::info!("job cancelled or taken over; stopped");
                 return Ran::Lost;
             }
-            Some(Ok(Ok(result))) => (JobOutcome::Succeeded(result), Ran::Succeeded),
-            Some(Ok(Err(JobError::Fatal(e)))) => (JobOutcome::Failed(e.clone()), Ran::Failed(e)),
-            Some(Ok(Err(JobError::Retryable(e)))) => self.retry(&job, e),
-            Some(Err(_)) => self.retry(&job, format!("timed out after {} s", limit.as_secs_f64())),
+        };
+        heartbeat.abort();
+        let result = outcome.unwrap_or_else(|_| {
+            Err(JobError::Retryable(format!(
+                "timed out after {} s",
+                limit.as_secs_f64()
+            )))
+        });
+        self.record(&job, result, started.elapsed()).await
+    }
+
+    /// Runs jobs claimed together, one tenant's at a time, each tenant's as
+    /// one `run_many` call, with heartbeats for all of them throughout. A
+    /// job cancelled meanwhile runs on with the others, and its outcome is
+    /// refused (fenced) like any stale worker's.
+    async fn execute_together(&self, jobs: Vec<Job>) -> Vec<(String, Ran)> {
+        let Some(handler) = jobs.first().and_then(|j| self.handlers.get(&j.kind)).cloned() else {
+            return Vec::new();
+        };
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let heartbeat = {
+            let (catalog, worker, ids) = (self.catalog.clone(), self.config.worker_id.clone(), ids.clone());
+            let (lease, every) = (self.lease(), self.config.lease / 3);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let t = now();
+                    for id in &ids {
+                        if let Err(e) = catalog.heartbeat_job(id, &worker, t, t + lease, None).await {
+                            tracing::warn!(error = %e, job_id = %id, "heartbeat failed");
+                        }
+                    }
+                }
+            })
+        };
+        let mut by_tenant: Vec<Vec<Job>> = Vec::new();
+        for job in jobs {
+            match by_tenant.iter_mut().find(|g| g[0].tenant == job.tenant) {
+                Some(group) => group.push(job),
+                None => by_tenant.push(vec![job]),
+            }
+        }
+        let limit = handler.time_limit();
+        let mut out = Vec::with_capacity(ids.len());
+        for group in by_tenant {
+            let span = tracing::info_span!(
+                "jobs",
+                kind = %group[0].kind,
+                tenant = %group[0].tenant,
+                coalesced = group.len()
+            );
+            let ctx = JobContext {
+                catalog: self.catalog.clone(),
+                job_ids: group.iter().map(|j| j.id.clone()).collect(),
+                worker: self.config.worker_id.clone(),
+                lease: self.lease(),
+            };
+            let started = std::time::Instant::now();
+            let results = tokio::time::timeout(limit, handler.run_many(&group, &ctx))
+                .instrument(span.clone())
+                .await;
+            let ran_for = started.elapsed();
+            let mut results = match results {
+                Ok(r) => r.into_iter(),
+                Err(_) => Vec::new().into_iter(),
+            };
+            for job in &group {
+                let result = results.next().unwrap_or_else(|| {
+                    Err(JobError::Retryable(format!(
+                        "timed out after {} s",
+                        limit.as_secs_f64()
+                    )))
+                });
+                let span =
+                    tracing::info_span!(parent: &span, "job", job_id = %job.id, attempt = job.attempts);
+                out.push((
+                    job.id.clone(),
+                    self.record(job, result, ran_for).instrument(span).await,
+                ));
+            }
+        }
+        heartbeat.abort();
+        out
+    }
+
+    /// Records one attempt's outcome (fenced: refused unless this worker
+    /// still holds the job).
+    async fn record(&self, job: &Job, result: Result<Value, JobError>, ran_for: Duration) -> Ran {
+        let (record, ran) = match result {
+            Ok(value) => (JobOutcome::Succeeded(value), Ran::Succeeded),
+            Err(JobError::Fatal(e)) => (JobOutcome::Failed(e.clone()), Ran::Failed(e)),
+            Err(JobError::Retryable(e)) => self.retry(job, e),
         };
         match self
             .catalog
@@ -335,7 +495,12 @@ impl JobRunner {
                     Ran::Failed(e) => tracing::warn!(error = %e, "job failed"),
                     Ran::Lost => {}
                 }
-                metrics::counter!("vitrine_jobs_finished_total", "kind" => job.kind.clone(), "outcome" => outcome_label(&ran)).increment(1);
+                metrics::counter!(JOBS_FINISHED, "kind" => job.kind.clone(), "outcome" => outcome_label(&ran)).increment(1);
+                metrics::histogram!(JOB_DURATION, "kind" => job.kind.clone()).record(ran_for.as_secs_f64());
+                if ran == Ran::Succeeded {
+                    let waited = (now() - job.created_at).to_std().unwrap_or_default();
+                    metrics::histogram!(JOB_LATENCY, "kind" => job.kind.clone()).record(waited.as_secs_f64());
+                }
                 ran
             }
             Ok(false) => Ran::Lost,

@@ -322,3 +322,88 @@ fn backoff_doubles_with_jitter_up_to_the_cap() {
         assert!((30.0..=60.0).contains(&d10), "{d10}");
     }
 }
+
+/// Runs jobs of one tenant together, recording each call's jobs; a job
+/// whose payload says `fail` fails retryably, alone.
+struct Coalescing {
+    calls: parking_lot::Mutex<Vec<Vec<String>>>,
+    max: usize,
+}
+
+#[async_trait]
+impl JobHandler for Coalescing {
+    fn time_limit(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    async fn run(&self, job: &Job, ctx: &JobContext) -> Result<Value, JobError> {
+        self.run_many(std::slice::from_ref(job), ctx)
+            .await
+            .pop()
+            .unwrap_or(Err(JobError::Fatal("no result".into())))
+    }
+
+    fn max_coalesced(&self, _kind: &str) -> usize {
+        self.max
+    }
+
+    async fn run_many(&self, jobs: &[Job], ctx: &JobContext) -> Vec<Result<Value, JobError>> {
+        ctx.progress(0, 1).await.unwrap();
+        self.calls
+            .lock()
+            .push(jobs.iter().map(|j| j.payload["n"].to_string()).collect());
+        jobs.iter()
+            .map(|j| {
+                if j.payload["fail"] == json!(true) {
+                    Err(JobError::Retryable("flaky".into()))
+                } else {
+                    Ok(json!({"tenant": j.tenant, "together": jobs.len()}))
+                }
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn pending_jobs_of_a_coalescing_kind_run_together_per_tenant() {
+    let f = fixture().await;
+    f.catalog.create_tenant("other", "Other").await.unwrap();
+    let mut ids = Vec::new();
+    // Queued in this order: default 0-3, other 4-5, default 6 (fails).
+    for (n, tenant) in [
+        "default", "default", "default", "default", "other", "other", "default",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let j = NewJob::new("test", tenant, json!({"n": n, "fail": n == 6}));
+        f.catalog.enqueue_job(&j).await.unwrap();
+        ids.push(j.id);
+        // Distinct creation times keep the claim order.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let handler = Arc::new(Coalescing {
+        calls: parking_lot::Mutex::new(Vec::new()),
+        max: 5,
+    });
+    let mut r = JobRunner::new(f.catalog.clone(), config("w"));
+    r.register("test", handler.clone());
+    let r = Arc::new(r);
+    // One unit: the first job and four more claimed behind it, run as one
+    // call per tenant.
+    let ran = r.run_once(1).await.unwrap();
+    assert_eq!(ran.len(), 5, "{ran:?}");
+    assert!(ran.iter().all(|(_, r)| *r == Ran::Succeeded), "{ran:?}");
+    assert_eq!(*handler.calls.lock(), vec![vec!["0", "1", "2", "3"], vec!["4"]]);
+    assert_eq!(
+        job(&f, &ids[1]).await.result,
+        Some(json!({"tenant": "default", "together": 4}))
+    );
+    // The rest: one job of `other`, and the failing one, retried alone in
+    // its own result while its companion succeeds.
+    let ran = r.run_once(1).await.unwrap();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_eq!(job(&f, &ids[5]).await.status, JobStatus::Succeeded);
+    assert_eq!(job(&f, &ids[6]).await.status, JobStatus::Queued);
+    assert_eq!(job(&f, &ids[6]).await.last_error.as_deref(), Some("flaky"));
+}

@@ -216,7 +216,9 @@ impl ImageFetcher {
         }
     }
 
-    async fn fetch_once(&self, url: &str) -> Result<FetchedImage, MediaError> {
+    /// One attempt, no retries: for a search by `image_url`, whose client
+    /// is waiting (indexing uses [`Self::fetch`]).
+    pub async fn fetch_once(&self, url: &str) -> Result<FetchedImage, MediaError> {
         let mut current = Url::parse(url).map_err(|e| MediaError::InvalidUrl(e.to_string()))?;
         for _ in 0..=self.config.max_redirects {
             self.check_destination(&current).await?;

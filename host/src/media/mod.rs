@@ -8,6 +8,7 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 
+pub mod decode;
 pub mod fetch;
 
 pub use fetch::{AddressPolicy, FetchConfig, FetchedImage, ImageFetcher, MediaError};

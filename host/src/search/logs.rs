@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::store::{Catalog, SearchLog};
+use crate::store::{Catalog, SearchLog, StoreError};
 use crate::telemetry::{SEARCH_LOGS_DROPPED, SEARCH_LOGS_WRITTEN};
 
 /// Logs held while the writer catches up.
@@ -34,8 +34,23 @@ impl SearchLogger {
         (Self { tx }, task)
     }
 
-    /// Queues a log; drops it (counted) when the buffer is full.
-    pub fn record(&self, log: SearchLog) {
+    /// Queues a log; drops it (counted) when the buffer is full. Text no
+    /// catalog can store (a NUL) is replaced, so one odd query cannot fail
+    /// a batch.
+    pub fn record(&self, mut log: SearchLog) {
+        for text in [
+            &mut log.query_text,
+            &mut log.query_image_url,
+            &mut log.user_id,
+            &mut log.session_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if text.contains('\0') {
+                *text = text.replace('\0', "\u{fffd}");
+            }
+        }
         if self.tx.try_send(log).is_err() {
             metrics::counter!(SEARCH_LOGS_DROPPED).increment(1);
         }
@@ -68,9 +83,23 @@ async fn write(catalog: &dyn Catalog, batch: &mut Vec<SearchLog>) {
     let n = batch.len() as u64;
     match catalog.insert_search_logs(batch).await {
         Ok(()) => metrics::counter!(SEARCH_LOGS_WRITTEN).increment(n),
-        Err(e) => {
-            tracing::warn!(error = %e, dropped = n, "cannot write search logs");
+        Err(e @ StoreError::Unavailable(_)) => {
+            tracing::warn!(error = %e, dropped = n, "cannot write search logs: the catalog is unavailable");
             metrics::counter!(SEARCH_LOGS_DROPPED).increment(n);
+        }
+        // The catalog refused something in the batch: write the logs one
+        // by one, so only the one it refuses is lost.
+        Err(e) => {
+            tracing::warn!(error = %e, logs = n, "a batch of search logs was refused; writing them one by one");
+            for log in batch.iter() {
+                match catalog.insert_search_logs(std::slice::from_ref(log)).await {
+                    Ok(()) => metrics::counter!(SEARCH_LOGS_WRITTEN).increment(1),
+                    Err(e) => {
+                        tracing::warn!(error = %e, tenant = %log.tenant, "search log refused by the catalog");
+                        metrics::counter!(SEARCH_LOGS_DROPPED).increment(1);
+                    }
+                }
+            }
         }
     }
     batch.clear();
@@ -125,5 +154,68 @@ mod tests {
             .unwrap();
         let written: i64 = stats.iter().map(|s| s.count).sum();
         assert_eq!(written, 3, "{stats:?}");
+    }
+}
+
+#[cfg(test)]
+mod postgres_tests {
+    use super::*;
+    use crate::model::now;
+    use crate::store::QueryStatsKind;
+    use crate::store::postgres::PostgresCatalog;
+    use crate::store::postgres::testing::{TestSchema, test_database_url};
+
+    fn log(text: &str) -> SearchLog {
+        SearchLog {
+            tenant: "default".into(),
+            query_type: "text".into(),
+            query_text: Some(text.into()),
+            query_image_url: None,
+            results_count: 1,
+            execution_time_ms: 1.0,
+            user_id: None,
+            session_id: None,
+            created_at: now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_log_is_dropped_alone_and_its_error_names_the_sqlstate() {
+        let Some(base) = test_database_url() else { return };
+        let schema = TestSchema::create(&base).await;
+        let catalog = PostgresCatalog::connect(&schema.url, 2).await.unwrap();
+        // PostgreSQL text cannot hold a NUL: the error says so, with its code.
+        let err = catalog.insert_search_logs(&[log("a\0b")]).await.unwrap_err();
+        assert!(err.to_string().contains("SQLSTATE 22021"), "{err}");
+        // One refused log in a batch costs only itself.
+        let mut batch = vec![log("first"), log("bad\0"), log("last")];
+        write(&catalog, &mut batch).await;
+        let stats = catalog
+            .query_stats(
+                "default",
+                QueryStatsKind::Top,
+                now() - chrono::Duration::hours(1),
+                10,
+            )
+            .await
+            .unwrap();
+        let mut texts: Vec<&str> = stats.iter().map(|s| s.query_text.as_str()).collect();
+        texts.sort_unstable();
+        assert_eq!(texts, ["first", "last"], "{stats:?}");
+        drop(catalog);
+        schema.drop_schema().await;
+    }
+
+    #[test]
+    fn recorded_logs_lose_their_nuls() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let logger = SearchLogger { tx };
+        let mut l = log("x\0y");
+        l.user_id = Some("u\0".into());
+        logger.record(l);
+        let got = rt.block_on(rx.recv()).unwrap();
+        assert_eq!(got.query_text.as_deref(), Some("x\u{fffd}y"));
+        assert_eq!(got.user_id.as_deref(), Some("u\u{fffd}"));
     }
 }

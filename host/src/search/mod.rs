@@ -251,10 +251,15 @@ impl SearchService {
         })?;
         let key = text_key(encoder.model_id(), text);
         let text = key.1.clone();
-        self.text_cache
-            .try_get_with(key, async move { encoder.embed_text(text).await.map(Arc::new) })
+        let entry = self
+            .text_cache
+            .entry(key)
+            .or_try_insert_with(async move { encoder.embed_text(text).await.map(Arc::new) })
             .await
-            .map_err(|e: Arc<EmbedError>| embed_error(&e))
+            .map_err(|e: Arc<EmbedError>| embed_error(&e))?;
+        let outcome = if entry.is_fresh() { "miss" } else { "hit" };
+        metrics::counter!(crate::telemetry::SEARCH_TEXT_CACHE, "outcome" => outcome).increment(1);
+        Ok(entry.into_value())
     }
 
     /// Whether the embedding of this text is cached (an encoder that is not

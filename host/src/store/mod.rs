@@ -132,6 +132,14 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A catalog connection pool's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub size: usize,
+    pub in_use: usize,
+    pub waiting: usize,
+}
+
 /// The outcome of indexing one product version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexUpdate {
@@ -234,6 +242,13 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Newest first.
     async fn list_jobs(&self, tenant: &str, status: Option<JobStatus>, limit: u32) -> StoreResult<Vec<Job>>;
+
+    /// How many jobs are queued and running, by kind and status (for the
+    /// queue-depth gauges).
+    async fn job_counts(&self) -> StoreResult<Vec<(String, JobStatus, i64)>>;
+
+    /// The connection pool's size, connections in use and callers waiting.
+    fn pool_status(&self) -> PoolStatus;
 
     /// Claims up to `limit` runnable jobs of the given kinds for `worker`,
     /// leased until `lease_until`: queued jobs whose `run_after` has come,

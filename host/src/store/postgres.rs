@@ -19,7 +19,7 @@ use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
 use super::{
     ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, NewPluginVersion, PluginRecord,
-    ProductPage, QueryStat, QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, with_p95,
+    PoolStatus, ProductPage, QueryStat, QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, with_p95,
 };
 use crate::model::{IndexStatus, Product, ProductFields, now};
 
@@ -94,10 +94,15 @@ impl PostgresCatalog {
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool
+        let start = std::time::Instant::now();
+        let client = self
+            .pool
             .get()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection available: {e}")))
+            .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection available: {e}")));
+        metrics::histogram!(crate::telemetry::CATALOG_POOL_WAIT, "backend" => "postgres")
+            .record(start.elapsed().as_secs_f64());
+        client
     }
 }
 
@@ -150,22 +155,62 @@ fn plugin_from_row(r: &Row) -> StoreResult<PluginRecord> {
 }
 
 fn map_err(e: tokio_postgres::Error) -> StoreError {
+    let text = describe(&e);
     match e.code() {
-        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(text),
         Some(c)
             if *c == SqlState::T_R_SERIALIZATION_FAILURE
                 || *c == SqlState::T_R_DEADLOCK_DETECTED
                 || *c == SqlState::TOO_MANY_CONNECTIONS
                 || *c == SqlState::ADMIN_SHUTDOWN
-                || *c == SqlState::CANNOT_CONNECT_NOW =>
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::QUERY_CANCELED
+                // Class 08: connection exceptions.
+                || c.code().starts_with("08") =>
         {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(text)
         }
-        Some(_) => StoreError::Other(e.to_string()),
-        // No SQLSTATE: the connection itself failed.
-        None if e.is_closed() || e.to_string().contains("connect") => StoreError::Unavailable(e.to_string()),
-        None => StoreError::Other(e.to_string()),
+        Some(_) => StoreError::Other(text),
+        // No SQLSTATE: the connection itself failed (refused, reset, timed
+        // out, closed, name not resolved), or a value did not convert.
+        None if e.is_closed() || is_connection_failure(&e) => StoreError::Unavailable(text),
+        None => StoreError::Other(text),
     }
+}
+
+/// The error with what its `Display` leaves out: a database error's
+/// SQLSTATE, message, detail and hint, or the cause of a client error.
+/// None of it holds the connection's password.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut out = format!("SQLSTATE {}: {}", db.code().code(), db.message());
+        if let Some(d) = db.detail() {
+            out.push_str(&format!(" (detail: {d})"));
+        }
+        if let Some(h) = db.hint() {
+            out.push_str(&format!(" (hint: {h})"));
+        }
+        return out;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+fn is_connection_failure(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    let text = e.to_string();
+    ["connect", "communicating with the server", "timeout", "closed"]
+        .iter()
+        .any(|m| text.contains(m))
 }
 
 const PRODUCT_COLUMNS: &str = "id, tenant, external_id, title, description, category, price::text, \
@@ -683,6 +728,34 @@ impl Catalog for PostgresCatalog {
             .iter()
             .map(job_from_row)
             .collect()
+    }
+
+    async fn job_counts(&self) -> StoreResult<Vec<(String, JobStatus, i64)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT kind, status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running')
+                 GROUP BY kind, status",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let status = JobStatus::parse(r.get::<_, &str>(1)).ok()?;
+                Some((r.get::<_, String>(0), status, r.get::<_, i64>(2)))
+            })
+            .collect())
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus {
+            size: s.max_size,
+            in_use: s.size.saturating_sub(s.available),
+            waiting: s.waiting,
+        }
     }
 
     async fn claim_jobs(

@@ -20,8 +20,8 @@ use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
 use super::{
     ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, NewPluginVersion, PluginRecord,
-    ProductPage, QueryStat, QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, object_from_json,
-    string_list_from_json, with_p95,
+    PoolStatus, ProductPage, QueryStat, QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant,
+    object_from_json, string_list_from_json, with_p95,
 };
 use crate::model::{IndexStatus, Product, ProductFields, format_time, now};
 
@@ -37,6 +37,31 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Connections held by a call, and calls waiting for one.
+    in_use: AtomicUsize,
+    waiting: AtomicUsize,
+}
+
+/// A call's claim on a connection, counted for the pool gauges.
+struct Held<'a>(&'a Inner);
+
+impl<'a> Held<'a> {
+    fn wait<T>(inner: &'a Inner, lock: impl FnOnce() -> T) -> (Self, T) {
+        inner.waiting.fetch_add(1, Ordering::Relaxed);
+        let start = std::time::Instant::now();
+        let guard = lock();
+        metrics::histogram!(crate::telemetry::CATALOG_POOL_WAIT, "backend" => "sqlite")
+            .record(start.elapsed().as_secs_f64());
+        inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        inner.in_use.fetch_add(1, Ordering::Relaxed);
+        (Self(inner), guard)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl SqliteCatalog {
@@ -82,6 +107,8 @@ impl SqliteCatalog {
                 writer: Mutex::new(writer),
                 readers: pool,
                 next_reader: AtomicUsize::new(0),
+                in_use: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
             }),
         })
     }
@@ -112,10 +139,8 @@ impl SqliteCatalog {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = inner
-                .writer
-                .lock()
-                .map_err(|_| StoreError::Other("catalog writer lock poisoned".into()))?;
+            let (_held, conn) = Held::wait(&inner, || inner.writer.lock());
+            let mut conn = conn.map_err(|_| StoreError::Other("catalog writer lock poisoned".into()))?;
             f(&mut conn)
         })
         .await
@@ -130,9 +155,8 @@ impl SqliteCatalog {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let conn = inner.readers[i]
-                .lock()
-                .map_err(|_| StoreError::Other("catalog reader lock poisoned".into()))?;
+            let (_held, conn) = Held::wait(&inner, || inner.readers[i].lock());
+            let conn = conn.map_err(|_| StoreError::Other("catalog reader lock poisoned".into()))?;
             f(&conn)
         })
         .await
@@ -817,6 +841,43 @@ impl Catalog for SqliteCatalog {
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
         })
         .await
+    }
+
+    async fn job_counts(&self) -> StoreResult<Vec<(String, JobStatus, i64)>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT kind, status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running')
+                     GROUP BY kind, status",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, status, n) = row.map_err(map_err)?;
+                if let Ok(status) = JobStatus::parse(&status) {
+                    out.push((kind, status, n));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            size: self.inner.readers.len() + 1,
+            in_use: self.inner.in_use.load(Ordering::Relaxed),
+            waiting: self.inner.waiting.load(Ordering::Relaxed),
+        }
     }
 
     async fn claim_jobs(

@@ -350,16 +350,37 @@ fn build_filter(q: &VectorQuery) -> Filter {
 
 fn client_err(e: QdrantError) -> VectorError {
     match &e {
-        QdrantError::ResponseError { status }
-            if matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-            ) =>
-        {
+        QdrantError::ResponseError { status } if status_means_unreachable(status) => {
             VectorError::Unavailable(status.message().to_owned())
         }
         QdrantError::ResponseError { status } => VectorError::Other(status.message().to_owned()),
         _ => VectorError::Unavailable(e.to_string()),
+    }
+}
+
+/// Whether a gRPC status says the server could not be reached (refused,
+/// reset, timed out, name not resolved) rather than that it refused the
+/// request. tonic reports a failed connection as `Internal` or `Unknown`
+/// with the transport error as its source; a status the server sent has
+/// no source.
+fn status_means_unreachable(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => true,
+        tonic::Code::Internal | tonic::Code::Unknown => {
+            let message = status.message().to_ascii_lowercase();
+            std::error::Error::source(status).is_some()
+                || [
+                    "transport error",
+                    "connect",
+                    "connection",
+                    "broken pipe",
+                    "dns",
+                    "h2 protocol",
+                ]
+                .iter()
+                .any(|m| message.contains(m))
+        }
+        _ => false,
     }
 }
 
