@@ -6,7 +6,8 @@
 //!   connection, for its first request), or that sits idle between
 //!   requests for `server.keep_alive_timeout_secs`, is closed.
 //! - A request body must arrive within `server.body_read_timeout_secs` of
-//!   the request head; a late one is answered 408 and its connection closed.
+//!   the handler's first read (plus a second per 256 KiB received); a late
+//!   one is answered 408 and its connection closed.
 //! - At most `server.max_connections_per_ip` connections per client address
 //!   and `server.max_connections` in all; a connection over either cap gets
 //!   one 503 and is closed, so the process never runs out of descriptors.
@@ -53,9 +54,22 @@ pub struct ConnLimits {
 }
 
 impl ConnLimits {
+    /// Also raises the soft open-file limit to the hard one (at start-up),
+    /// and keeps the connection cap under it.
     pub fn from_settings(s: &crate::config::Settings) -> Self {
+        let descriptors = raise_open_file_limit();
+        let fit =
+            usize::try_from(descriptors.saturating_sub(RESERVED_DESCRIPTORS).max(64)).unwrap_or(usize::MAX);
         let max_connections = match s.server.max_connections {
-            0 => default_max_connections(),
+            0 => fit.min(DEFAULT_MAX_CONNECTIONS),
+            n if n > fit => {
+                tracing::warn!(
+                    configured = n,
+                    open_file_limit = descriptors,
+                    "server.max_connections is above what the open-file limit allows; using {fit}"
+                );
+                fit
+            }
             n => n,
         };
         Self {
@@ -72,11 +86,32 @@ impl ConnLimits {
 /// files and outgoing image fetches.
 const RESERVED_DESCRIPTORS: u64 = 256;
 
-/// Raises the soft open-file limit to the hard one (once, at start-up) and
-/// returns how many connections fit under it.
-pub fn default_max_connections() -> usize {
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS).max(64)).unwrap_or(usize::MAX)
+/// The default cap on connections in all: each may hold a read buffer
+/// (up to `MAX_BUF_SIZE`) while its head arrives.
+const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// hyper's read buffer per connection: room for a 64 KiB URI (longer ones
+/// get 414) and its headers (more get 431).
+const MAX_BUF_SIZE: usize = 128 * 1024;
+
+/// Raises the soft open-file limit to the hard one; returns the limit.
+pub fn raise_open_file_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}
+
+/// The address a client is counted under: an IPv6 client by its /64 (one
+/// host usually holds a whole /64), an IPv4-mapped address as IPv4.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// Open connections, in all and per client address.
@@ -228,7 +263,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(admitted) = Admitted::admit(&registry, peer.ip(), &limits) else {
+        let Some(admitted) = Admitted::admit(&registry, client_key(peer.ip()), &limits) else {
             metrics::counter!(telemetry::HTTP_CONNECTIONS_REFUSED).increment(1);
             tokio::spawn(refuse(stream));
             continue;
@@ -248,14 +283,16 @@ pub async fn serve(
             let body_timeout = limits.body_read_timeout;
             move |req: Request<Incoming>| answer(app.clone(), activity.clone(), peer, body_timeout, req)
         });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // HTTP/1.1 only: no cleartext HTTP/2, whose streams would multiply
+        // the per-client cap (TLS and h2 belong to the proxy in front).
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
         builder
             .http1()
             .timer(TokioTimer::new())
             // Our watchdog times request heads and idle connections.
             .header_read_timeout(Option::<Duration>::None)
+            .max_buf_size(MAX_BUF_SIZE)
             .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
         let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
         let limits = limits.clone();
         tokio::spawn(async move {
@@ -305,7 +342,9 @@ async fn answer(
     parts.extensions.insert(ConnectInfo(peer));
     let body = DeadlineBody {
         inner: body,
-        deadline: Box::pin(tokio::time::sleep(body_timeout)),
+        timeout: body_timeout,
+        deadline: None,
+        received: 0,
         late: late.clone(),
     };
     let req = Request::from_parts(parts, axum::body::Body::new(body));
@@ -327,12 +366,20 @@ async fn answer(
     Ok(res)
 }
 
-/// A request body that fails once its deadline has passed.
+/// A request body that fails once its deadline has passed: the body read
+/// timeout from the first time the handler reads it, plus a second per
+/// `MIN_BODY_RATE` bytes received (a large upload at a fair rate is not
+/// cut; the request deadline still bounds it).
 struct DeadlineBody {
     inner: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    deadline: Option<(tokio::time::Instant, Pin<Box<tokio::time::Sleep>>)>,
+    received: u64,
     late: Arc<AtomicBool>,
 }
+
+/// Bytes per second that earn a body more time.
+const MIN_BODY_RATE: u64 = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive in time")]
@@ -347,10 +394,23 @@ impl Body for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        let timeout = this.timeout;
+        let (start, deadline) = this.deadline.get_or_insert_with(|| {
+            let now = tokio::time::Instant::now();
+            (now, Box::pin(tokio::time::sleep_until(now + timeout)))
+        });
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    let earned = Duration::from_secs_f64(this.received as f64 / MIN_BODY_RATE as f64);
+                    deadline.as_mut().reset(*start + timeout + earned);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other.map(|f| f.map_err(Into::into))),
             Poll::Pending => {
-                ready!(this.deadline.as_mut().poll(cx));
+                ready!(deadline.as_mut().poll(cx));
                 this.late.store(true, Ordering::Release);
                 Poll::Ready(Some(Err(Box::new(BodyTimeout))))
             }
@@ -512,11 +572,14 @@ impl AsyncWrite for Watched {
 /// application to an error carries a JSON body. Returns the same answer
 /// with the API's error body, or `None` for anything else.
 fn rewrite_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
+    if buf.len() > 1024 || !buf.starts_with(b"HTTP/1.") {
+        return None;
+    }
     let head = std::str::from_utf8(buf).ok()?;
     let rest = head
         .strip_prefix("HTTP/1.1 4")
         .or_else(|| head.strip_prefix("HTTP/1.0 4"))?;
-    if !head.ends_with("\r\n\r\n") || head.len() > 1024 {
+    if !head.ends_with("\r\n\r\n") {
         return None;
     }
     let (status_line, headers) = head.split_once("\r\n")?;

@@ -142,7 +142,14 @@ pub async fn decode_image_bytes(limits: &Limits, bytes: Vec<u8>, field: &str) ->
                 e
             }
             DecodeError::Image(e) => image_error(&e, field),
-            DecodeError::Crashed => ApiError::internal(),
+            // The decoder gave up on this image in a way it should not
+            // have: still a property of the image.
+            DecodeError::Crashed => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_image",
+                "the image could not be decoded",
+            )
+            .with_details(json!({"field": field})),
         })
 }
 

@@ -159,11 +159,17 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Gauges read from their source at each scrape: the job queue, the
-/// catalog pool and the vector count. A source that does not answer in
+/// The job-queue and vector counts are read at most this often, however
+/// often `/metrics` is scraped (it needs no key).
+const COUNTS_EVERY: Duration = Duration::from_secs(5);
+
+/// Gauges read from their source at scrape time: the catalog pool (every
+/// scrape), the job queue and the vector count (at most every
+/// `COUNTS_EVERY`, one scrape at a time). A source that does not answer in
 /// time leaves its gauges as they were.
 async fn refresh_gauges(state: &AppState) {
     use crate::telemetry::{CATALOG_POOL, JOBS, VECTORS};
+    static LAST: parking_lot::Mutex<Option<Instant>> = parking_lot::Mutex::new(None);
     let pool = state.catalog.pool_status();
     for (name, value) in [
         ("size", pool.size),
@@ -171,6 +177,13 @@ async fn refresh_gauges(state: &AppState) {
         ("waiting", pool.waiting),
     ] {
         metrics::gauge!(CATALOG_POOL, "state" => name).set(value as f64);
+    }
+    {
+        let mut last = LAST.lock();
+        if last.is_some_and(|t| t.elapsed() < COUNTS_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
     }
     if let Ok(Ok(counts)) = tokio::time::timeout(PROBE_TIMEOUT, state.catalog.job_counts()).await {
         // Kinds and statuses with no jobs now read 0, not their last value.

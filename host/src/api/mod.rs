@@ -238,7 +238,17 @@ async fn track_metrics(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let slot = RouteSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let method = req.method().as_str().to_owned();
+    // A fixed set: a client must not mint label values.
+    let method = match *req.method() {
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+        | Method::HEAD
+        | Method::OPTIONS => req.method().as_str().to_owned(),
+        _ => "other".to_owned(),
+    };
     let res = next.run(req).await;
     let route = slot.0.get().cloned().unwrap_or_else(|| "unmatched".to_owned());
     let status = res.status().as_u16().to_string();
@@ -259,9 +269,10 @@ async fn record_route(req: Request, next: Next) -> Response {
 }
 
 /// The largest body a route accepts.
-fn body_limit(route: &str, limits: &Limits) -> usize {
+fn body_limit(route: &str, method: &Method, limits: &Limits) -> usize {
     match route.strip_prefix("/v1").unwrap_or(route) {
-        "/tenants/{t}/products/batch" => limits.max_batch_body_bytes,
+        // The batch import; the other methods reach the product `batch`.
+        "/tenants/{t}/products/batch" if *method == Method::POST => limits.max_batch_body_bytes,
         "/embed" | "/tenants/{t}/search" => embed::base64_body_limit(limits.max_image_bytes),
         "/tenants/{t}/search/image" => embed::multipart_body_limit(limits.max_image_bytes),
         "/tenants/{t}/plugins/{name}" => crate::plugins::MAX_UPLOAD_BYTES,
@@ -278,7 +289,7 @@ async fn limit_body(State(limits): State<Limits>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let limit = body_limit(&route, &limits);
+    let limit = body_limit(&route, req.method(), &limits);
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -27,7 +27,7 @@ pub use config::{
 pub use error::{EncoderError, Result};
 pub use model::{ClipTowers, CpuKernels, expected_tensors, parse_precision};
 pub use preprocess::{
-    AlphaMode, DEFAULT_MAX_PIXELS, DecodeOptions, DecodePlan, DecodedImage, pil_resize, preprocess,
+    AlphaMode, DEFAULT_MAX_PIXELS, DecodeOptions, DecodePlan, DecodedImage, Hold, pil_resize, preprocess,
     shortest_edge_output_size,
 };
 pub use source::{LocalCheckpoint, ModelSource, OPTIONAL_FILES, REQUIRED_FILES, SourceOptions};

@@ -57,8 +57,36 @@ impl Default for DecodeOptions {
 }
 
 /// An image decoded, EXIF-oriented and converted to 8-bit RGB; ready for preprocessing.
+/// It may hold something as long as it lives (its share of a decode budget).
 #[derive(Debug, Clone, PartialEq)]
-pub struct DecodedImage(RgbImage);
+pub struct DecodedImage(RgbImage, Option<Hold>);
+
+/// Kept alive as long as the image that holds it (and its clones).
+#[derive(Clone)]
+pub struct Hold {
+    _kept: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl Hold {
+    pub fn new(kept: impl std::any::Any + Send + Sync) -> Self {
+        Self {
+            _kept: std::sync::Arc::new(kept),
+        }
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold")
+    }
+}
+
+/// Images compare by their pixels only.
+impl PartialEq for Hold {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
 
 impl DecodedImage {
     /// Decode JPEG / PNG / WebP / GIF bytes (first frame of animations).
@@ -68,12 +96,18 @@ impl DecodedImage {
 
     /// Wrap an already-decoded image; converted to RGB the way PIL's `convert("RGB")` does.
     pub fn from_dynamic(img: DynamicImage, alpha: AlphaMode) -> Self {
-        Self(to_rgb(img, alpha))
+        Self(to_rgb(img, alpha), None)
     }
 
     /// Wrap an RGB buffer as-is.
     pub fn from_rgb(img: RgbImage) -> Self {
-        Self(img)
+        Self(img, None)
+    }
+
+    /// The same image, keeping `hold` alive as long as it lives.
+    pub fn holding(mut self, hold: Hold) -> Self {
+        self.1 = Some(hold);
+        self
     }
 
     pub fn width(&self) -> u32 {
@@ -137,7 +171,7 @@ impl DecodePlan {
             });
         }
         let jpeg_eighths = match (format, limits.min_edge) {
-            (Some(image::ImageFormat::Jpeg), Some(edge)) if edge > 0 => {
+            (Some(image::ImageFormat::Jpeg), Some(edge)) if edge > 0 && scalable_jpeg(bytes) => {
                 let short = u64::from(width.min(height));
                 // The smallest n with ceil(short * n / 8) >= edge.
                 (1..8u32).find(|n| (short * u64::from(*n)).div_ceil(8) >= u64::from(edge))
@@ -155,6 +189,41 @@ impl DecodePlan {
             jpeg_eighths,
         })
     }
+}
+
+impl DecodePlan {
+    /// Pixels of the image at full size.
+    pub fn full_pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+
+    /// Whether the image is decoded scaled (a baseline JPEG well above the
+    /// edge).
+    pub fn is_scaled(&self) -> bool {
+        self.jpeg_eighths.is_some()
+    }
+
+    /// The scaled decode, or `None` when the decoder cannot make it (the
+    /// caller decodes at full size, budgeted as such).
+    pub fn decode_scaled(&self, bytes: &[u8], alpha: AlphaMode) -> Option<DecodedImage> {
+        let img = decode_jpeg_scaled(bytes, self, self.jpeg_eighths?)?;
+        Some(DecodedImage(to_rgb(img, alpha), None))
+    }
+}
+
+/// A baseline (sequential DCT) JPEG of RGB or grey pixels: what scaled
+/// decoding handles within the scaled size. A progressive JPEG keeps
+/// full-size coefficient buffers whatever the scale.
+fn scalable_jpeg(bytes: &[u8]) -> bool {
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.read_info().is_ok()
+        && decoder.info().is_some_and(|i| {
+            i.coding_process == jpeg_decoder::CodingProcess::DctSequential
+                && matches!(
+                    i.pixel_format,
+                    jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8
+                )
+        })
 }
 
 fn scaled(side: u32, eighths: u32) -> u64 {
@@ -198,7 +267,7 @@ fn decode_image(bytes: &[u8], limits: &DecodeOptions) -> Result<DecodedImage> {
         if let Some(eighths) = plan.jpeg_eighths
             && let Some(img) = decode_jpeg_scaled(bytes, &plan, eighths)
         {
-            return Ok(DecodedImage(to_rgb(img, limits.alpha)));
+            return Ok(DecodedImage(to_rgb(img, limits.alpha), None));
         }
     }
     let reader = ImageReader::new(Cursor::new(bytes))
@@ -260,7 +329,7 @@ fn decode_image(bytes: &[u8], limits: &DecodeOptions) -> Result<DecodedImage> {
     // For GIF (and animated WebP) `ImageDecoder` yields the first frame, as PIL does on open.
     let mut img = DynamicImage::from_decoder(decoder).map_err(classify)?;
     img.apply_orientation(orientation);
-    Ok(DecodedImage(to_rgb(img, limits.alpha)))
+    Ok(DecodedImage(to_rgb(img, limits.alpha), None))
 }
 
 fn to_rgb(img: DynamicImage, alpha: AlphaMode) -> RgbImage {

@@ -250,13 +250,20 @@ impl JobRunner {
                 .get(&job.kind)
                 .map_or(1, |h| h.max_coalesced(&job.kind))
                 .saturating_sub(1);
-            let kind = job.kind.clone();
+            let (kind, tenant) = (job.kind.clone(), job.tenant.clone());
             let mut unit = vec![job];
             if more > 0 {
                 let t = now();
                 match self
                     .catalog
-                    .claim_jobs(&self.config.worker_id, &[kind], t, t + self.lease(), more as u32)
+                    .claim_jobs_of(
+                        &self.config.worker_id,
+                        &[kind],
+                        Some(&tenant),
+                        t,
+                        t + self.lease(),
+                        more as u32,
+                    )
                     .await
                 {
                     Ok(extra) => unit.extend(extra),
@@ -365,7 +372,7 @@ impl JobRunner {
                 self.config.worker_id.clone(),
             );
             let (lease, every) = (ctx.lease, self.config.lease / 3);
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
                     let t = now();
@@ -379,19 +386,19 @@ impl JobRunner {
                         Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                     }
                 }
-            })
+            }))
         };
         let limit = handler.time_limit();
         let started = std::time::Instant::now();
         let outcome = tokio::select! {
             r = tokio::time::timeout(limit, handler.run(&job, &ctx)) => r,
             _ = lost_rx.wait_for(|lost| *lost) => {
-                heartbeat.abort();
+                drop(heartbeat);
                 tracing::info!("job cancelled or taken over; stopped");
                 return Ran::Lost;
             }
         };
-        heartbeat.abort();
+        drop(heartbeat);
         let result = outcome.unwrap_or_else(|_| {
             Err(JobError::Retryable(format!(
                 "timed out after {} s",
@@ -401,77 +408,71 @@ impl JobRunner {
         self.record(&job, result, started.elapsed()).await
     }
 
-    /// Runs jobs claimed together, one tenant's at a time, each tenant's as
-    /// one `run_many` call, with heartbeats for all of them throughout. A
-    /// job cancelled meanwhile runs on with the others, and its outcome is
-    /// refused (fenced) like any stale worker's.
+    /// Runs jobs claimed together (one kind, one tenant) as one `run_many`
+    /// call, with heartbeats for all of them throughout. A job cancelled
+    /// meanwhile drops out of the heartbeats and its outcome is refused
+    /// (fenced), like any stale worker's.
     async fn execute_together(&self, jobs: Vec<Job>) -> Vec<(String, Ran)> {
         let Some(handler) = jobs.first().and_then(|j| self.handlers.get(&j.kind)).cloned() else {
             return Vec::new();
         };
-        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-        let heartbeat = {
-            let (catalog, worker, ids) = (self.catalog.clone(), self.config.worker_id.clone(), ids.clone());
+        let _heartbeat = {
+            let (catalog, worker) = (self.catalog.clone(), self.config.worker_id.clone());
+            let mut ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
             let (lease, every) = (self.lease(), self.config.lease / 3);
-            tokio::spawn(async move {
-                loop {
+            AbortOnDrop(tokio::spawn(async move {
+                while !ids.is_empty() {
                     tokio::time::sleep(every).await;
                     let t = now();
-                    for id in &ids {
-                        if let Err(e) = catalog.heartbeat_job(id, &worker, t, t + lease, None).await {
-                            tracing::warn!(error = %e, job_id = %id, "heartbeat failed");
+                    let mut still = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        match catalog.heartbeat_job(&id, &worker, t, t + lease, None).await {
+                            // Cancelled or taken over: no longer ours.
+                            Ok(false) => {}
+                            Ok(true) => still.push(id),
+                            Err(e) => {
+                                tracing::warn!(error = %e, job_id = %id, "heartbeat failed");
+                                still.push(id);
+                            }
                         }
                     }
+                    ids = still;
                 }
-            })
+            }))
         };
-        let mut by_tenant: Vec<Vec<Job>> = Vec::new();
-        for job in jobs {
-            match by_tenant.iter_mut().find(|g| g[0].tenant == job.tenant) {
-                Some(group) => group.push(job),
-                None => by_tenant.push(vec![job]),
-            }
-        }
+        let span = tracing::info_span!(
+            "jobs",
+            kind = %jobs[0].kind,
+            tenant = %jobs[0].tenant,
+            coalesced = jobs.len()
+        );
+        let ctx = JobContext {
+            catalog: self.catalog.clone(),
+            job_ids: jobs.iter().map(|j| j.id.clone()).collect(),
+            worker: self.config.worker_id.clone(),
+            lease: self.lease(),
+        };
         let limit = handler.time_limit();
-        let mut out = Vec::with_capacity(ids.len());
-        for group in by_tenant {
-            let span = tracing::info_span!(
-                "jobs",
-                kind = %group[0].kind,
-                tenant = %group[0].tenant,
-                coalesced = group.len()
-            );
-            let ctx = JobContext {
-                catalog: self.catalog.clone(),
-                job_ids: group.iter().map(|j| j.id.clone()).collect(),
-                worker: self.config.worker_id.clone(),
-                lease: self.lease(),
-            };
-            let started = std::time::Instant::now();
-            let results = tokio::time::timeout(limit, handler.run_many(&group, &ctx))
-                .instrument(span.clone())
-                .await;
-            let ran_for = started.elapsed();
-            let mut results = match results {
-                Ok(r) => r.into_iter(),
-                Err(_) => Vec::new().into_iter(),
-            };
-            for job in &group {
-                let result = results.next().unwrap_or_else(|| {
-                    Err(JobError::Retryable(format!(
-                        "timed out after {} s",
-                        limit.as_secs_f64()
-                    )))
-                });
-                let span =
-                    tracing::info_span!(parent: &span, "job", job_id = %job.id, attempt = job.attempts);
-                out.push((
-                    job.id.clone(),
-                    self.record(job, result, ran_for).instrument(span).await,
-                ));
-            }
+        let started = std::time::Instant::now();
+        let results = tokio::time::timeout(limit, handler.run_many(&jobs, &ctx))
+            .instrument(span.clone())
+            .await;
+        let ran_for = started.elapsed();
+        let mut results = results.unwrap_or_default().into_iter();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let result = results.next().unwrap_or_else(|| {
+                Err(JobError::Retryable(format!(
+                    "timed out after {} s",
+                    limit.as_secs_f64()
+                )))
+            });
+            let span = tracing::info_span!(parent: &span, "job", job_id = %job.id, attempt = job.attempts);
+            out.push((
+                job.id.clone(),
+                self.record(job, result, ran_for).instrument(span).await,
+            ));
         }
-        heartbeat.abort();
         out
     }
 
@@ -523,6 +524,16 @@ impl JobRunner {
             Ran::WillRetry(error.clone())
         };
         (JobOutcome::Retry { error, run_after }, ran)
+    }
+}
+
+/// A background task that ends with its owner (a heartbeat must not
+/// outlive the attempt, even one that panicked or was aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::encoder::{DecodeOptions, DecodePlan, DecodedImage, EncoderError};
+use crate::encoder::{DecodeOptions, DecodePlan, DecodedImage, EncoderError, Hold};
 use crate::telemetry;
 
 /// Pixels per semaphore permit (permits are `u32`).
@@ -62,6 +62,8 @@ impl DecodeBudget {
 
     /// Decodes `bytes` off the async threads once its pixels fit in the
     /// budget. An image larger than the whole budget waits for all of it.
+    /// The decoded image holds its share until it is dropped (after it is
+    /// encoded), so images waiting for the encoder count too.
     pub async fn decode(&self, bytes: Vec<u8>, max_pixels: u64) -> Result<DecodedImage, DecodeError> {
         let options = DecodeOptions {
             max_pixels,
@@ -69,18 +71,76 @@ impl DecodeBudget {
             ..DecodeOptions::default()
         };
         let plan = DecodePlan::read(&bytes, &options)?;
-        let wanted = u32::try_from(plan.decoded_pixels.div_ceil(PIXELS_PER_PERMIT))
+        let bytes = Arc::new(bytes);
+        if plan.is_scaled() {
+            let share = self.acquire(plan.decoded_pixels).await?;
+            let b = bytes.clone();
+            let scaled = tokio::task::spawn_blocking(move || {
+                plan.decode_scaled(&b, options.alpha)
+                    .map(|img| img.holding(Hold::new(share)))
+            })
+            .await
+            .map_err(|_| DecodeError::Crashed)?;
+            if let Some(img) = scaled {
+                return Ok(img);
+            }
+            // The scaled decoder could not: decode at full size, budgeted
+            // as such.
+        }
+        let share = self.acquire(plan.full_pixels()).await?;
+        let full = DecodeOptions {
+            min_edge: None,
+            ..options
+        };
+        tokio::task::spawn_blocking(move || {
+            DecodedImage::decode(&bytes, &full).map(|img| img.holding(Hold::new(share)))
+        })
+        .await
+        .map_err(|_| DecodeError::Crashed)?
+        .map_err(DecodeError::Image)
+    }
+
+    /// A share of the budget for `pixels`, waiting up to the configured
+    /// time. Released when dropped, wherever that happens.
+    async fn acquire(&self, pixels: u64) -> Result<Share, DecodeError> {
+        let wanted = u32::try_from(pixels.div_ceil(PIXELS_PER_PERMIT))
             .unwrap_or(u32::MAX)
             .clamp(1, self.total);
         let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_many_owned(wanted))
             .await
             .map_err(|_| DecodeError::Busy)?
             .map_err(|_| DecodeError::Busy)?;
-        metrics::gauge!(telemetry::DECODE_PIXELS_IN_USE).set(self.in_use_pixels() as f64);
-        let decoded = tokio::task::spawn_blocking(move || DecodedImage::decode(&bytes, &options)).await;
-        drop(permit);
-        metrics::gauge!(telemetry::DECODE_PIXELS_IN_USE).set(self.in_use_pixels() as f64);
-        Ok(decoded.map_err(|_| DecodeError::Crashed)??)
+        let share = Share {
+            _permit: permit,
+            gauge: self.permits.clone(),
+            total: self.total,
+        };
+        share.report();
+        Ok(share)
+    }
+}
+
+/// Pixels held in the budget; the gauge follows when it is released.
+struct Share {
+    _permit: OwnedSemaphorePermit,
+    gauge: Arc<Semaphore>,
+    total: u32,
+}
+
+impl Share {
+    fn report(&self) {
+        let free = self.gauge.available_permits() as u64;
+        let used = u64::from(self.total).saturating_sub(free) * PIXELS_PER_PERMIT;
+        metrics::gauge!(telemetry::DECODE_PIXELS_IN_USE).set(used as f64);
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        // The permit goes back after this body; count it as back already.
+        let free = (self.gauge.available_permits() + self._permit.num_permits()) as u64;
+        let used = u64::from(self.total).saturating_sub(free) * PIXELS_PER_PERMIT;
+        metrics::gauge!(telemetry::DECODE_PIXELS_IN_USE).set(used as f64);
     }
 }
 
@@ -132,6 +192,9 @@ mod tests {
         drop(held);
         let big = budget.decode(png(1000, 500), 40_000_000).await.unwrap();
         assert_eq!(big.width(), 1000);
+        // A decoded image holds its share until it is dropped.
+        assert!(budget.in_use_pixels() >= 500_000);
+        drop((big, small));
         assert_eq!(budget.in_use_pixels(), 0);
     }
 

@@ -39,6 +39,7 @@ pub async fn run_all(c: &dyn Catalog) {
     cancellation_stops_queued_and_running_jobs_only(c).await;
     released_jobs_return_to_the_queue_without_losing_an_attempt(c).await;
     concurrent_claims_never_hand_out_a_job_twice(c).await;
+    claims_can_be_one_tenants(c).await;
     jobs_list_newest_first_by_tenant_and_status(c).await;
     index_outcomes_apply_only_to_the_indexed_version(c).await;
     search_logs_feed_per_tenant_query_stats(c).await;
@@ -680,6 +681,25 @@ async fn concurrent_claims_never_hand_out_a_job_twice(c: &dyn Catalog) {
     all.sort();
     all.dedup();
     assert_eq!((all.len(), n), (24, 24), "every job claimed exactly once");
+}
+
+async fn claims_can_be_one_tenants(c: &dyn Catalog) {
+    tenant(c, "claim_a").await;
+    tenant(c, "claim_b").await;
+    for t in ["claim_a", "claim_b", "claim_a", "claim_b"] {
+        c.enqueue_job(&kind_job("t_by_tenant", t)).await.unwrap();
+    }
+    let t = now();
+    let k = kinds("t_by_tenant");
+    let jobs = c
+        .claim_jobs_of("w", &k, Some("claim_b"), at(t, 1), at(t, 30), 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.tenant == "claim_b"), "{jobs:?}");
+    let rest = c.claim_jobs("w", &k, at(t, 1), at(t, 30), 10).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(rest.iter().all(|j| j.tenant == "claim_a"), "{rest:?}");
 }
 
 async fn jobs_list_newest_first_by_tenant_and_status(c: &dyn Catalog) {

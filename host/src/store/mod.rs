@@ -263,6 +263,21 @@ pub trait Catalog: Send + Sync + 'static {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        self.claim_jobs_of(worker, kinds, None, now, lease_until, limit)
+            .await
+    }
+
+    /// [`Catalog::claim_jobs`], of one tenant only when `tenant` is given
+    /// (jobs run together are one tenant's).
+    async fn claim_jobs_of(
+        &self,
+        worker: &str,
+        kinds: &[String],
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
     ) -> StoreResult<Vec<Job>>;
 
     /// Extends `worker`'s lease and records progress. `false` when the job

@@ -166,8 +166,10 @@ fn map_err(e: tokio_postgres::Error) -> StoreError {
                 || *c == SqlState::CRASH_SHUTDOWN
                 || *c == SqlState::CANNOT_CONNECT_NOW
                 || *c == SqlState::QUERY_CANCELED
-                // Class 08: connection exceptions.
-                || c.code().starts_with("08") =>
+                // Class 08: connection exceptions; class 53: insufficient
+                // resources (disk full, out of memory, too many connections).
+                || c.code().starts_with("08")
+                || c.code().starts_with("53") =>
         {
             StoreError::Unavailable(text)
         }
@@ -758,10 +760,11 @@ impl Catalog for PostgresCatalog {
         }
     }
 
-    async fn claim_jobs(
+    async fn claim_jobs_of(
         &self,
         worker: &str,
         kinds: &[String],
+        tenant: Option<&str>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
@@ -786,6 +789,7 @@ impl Catalog for PostgresCatalog {
                      WHERE ((status = 'queued' AND run_after <= $1)
                             OR (status = 'running' AND lease_expires_at < $1))
                        AND kind = ANY($4)
+                       AND ($6::text IS NULL OR tenant = $6)
                      ORDER BY run_after, created_at
                      LIMIT $5
                      FOR UPDATE SKIP LOCKED)
@@ -802,7 +806,10 @@ impl Catalog for PostgresCatalog {
             .await
             .map_err(map_err)?;
         let rows = tx
-            .query(&st, &[&now, &worker, &lease_until, &kinds, &i64::from(limit)])
+            .query(
+                &st,
+                &[&now, &worker, &lease_until, &kinds, &i64::from(limit), &tenant],
+            )
             .await
             .map_err(map_err)?;
         let jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;

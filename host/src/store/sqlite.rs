@@ -880,15 +880,17 @@ impl Catalog for SqliteCatalog {
         }
     }
 
-    async fn claim_jobs(
+    async fn claim_jobs_of(
         &self,
         worker: &str,
         kinds: &[String],
+        tenant: Option<&str>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<Job>> {
         let worker = worker.to_owned();
+        let tenant = tenant.map(str::to_owned);
         let kinds = serde_json::Value::from(kinds.to_vec()).to_string();
         let (now, until) = (format_time(&now), format_time(&lease_until));
         // One process writes at a time (the single writer connection inside
@@ -915,12 +917,13 @@ impl Catalog for SqliteCatalog {
                              WHERE ((status = 'queued' AND run_after <= ?1)
                                     OR (status = 'running' AND lease_expires_at < ?1))
                                AND kind IN (SELECT value FROM json_each(?4))
+                               AND (?6 IS NULL OR tenant = ?6)
                              ORDER BY run_after, created_at LIMIT ?5)
                          RETURNING {JOB_COLUMNS}"
                     ))
                     .map_err(map_err)?;
                 let rows = st
-                    .query_map(params![now, worker, until, kinds, limit], job_from_row)
+                    .query_map(params![now, worker, until, kinds, limit, tenant], job_from_row)
                     .map_err(map_err)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)?
             };
