@@ -126,6 +126,19 @@ mod tests {
         }
     }
 
+    /// The tenant `default`'s query stats of the last hour.
+    async fn last_hour(catalog: &dyn Catalog) -> Vec<crate::store::QueryStat> {
+        catalog
+            .query_stats(
+                "default",
+                QueryStatsKind::Top,
+                now() - chrono::Duration::hours(1),
+                10,
+            )
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn logs_are_written_in_batches_and_a_full_buffer_drops_instead_of_waiting() {
         let dir = tempfile::tempdir().unwrap();
@@ -143,44 +156,15 @@ mod tests {
         }
         drop(logger);
         task.await.unwrap();
-        let stats = catalog
-            .query_stats(
-                "default",
-                QueryStatsKind::Top,
-                now() - chrono::Duration::hours(1),
-                10,
-            )
-            .await
-            .unwrap();
+        let stats = last_hour(&*catalog).await;
         let written: i64 = stats.iter().map(|s| s.count).sum();
         assert_eq!(written, 3, "{stats:?}");
-    }
-}
-
-#[cfg(test)]
-mod postgres_tests {
-    use super::*;
-    use crate::model::now;
-    use crate::store::QueryStatsKind;
-    use crate::store::postgres::PostgresCatalog;
-    use crate::store::postgres::testing::{TestSchema, test_database_url};
-
-    fn log(text: &str) -> SearchLog {
-        SearchLog {
-            tenant: "default".into(),
-            query_type: "text".into(),
-            query_text: Some(text.into()),
-            query_image_url: None,
-            results_count: 1,
-            execution_time_ms: 1.0,
-            user_id: None,
-            session_id: None,
-            created_at: now(),
-        }
     }
 
     #[tokio::test]
     async fn a_refused_log_is_dropped_alone_and_its_error_names_the_sqlstate() {
+        use crate::store::postgres::PostgresCatalog;
+        use crate::store::postgres::testing::{TestSchema, test_database_url};
         let Some(base) = test_database_url() else { return };
         let schema = TestSchema::create(&base).await;
         let catalog = PostgresCatalog::connect(&schema.url, 2).await.unwrap();
@@ -190,15 +174,7 @@ mod postgres_tests {
         // One refused log in a batch costs only itself.
         let mut batch = vec![log("first"), log("bad\0"), log("last")];
         write(&catalog, &mut batch).await;
-        let stats = catalog
-            .query_stats(
-                "default",
-                QueryStatsKind::Top,
-                now() - chrono::Duration::hours(1),
-                10,
-            )
-            .await
-            .unwrap();
+        let stats = last_hour(&catalog).await;
         let mut texts: Vec<&str> = stats.iter().map(|s| s.query_text.as_str()).collect();
         texts.sort_unstable();
         assert_eq!(texts, ["first", "last"], "{stats:?}");
