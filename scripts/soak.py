@@ -9,7 +9,8 @@ Load, all at once, for --minutes (default 30):
   * slow clients: idle sockets, half-sent request heads, trickled bodies,
     bodies announced at 2 GB, kept-alive sockets left open.
 
-Every minute it prints the server's RSS, the answers by status, connection
+First, a burst of 32 concurrent searches by that 40-megapixel PNG, with
+the server's peak RSS. Every minute it prints the server's RSS, the answers by status, connection
 errors and the indexing backlog (queued + running jobs, from /metrics). At
 the end it stops the load, waits for the backlog to drain (up to
 --drain-minutes) and prints a JSON summary: RSS at start, peak and end,
@@ -251,6 +252,38 @@ def main():
     _, k = request(addr, "POST", "/v1/tenants/soak/keys", {"scopes": ["search", "write"]})
     key = k["key"]
 
+    # A burst first: 32 concurrent searches by a 130 KB PNG that decodes to
+    # 40 megapixels (the decode budget's case), RSS sampled meanwhile.
+    rss_before_burst = rss_mb(server.pid)
+    burst = collections.Counter()
+    burst_peak = [rss_before_burst]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            burst_peak[0] = max(burst_peak[0], rss_mb(server.pid))
+            time.sleep(0.05)
+
+    def one():
+        try:
+            s, _ = request(addr, "POST", "/v1/tenants/soak/search",
+                           {"image_url": f"http://{img_addr[0]}:{img_addr[1]}/large.png"}, key)
+            burst[s] += 1
+        except Exception as e:
+            burst[type(e).__name__] += 1
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    workers = [threading.Thread(target=one) for _ in range(32)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    done.set()
+    print(json.dumps({"burst": "32 concurrent 6000x6600 PNG searches", "answers": dict(burst),
+                      "rss_mb_before": round(rss_before_burst, 1), "rss_mb_peak": round(burst_peak[0], 1)}),
+          flush=True)
+
     stats = Stats()
     stop = threading.Event()
     threads = []
@@ -291,6 +324,8 @@ def main():
     print(json.dumps({
         "summary": True,
         "minutes": a.minutes,
+        "burst": {"answers": dict(burst), "rss_mb_before": round(rss_before_burst, 1),
+                  "rss_mb_peak": round(burst_peak[0], 1)},
         "rss_mb": {"start": round(rss_start, 1), "peak": round(peak, 1), "end": round(rss_end, 1)},
         "answers": dict(stats.status),
         "server_errors_other_than_503": five_xx,
