@@ -97,7 +97,6 @@ async fn slow_idle_and_greedy_clients_are_shed() {
         ("VITRINE__SERVER__KEEP_ALIVE_TIMEOUT_SECS", "2"),
         ("VITRINE__SERVER__BODY_READ_TIMEOUT_SECS", "2"),
         ("VITRINE__SERVER__REQUEST_TIMEOUT_SECS", "5"),
-        ("VITRINE__SERVER__MAX_CONNECTIONS_PER_IP", "6"),
     ] {
         setup.env.push((k.to_owned(), v.to_owned()));
     }
@@ -117,18 +116,18 @@ async fn slow_idle_and_greedy_clients_are_shed() {
         .unwrap();
     let (answer, took) = read_until_closed(&mut idle, limit);
     assert!(
-        answer.is_empty() && took < Duration::from_millis(2500),
+        answer.is_empty() && took < Duration::from_secs(4),
         "{answer:?} after {took:?}"
     );
     let (answer, took) = read_until_closed(&mut half, limit);
     assert!(
-        answer.is_empty() && took < Duration::from_millis(2500),
+        answer.is_empty() && took < Duration::from_secs(4),
         "{answer:?} after {took:?}"
     );
     let (answer, took) = read_until_closed(&mut kept, limit);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
-        took < Duration::from_millis(3500),
+        took < Duration::from_secs(5),
         "kept-alive connection open for {took:?}"
     );
 
@@ -150,7 +149,7 @@ async fn slow_idle_and_greedy_clients_are_shed() {
         (408, Some("body_timeout")),
         "{body}"
     );
-    assert!(took < Duration::from_millis(4000), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 
     // A body announced larger than the route takes: 413 at once, without
     // `100 Continue`, before any of it is sent.
@@ -169,7 +168,7 @@ async fn slow_idle_and_greedy_clients_are_shed() {
         (status, body["error"]["code"].as_str()),
         (413, Some("payload_too_large"))
     );
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
     // The same without `Expect`, from a client that sends on: it still
     // reads the 413 (the connection is not reset under it).
     let mut eager = TcpStream::connect(addr).unwrap();
@@ -184,25 +183,6 @@ async fn slow_idle_and_greedy_clients_are_shed() {
     assert_eq!(status, 413);
     drop((big, eager, slow));
 
-    // One client address holds at most 6 connections: the 7th gets a 503
-    // with the contract's body, and room comes back as they close.
-    let held: Vec<TcpStream> = (0..6).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let answer = raw(addr, b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (status, body) = json_error(&answer);
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (503, Some("too_many_connections"))
-    );
-    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
-    drop(held);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let answer = raw(
-        addr,
-        b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-
     // What the connection layer did is in the metrics.
     let metrics = Client::new(&server, ADMIN_KEY).metrics().await;
     let count = |family: &str| -> f64 {
@@ -211,8 +191,57 @@ async fn slow_idle_and_greedy_clients_are_shed() {
             .find_map(|l| l.strip_prefix(family).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("{family} missing from:\n{metrics}"))
     };
-    assert!(count("vitrine_http_connections_refused_total ") >= 1.0);
     assert!(count("vitrine_http_connections_timed_out_total ") >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_address_holds_at_most_its_cap() {
+    let catalog = Catalog::Sqlite;
+    let mut setup = Setup::new(&catalog);
+    setup.env.push((
+        "VITRINE__SERVER__MAX_CONNECTIONS_PER_IP".to_owned(),
+        "6".to_owned(),
+    ));
+    let server = setup.start();
+    let addr = server.addr;
+    // Six kept-alive connections, each known to be counted: it answered.
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(read_answer(&mut s).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    // The seventh gets a 503 with the contract's body, then is closed.
+    let answer = raw(addr, b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, body) = json_error(&answer);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("too_many_connections"))
+    );
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    // Room comes back as they close.
+    drop(held);
+    let start = Instant::now();
+    loop {
+        let answer = raw(
+            addr,
+            b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = Client::new(&server, ADMIN_KEY).metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vitrine_http_connections_refused_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -581,12 +610,15 @@ async fn a_catalog_or_vector_outage_answers_503_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_query_image_that_does_not_come_is_422_at_once() {
-    // An image server that accepts and never answers.
+    // An image server that accepts and never answers, counting attempts.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let slow = listener.local_addr().unwrap();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             held.push(s);
         }
     });
@@ -617,7 +649,9 @@ async fn a_query_image_that_does_not_come_is_422_at_once() {
         assert!(res.headers().get("retry-after").is_none(), "{url}");
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"]["code"], "image_unreachable", "{body}");
-        assert!(took < Duration::from_secs(3), "{url}: one attempt, yet {took:?}");
+        // One attempt of 1 s, not three with pauses between.
+        assert!(took < Duration::from_secs(5), "{url}: {took:?}");
     }
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
     let _ = shop;
 }
