@@ -466,6 +466,20 @@ const LINGER: Duration = Duration::from_secs(3);
 const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 impl Watched {
+    /// When `buf` is hyper's bare parse-error answer, queues the rewritten
+    /// one instead and reports `buf` written (as far as hyper is
+    /// concerned; flush finishes it).
+    fn take_over(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> io::Result<Option<usize>> {
+        let Some(rewritten) = rewrite_parse_error(buf) else {
+            return Ok(None);
+        };
+        self.pending = Some((rewritten, 0));
+        if let Poll::Ready(Err(e)) = self.drain(cx) {
+            return Err(e);
+        }
+        Ok(Some(buf.len()))
+    }
+
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some((bytes, at)) = &mut self.pending {
             let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*at..]))?;
@@ -499,11 +513,8 @@ impl AsyncRead for Watched {
 impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         ready!(self.drain(cx))?;
-        if let Some(rewritten) = rewrite_parse_error(buf) {
-            self.pending = Some((rewritten, 0));
-            // Written as far as hyper is concerned; flush finishes it.
-            let _ = self.drain(cx)?;
-            return Poll::Ready(Ok(buf.len()));
+        if let Some(written) = self.take_over(cx, buf)? {
+            return Poll::Ready(Ok(written));
         }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -516,12 +527,9 @@ impl AsyncWrite for Watched {
         ready!(self.drain(cx))?;
         let mut nonempty = bufs.iter().filter(|b| !b.is_empty());
         if let (Some(only), None) = (nonempty.next(), nonempty.next())
-            && let Some(rewritten) = rewrite_parse_error(only)
+            && let Some(written) = self.take_over(cx, only)?
         {
-            let len = only.len();
-            self.pending = Some((rewritten, 0));
-            let _ = self.drain(cx)?;
-            return Poll::Ready(Ok(len));
+            return Poll::Ready(Ok(written));
         }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }

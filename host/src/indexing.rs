@@ -59,10 +59,11 @@ struct Pass {
 impl Pass {
     /// The job result (or retryable error) for the products `ids`.
     fn result_for(&self, ids: &[String]) -> Result<Value, JobError> {
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let transient: Vec<String> = self
             .transient
             .iter()
-            .filter(|(id, _)| ids.contains(id))
+            .filter(|(id, _)| wanted.contains(id.as_str()))
             .map(|(id, e)| format!("{id}: {e}"))
             .collect();
         if !transient.is_empty() {
@@ -76,10 +77,10 @@ impl Pass {
         let failures: Vec<Value> = self
             .failed
             .iter()
-            .filter(|(id, _)| ids.contains(id))
+            .filter(|(id, _)| wanted.contains(id.as_str()))
             .map(|(id, e)| json!({"external_id": id, "error": e}))
             .collect();
-        let indexed = ids.iter().filter(|id| self.indexed.contains(*id)).count();
+        let indexed = wanted.iter().filter(|id| self.indexed.contains(**id)).count();
         Ok(json!({
             "indexed": indexed,
             "failed": failures.len(),

@@ -72,6 +72,14 @@ pub const PLUGIN_COMPILATIONS: &str = "vitrine_plugin_compilations_total";
 /// Log lines of plugins dropped by the rate limit.
 pub const PLUGIN_LOG_DROPPED: &str = "vitrine_plugin_log_lines_dropped_total";
 
+/// The job kinds and the queue statuses `JOBS` reports.
+pub const JOB_KINDS: [&str; 3] = [
+    crate::api::products::JOB_INDEX_PRODUCT,
+    crate::api::products::JOB_BATCH_INDEX,
+    crate::api::admin::JOB_REINDEX_ALL,
+];
+pub const QUEUE_STATUSES: [&str; 2] = ["queued", "running"];
+
 /// Every family, described and given its first series, so a scrape right
 /// after start-up lists them all (a family with labels starts with the
 /// series it is sure to have).
@@ -151,12 +159,8 @@ pub fn register_all() {
     for state in ["size", "in_use", "waiting"] {
         metrics::gauge!(CATALOG_POOL, "state" => state).set(0.0);
     }
-    for kind in [
-        crate::api::products::JOB_INDEX_PRODUCT,
-        crate::api::products::JOB_BATCH_INDEX,
-        crate::api::admin::JOB_REINDEX_ALL,
-    ] {
-        for status in ["queued", "running"] {
+    for kind in JOB_KINDS {
+        for status in QUEUE_STATUSES {
             metrics::gauge!(JOBS, "kind" => kind, "status" => status).set(0.0);
         }
         for outcome in ["succeeded", "retry", "failed"] {

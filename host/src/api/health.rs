@@ -168,7 +168,7 @@ const COUNTS_EVERY: Duration = Duration::from_secs(5);
 /// `COUNTS_EVERY`, one scrape at a time). A source that does not answer in
 /// time leaves its gauges as they were.
 async fn refresh_gauges(state: &AppState) {
-    use crate::telemetry::{CATALOG_POOL, JOBS, VECTORS};
+    use crate::telemetry::{CATALOG_POOL, JOB_KINDS, JOBS, QUEUE_STATUSES, VECTORS};
     static LAST: parking_lot::Mutex<Option<Instant>> = parking_lot::Mutex::new(None);
     let pool = state.catalog.pool_status();
     for (name, value) in [
@@ -187,12 +187,8 @@ async fn refresh_gauges(state: &AppState) {
     }
     if let Ok(Ok(counts)) = tokio::time::timeout(PROBE_TIMEOUT, state.catalog.job_counts()).await {
         // Kinds and statuses with no jobs now read 0, not their last value.
-        for kind in [
-            super::products::JOB_INDEX_PRODUCT,
-            super::products::JOB_BATCH_INDEX,
-            super::admin::JOB_REINDEX_ALL,
-        ] {
-            for status in ["queued", "running"] {
+        for kind in JOB_KINDS {
+            for status in QUEUE_STATUSES {
                 metrics::gauge!(JOBS, "kind" => kind, "status" => status).set(0.0);
             }
         }

@@ -323,54 +323,60 @@ async fn refuse_odd_bytes(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// What a percent-decoded part of a URI must not be.
+enum OddBytes {
+    NotUtf8,
+    /// The decoded text, NUL included.
+    Nul(String),
+}
+
+impl OddBytes {
+    fn what(&self) -> &'static str {
+        match self {
+            OddBytes::NotUtf8 => "is not UTF-8 once percent-decoded",
+            OddBytes::Nul(_) => "holds a NUL character (%00)",
+        }
+    }
+}
+
+/// `part` percent-decoded, as UTF-8 without a NUL.
+fn decoded(part: &str) -> Result<String, OddBytes> {
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(part).collect();
+    let text = String::from_utf8(bytes).map_err(|_| OddBytes::NotUtf8)?;
+    if text.contains('\0') {
+        return Err(OddBytes::Nul(text));
+    }
+    Ok(text)
+}
+
 fn check_uri(uri: &axum::http::Uri) -> Result<(), ApiError> {
     for segment in uri.path().split('/') {
-        let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
-        match std::str::from_utf8(&decoded) {
-            Ok(s) if !s.contains('\0') => {}
-            Ok(_) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_path",
-                    "a path segment holds a NUL character (%00)",
-                ));
-            }
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_path",
-                    "a path segment is not UTF-8 once percent-decoded",
-                ));
-            }
-        }
+        decoded(segment).map_err(|odd| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                format!("a path segment {}", odd.what()),
+            )
+        })?;
     }
     for pair in uri.query().unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| -> Result<String, ()> {
-            let bytes: Vec<u8> = percent_encoding::percent_decode_str(&s.replace('+', " ")).collect();
-            String::from_utf8(bytes).map_err(|_| ())
-        };
-        let (name, value) = (decode(name), decode(value));
-        let field = match &name {
-            Ok(n) => n.replace('\0', "\u{fffd}"),
-            Err(()) => "\u{fffd}".to_owned(),
-        };
-        match (name, value) {
-            (Ok(n), Ok(v)) if !n.contains('\0') && !v.contains('\0') => {}
-            (Ok(_), Ok(_)) => {
-                return Err(ApiError::invalid_field(
-                    &field,
-                    "invalid_parameter",
-                    "a query parameter holds a NUL character (%00)",
-                ));
-            }
-            _ => {
-                return Err(ApiError::invalid_field(
-                    &field,
-                    "invalid_parameter",
-                    "a query parameter is not UTF-8 once percent-decoded",
-                ));
-            }
+        // Form encoding: `+` is a space.
+        let (name, value) = (
+            decoded(&name.replace('+', " ")),
+            decoded(&value.replace('+', " ")),
+        );
+        if let Some(odd) = name.as_ref().err().or(value.as_ref().err()) {
+            let field = match &name {
+                Ok(n) => n.clone(),
+                Err(OddBytes::Nul(n)) => n.replace('\0', "\u{fffd}"),
+                Err(OddBytes::NotUtf8) => "\u{fffd}".to_owned(),
+            };
+            return Err(ApiError::invalid_field(
+                &field,
+                "invalid_parameter",
+                format!("a query parameter {}", odd.what()),
+            ));
         }
     }
     Ok(())

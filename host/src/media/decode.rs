@@ -57,7 +57,7 @@ impl DecodeBudget {
 
     /// Pixels (rounded to permits) held by decodes now.
     pub fn in_use_pixels(&self) -> u64 {
-        u64::from(self.total).saturating_sub(self.permits.available_permits() as u64) * PIXELS_PER_PERMIT
+        held_pixels(&self.permits, self.total, 0)
     }
 
     /// Decodes `bytes` off the async threads once its pixels fit in the
@@ -115,7 +115,7 @@ impl DecodeBudget {
             gauge: self.permits.clone(),
             total: self.total,
         };
-        share.report();
+        share.report(0);
         Ok(share)
     }
 }
@@ -127,10 +127,15 @@ struct Share {
     total: u32,
 }
 
+/// Pixels held in `permits` out of `total`, counting `returning` permits
+/// as already back.
+fn held_pixels(permits: &Semaphore, total: u32, returning: usize) -> u64 {
+    u64::from(total).saturating_sub((permits.available_permits() + returning) as u64) * PIXELS_PER_PERMIT
+}
+
 impl Share {
-    fn report(&self) {
-        let free = self.gauge.available_permits() as u64;
-        let used = u64::from(self.total).saturating_sub(free) * PIXELS_PER_PERMIT;
+    fn report(&self, returning: usize) {
+        let used = held_pixels(&self.gauge, self.total, returning);
         metrics::gauge!(telemetry::DECODE_PIXELS_IN_USE).set(used as f64);
     }
 }
@@ -138,9 +143,7 @@ impl Share {
 impl Drop for Share {
     fn drop(&mut self) {
         // The permit goes back after this body; count it as back already.
-        let free = (self.gauge.available_permits() + self._permit.num_permits()) as u64;
-        let used = u64::from(self.total).saturating_sub(free) * PIXELS_PER_PERMIT;
-        metrics::gauge!(telemetry::DECODE_PIXELS_IN_USE).set(used as f64);
+        self.report(self._permit.num_permits());
     }
 }
 
