@@ -19,7 +19,7 @@ use crate::encoder::DecodedImage;
 use crate::encoder::service::SharedEncoder;
 use crate::jobs::{JobContext, JobError, JobHandler};
 use crate::media::decode::DecodeError;
-use crate::media::{BlobStore, ImageFetcher, MediaError};
+use crate::media::{BlobError, BlobStore, ImageFetcher, MediaError};
 use crate::model::{IndexStatus, Product};
 use crate::store::vectors::{Generation, PointPayload, VectorError, VectorIndex, VectorPoint};
 use crate::store::{Catalog, IndexUpdate, Job};
@@ -114,24 +114,41 @@ pub fn payload(p: &Product) -> PointPayload {
     }
 }
 
-/// Downloads one image, keeps the original, decodes it. The error says
-/// whether another attempt may succeed.
+/// Where a product's image comes from.
+enum ImageSource {
+    /// Uploaded: the blob key of the original.
+    Stored(String),
+    Url(String),
+}
+
+/// Reads an uploaded image, or downloads one and keeps the original;
+/// decodes it. The error says whether another attempt may succeed.
 async fn fetch_and_decode(
     fetcher: Arc<ImageFetcher>,
     blobs: BlobStore,
-    url: String,
+    source: ImageSource,
 ) -> Result<DecodedImage, (bool, String)> {
     let max_pixels = fetcher.config().max_pixels;
-    let image = fetcher
-        .fetch(&url)
-        .await
-        .map_err(|e| (e.is_retryable(), e.to_string()))?;
-    if let Err(e) = blobs.put_image(&image).await {
-        // Keeping the original is best effort; the vector is what matters.
-        tracing::warn!(error = %e, url, "cannot store the original image");
-    }
+    let bytes = match source {
+        ImageSource::Stored(key) => blobs.get(&key).await.map_err(|e| match e {
+            // The upload is gone: nothing another attempt could change.
+            BlobError::NotFound(_) => (false, format!("the uploaded image {key} is missing")),
+            e => (true, e.to_string()),
+        })?,
+        ImageSource::Url(url) => {
+            let image = fetcher
+                .fetch(&url)
+                .await
+                .map_err(|e| (e.is_retryable(), e.to_string()))?;
+            if let Err(e) = blobs.put_image(&image).await {
+                // Keeping the original is best effort; the vector is what matters.
+                tracing::warn!(error = %e, url, "cannot store the original image");
+            }
+            image.bytes
+        }
+    };
     crate::media::decode::budget()
-        .decode(image.bytes.to_vec(), max_pixels)
+        .decode(bytes.to_vec(), max_pixels)
         .await
         .map_err(|e| match e {
             DecodeError::Busy | DecodeError::Crashed => (true, e.to_string()),
@@ -146,8 +163,11 @@ impl IndexProducts {
         let downloads: Vec<_> = products
             .iter()
             .map(|p| {
-                let url = p.fields.image_url.clone().unwrap_or_default();
-                fetch_and_decode(self.fetcher.clone(), self.blobs.clone(), url)
+                let source = match &p.image_key {
+                    Some(key) => ImageSource::Stored(key.clone()),
+                    None => ImageSource::Url(p.fields.image_url.clone().unwrap_or_default()),
+                };
+                fetch_and_decode(self.fetcher.clone(), self.blobs.clone(), source)
             })
             .collect();
         let fetched: Vec<Result<DecodedImage, (bool, String)>> = futures::stream::iter(downloads)
@@ -239,19 +259,15 @@ impl IndexProducts {
     /// Embeds products (images in one encoder batch, texts of products
     /// without an image in another) and says what happened to each.
     async fn embed_products(&self, tenant: &str, todo: Vec<Product>) -> Vec<(Product, Outcome)> {
-        let with_image: Vec<&Product> = todo.iter().filter(|p| p.fields.image_url.is_some()).collect();
+        let with_image: Vec<&Product> = todo.iter().filter(|p| p.has_image()).collect();
         let image_vectors = self.image_vectors(&with_image).await;
-        let text_only: Vec<String> = todo
-            .iter()
-            .filter(|p| p.fields.image_url.is_none())
-            .map(product_text)
-            .collect();
+        let text_only: Vec<String> = todo.iter().filter(|p| !p.has_image()).map(product_text).collect();
         let text_vectors = self.text_vectors(text_only).await;
         let mut results = Vec::with_capacity(todo.len());
         let mut image_vectors = image_vectors.into_iter();
         let mut text_vectors = text_vectors.into_iter();
         for p in &todo {
-            let next = if p.fields.image_url.is_some() {
+            let next = if p.has_image() {
                 image_vectors.next()
             } else {
                 text_vectors.next()

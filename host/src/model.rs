@@ -174,9 +174,45 @@ pub struct Product {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Blob key of an image uploaded for this product
+    /// (`PUT .../products/{id}/image`). When set, indexing embeds it
+    /// instead of fetching `image_url`.
+    pub image_key: Option<String>,
+}
+
+/// Characters escaped in a path segment: everything but RFC 3986's
+/// unreserved set.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `s` escaped as one URL path segment.
+pub fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 impl Product {
+    /// Whether indexing has an image to embed (uploaded or by URL).
+    pub fn has_image(&self) -> bool {
+        self.image_key.is_some() || self.fields.image_url.is_some()
+    }
+
+    /// SHA-256 of the uploaded image (the last part of its blob key).
+    pub fn image_sha256(&self) -> Option<&str> {
+        self.image_key.as_deref().and_then(|k| k.rsplit('/').next())
+    }
+
+    /// Where the uploaded image is served, relative to the server.
+    pub fn image_path(&self) -> String {
+        format!(
+            "/v1/tenants/{}/products/{}/image",
+            path_segment(&self.tenant),
+            path_segment(&self.external_id)
+        )
+    }
+
     /// The editable fields as a JSON document, the shape a client sends.
     /// PATCH applies a JSON merge patch to this document.
     pub fn input_document(&self) -> Map<String, Value> {
@@ -212,12 +248,23 @@ impl Product {
             "index_error".into(),
             self.index_error.clone().map_or(Value::Null, Value::String),
         );
+        let stored = match self.image_sha256() {
+            Some(sha) => serde_json::json!({"sha256": sha, "path": self.image_path()}),
+            None => Value::Null,
+        };
+        m.insert("stored_image".into(), stored);
         Value::Object(m)
     }
 }
 
 /// Fields a client may send back unchanged (from a GET) but never sets.
-const SERVER_SET_FIELDS: [&str; 4] = ["created_at", "updated_at", "index_status", "index_error"];
+const SERVER_SET_FIELDS: [&str; 5] = [
+    "created_at",
+    "updated_at",
+    "index_status",
+    "index_error",
+    "stored_image",
+];
 const PRODUCT_FIELDS: [&str; 10] = [
     "external_id",
     "title",

@@ -28,6 +28,7 @@ pub async fn run_all(c: &dyn Catalog) {
     update_replaces_fields_and_reindexes_only_when_asked(c).await;
     update_with_stale_version_is_a_conflict(c).await;
     update_of_missing_product_is_not_found(c).await;
+    uploaded_images_survive_field_writes_and_reindex(c).await;
     upsert_creates_and_replaces_in_one_transaction(c).await;
     batched_read_returns_only_the_tenants_products(c).await;
     delete_removes_only_that_product(c).await;
@@ -302,6 +303,47 @@ async fn update_with_stale_version_is_a_conflict(c: &dyn Catalog) {
 async fn update_of_missing_product_is_not_found(c: &dyn Catalog) {
     let err = c
         .update_product("default", "missing", &fields("x"), None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+async fn uploaded_images_survive_field_writes_and_reindex(c: &dyn Catalog) {
+    tenant(c, "img").await;
+    c.create_product("img", "p", &fields("with image"), &job("img"))
+        .await
+        .unwrap();
+    c.create_product("img", "q", &fields("neighbour"), &job("img"))
+        .await
+        .unwrap();
+    let j = job("img");
+    let p = c
+        .set_product_image("img", "p", Some("images/ab/abcd"), &j)
+        .await
+        .unwrap();
+    assert_eq!(p.image_key.as_deref(), Some("images/ab/abcd"));
+    assert_eq!((p.version, p.index_status), (2, IndexStatus::Pending));
+    assert!(c.get_job(&j.id).await.unwrap().is_some());
+    assert_eq!(c.get_product("img", "p").await.unwrap(), Some(p.clone()));
+    assert_eq!(c.get_product("img", "q").await.unwrap().unwrap().image_key, None);
+    // Writes of the fields, single or batched, keep the uploaded image.
+    let updated = c
+        .update_product("img", "p", &fields("renamed"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(updated.image_key.as_deref(), Some("images/ab/abcd"));
+    c.upsert_products("img", &[("p".to_owned(), fields("batched"))], &job("img"))
+        .await
+        .unwrap();
+    let got = c.get_product("img", "p").await.unwrap().unwrap();
+    assert_eq!(
+        (got.fields.title.as_str(), got.image_key.as_deref()),
+        ("batched", Some("images/ab/abcd"))
+    );
+    let cleared = c.set_product_image("img", "p", None, &job("img")).await.unwrap();
+    assert_eq!(cleared.image_key, None);
+    let err = c
+        .set_product_image("img", "missing", Some("images/ab/abcd"), &job("img"))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");

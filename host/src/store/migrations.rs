@@ -26,6 +26,11 @@ pub const SQLITE: &[Migration] = &[
         name: "plugins",
         sql: include_str!("../../../migrations/sqlite/0003_plugins.sql"),
     },
+    Migration {
+        version: 4,
+        name: "product_images",
+        sql: include_str!("../../../migrations/sqlite/0004_product_images.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -43,6 +48,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "plugins",
         sql: include_str!("../../../migrations/postgres/0003_plugins.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "product_images",
+        sql: include_str!("../../../migrations/postgres/0004_product_images.sql"),
     },
 ];
 

@@ -221,6 +221,17 @@ pub trait Catalog: Send + Sync + 'static {
         reindex: Option<&NewJob>,
     ) -> StoreResult<Product>;
 
+    /// Sets (or with `None` removes) a product's uploaded image, puts it
+    /// back to `pending` and enqueues `reindex`, in one transaction.
+    /// `NotFound` when there is no such product.
+    async fn set_product_image(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        image_key: Option<&str>,
+        reindex: &NewJob,
+    ) -> StoreResult<Product>;
+
     /// Deletes a product and, if it existed, enqueues `cleanup` in the same
     /// transaction (the job that removes its vector). Returns whether the
     /// product existed.

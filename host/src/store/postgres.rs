@@ -217,7 +217,7 @@ fn is_connection_failure(e: &tokio_postgres::Error) -> bool {
 
 const PRODUCT_COLUMNS: &str = "id, tenant, external_id, title, description, category, price::text, \
      currency, image_url, tags, in_stock, metadata, index_status, index_error, version, created_at, \
-     updated_at";
+     updated_at, image_key";
 
 fn product_from_row(r: &Row) -> StoreResult<(i64, Product)> {
     let bad = |what: &str, e: &dyn std::fmt::Display| StoreError::Other(format!("corrupt {what}: {e}"));
@@ -253,6 +253,7 @@ fn product_from_row(r: &Row) -> StoreResult<(i64, Product)> {
             version: r.get(14),
             created_at: r.get(15),
             updated_at: r.get(16),
+            image_key: r.get(17),
         },
     ))
 }
@@ -485,6 +486,7 @@ impl Catalog for PostgresCatalog {
             version: 1,
             created_at: t,
             updated_at: t,
+            image_key: None,
         })
     }
 
@@ -639,6 +641,35 @@ impl Catalog for PostgresCatalog {
         if let Some(job) = reindex {
             insert_job(&tx, job).await?;
         }
+        tx.commit().await.map_err(map_err)?;
+        Ok(product)
+    }
+
+    async fn set_product_image(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        image_key: Option<&str>,
+        reindex: &NewJob,
+    ) -> StoreResult<Product> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let st = tx
+            .prepare_cached(&format!(
+                "UPDATE products SET image_key = $3, index_status = 'pending', index_error = NULL,
+                        version = version + 1, updated_at = $4
+                 WHERE tenant = $1 AND external_id = $2
+                 RETURNING {PRODUCT_COLUMNS}"
+            ))
+            .await
+            .map_err(map_err)?;
+        let row = tx
+            .query_opt(&st, &[&tenant, &external_id, &image_key, &now()])
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        let (_, product) = product_from_row(&row)?;
+        insert_job(&tx, reindex).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(product)
     }
@@ -1289,7 +1320,7 @@ pub(crate) mod testing {
         let (a, b) = (a.unwrap(), b.unwrap());
         let report = a.migrate().await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2, 3]);
+        assert_eq!(report.already_applied, vec![1, 2, 3, 4]);
         assert_eq!(b.list_tenants().await.unwrap().len(), 1);
         drop((a, b));
         schema.drop_schema().await;

@@ -277,7 +277,7 @@ fn conversion(e: impl std::fmt::Display) -> rusqlite::Error {
 }
 
 const PRODUCT_COLUMNS: &str = "id, tenant, external_id, title, description, category, price, currency, \
-     image_url, tags, in_stock, metadata, index_status, index_error, version, created_at, updated_at";
+     image_url, tags, in_stock, metadata, index_status, index_error, version, created_at, updated_at, image_key";
 
 fn product_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, Product)> {
     let price: Option<String> = r.get(6)?;
@@ -308,6 +308,7 @@ fn product_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, Product)> {
             version: r.get(14)?,
             created_at: parse_time(&r.get::<_, String>(15)?)?,
             updated_at: parse_time(&r.get::<_, String>(16)?)?,
+            image_key: r.get(17)?,
         },
     ))
 }
@@ -547,6 +548,7 @@ impl Catalog for SqliteCatalog {
             version: 1,
             created_at: t,
             updated_at: t,
+            image_key: None,
         };
         let (p, job) = (product.clone(), job.clone());
         self.write(move |c| {
@@ -735,6 +737,43 @@ impl Catalog for SqliteCatalog {
             if let Some(job) = &job {
                 insert_job(&tx, job)?;
             }
+            let product = select_product(&tx, &tenant, &external_id)?.ok_or(StoreError::NotFound)?;
+            tx.commit().map_err(map_err)?;
+            Ok(product)
+        })
+        .await
+    }
+
+    async fn set_product_image(
+        &self,
+        tenant: &str,
+        external_id: &str,
+        image_key: Option<&str>,
+        reindex: &NewJob,
+    ) -> StoreResult<Product> {
+        let (tenant, external_id, key, job) = (
+            tenant.to_owned(),
+            external_id.to_owned(),
+            image_key.map(str::to_owned),
+            reindex.clone(),
+        );
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE products SET image_key = ?3, index_status = 'pending', index_error = NULL,
+                            version = version + 1, updated_at = ?4
+                     WHERE tenant = ?1 AND external_id = ?2",
+                )
+                .map_err(map_err)?
+                .execute(params![tenant, external_id, key, format_time(&now())])
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            insert_job(&tx, &job)?;
             let product = select_product(&tx, &tenant, &external_id)?.ok_or(StoreError::NotFound)?;
             tx.commit().map_err(map_err)?;
             Ok(product)
@@ -1388,7 +1427,7 @@ mod tests {
         drop(cat);
         let report = SqliteCatalog::migrate(&path).await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2, 3]);
+        assert_eq!(report.already_applied, vec![1, 2, 3, 4]);
         // Reopening applies nothing and keeps the default tenant exactly once.
         let cat = SqliteCatalog::open(&path, 1).await.unwrap();
         let tenants = cat.list_tenants().await.unwrap();
