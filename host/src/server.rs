@@ -72,6 +72,7 @@ pub fn app_state(
     fetcher: Arc<ImageFetcher>,
     plugins: Arc<PluginRegistry>,
 ) -> AppState {
+    let images = crate::api::images::ImageStore::new(plugins.host().blobs().clone());
     // The writer task ends (flushing) when the last logger is dropped.
     let (logger, _writer) = SearchLogger::start(catalog.clone(), crate::search::logs::BUFFER);
     let search = Arc::new(SearchService::new(
@@ -96,6 +97,7 @@ pub fn app_state(
         auth: Arc::new(Authenticator::new(settings.auth.admin_key.as_ref())),
         metrics: telemetry::metrics_handle(),
         limits: Limits::from_settings(settings),
+        images,
     }
 }
 

@@ -32,7 +32,9 @@ pub mod embed;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod images;
 pub mod jobs;
+pub mod page;
 pub mod plugins;
 pub mod products;
 pub mod search;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub auth: Arc<auth::Authenticator>,
     pub metrics: PrometheusHandle,
     pub limits: Limits,
+    /// Uploaded product images and their thumbnails.
+    pub images: Arc<images::ImageStore>,
 }
 
 /// Request limits taken from settings.
@@ -126,6 +130,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/reindex", post(admin::reindex))
         .route("/admin/vectors", get(admin::vectors))
         .route(
+            "/tenants/{t}/products/{id}/image",
+            get(images::get).put(images::put).delete(images::delete),
+        )
+        .route(
             "/tenants/{t}/products/{id}",
             get(products::get)
                 .put(products::put)
@@ -135,6 +143,9 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .nest("/v1", v1)
+        .route("/", get(page::index))
+        .route("/page.js", get(page::script))
+        .route("/page.css", get(page::style))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/dependencies", get(health::dependencies))
@@ -276,6 +287,7 @@ fn body_limit(route: &str, method: &Method, limits: &Limits) -> usize {
         "/embed" | "/tenants/{t}/search" => embed::base64_body_limit(limits.max_image_bytes),
         "/tenants/{t}/search/image" => embed::multipart_body_limit(limits.max_image_bytes),
         "/tenants/{t}/plugins/{name}" => crate::plugins::MAX_UPLOAD_BYTES,
+        "/tenants/{t}/products/{id}/image" if *method == Method::PUT => limits.max_image_bytes,
         _ => limits.max_body_bytes,
     }
 }

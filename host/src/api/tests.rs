@@ -123,8 +123,10 @@ async fn app_with(admin_key: Option<&str>) -> TestApp {
         crate::store::vectors::EdgeIndex::open(dir.path(), dims).unwrap(),
     )));
     let catalog: Arc<dyn crate::store::Catalog> = Arc::new(catalog);
+    let search = search_service(&catalog, &encoder, &vectors, dir.path());
     let state = AppState {
-        search: search_service(&catalog, &encoder, &vectors, dir.path()),
+        images: images::ImageStore::new(search.plugins().host().blobs().clone()),
+        search,
         fetcher: test_fetcher(),
         catalog,
         encoder,
@@ -1252,9 +1254,11 @@ async fn a_missing_encoder_makes_embedding_and_readiness_503_but_not_the_catalog
     encoder.set(crate::encoder::service::EncoderState::Failed(
         "hub unreachable; check encoder.model".into(),
     ));
+    let search = search_service(&catalog, &encoder, &Default::default(), dir.path());
     let t = TestApp {
         app: router(AppState {
-            search: search_service(&catalog, &encoder, &Default::default(), dir.path()),
+            images: images::ImageStore::new(search.plugins().host().blobs().clone()),
+            search,
             fetcher: test_fetcher(),
             catalog,
             encoder,
@@ -1400,4 +1404,179 @@ async fn admin_vectors_reports_backend_dims_and_counts() {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+fn png_bytes(w: u32, h: u32) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbaImage::from_fn(w, h, |x, y| image::Rgba([(x * 7) as u8, (y * 5) as u8, 90, 200]))
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+impl TestApp {
+    async fn send_bytes(&self, method: Method, path: &str, key: &str, ctype: &str, body: Vec<u8>) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::CONTENT_TYPE, ctype)
+            .body(Body::from(body))
+            .unwrap();
+        self.raw(req).await
+    }
+
+    async fn get_raw(&self, path: &str, key: &str, etag: Option<&str>) -> axum::http::Response<Body> {
+        let mut req = Request::builder()
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {key}"));
+        if let Some(e) = etag {
+            req = req.header(header::IF_NONE_MATCH, e);
+        }
+        self.app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn uploaded_images_are_checked_stored_served_resized_and_removed() {
+    let t = app().await;
+    let writer = t.tenant_with_key("pics", &["write"]).await;
+    let reader = t.tenant_with_key("pics", &["search"]).await;
+    let other = t.tenant_with_key("pics2", &["write", "search"]).await;
+    let r = t
+        .call(
+            Method::POST,
+            "/v1/tenants/pics/products",
+            Some(&writer),
+            Some(json!({"external_id": "a b/c", "title": "Clip art"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["product"]["stored_image"], Value::Null);
+    let path = "/v1/tenants/pics/products/a%20b%2Fc/image";
+
+    // Bad uploads change nothing.
+    let r = t
+        .send_bytes(Method::PUT, path, &writer, "application/json", b"{}".to_vec())
+        .await;
+    assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let r = t
+        .send_bytes(
+            Method::PUT,
+            path,
+            &writer,
+            "image/png",
+            b"not an image at all".to_vec(),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image");
+    let mut truncated = png_bytes(64, 64);
+    truncated.truncate(truncated.len() / 2);
+    let r = t
+        .send_bytes(Method::PUT, path, &writer, "image/png", truncated)
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_image");
+    let r = t
+        .send_bytes(Method::PUT, path, &writer, "image/png", Vec::new())
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "missing_field");
+    let r = t
+        .send_bytes(Method::PUT, path, &reader, "image/png", png_bytes(8, 8))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let r = t
+        .send_bytes(
+            Method::PUT,
+            "/v1/tenants/pics/products/nope/image",
+            &writer,
+            "image/png",
+            png_bytes(8, 8),
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "product_not_found");
+    let r = t.call(Method::GET, path, Some(&reader), None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "image_not_found");
+    let r = t.call(Method::DELETE, path, Some(&writer), None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "image_not_found");
+
+    // A good upload: stored, re-indexed, served to readers of the tenant only.
+    let original = png_bytes(300, 120);
+    let r = t
+        .send_bytes(Method::PUT, path, &writer, "image/png", original.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(r.body["job_id"].as_str().is_some());
+    let stored = &r.body["product"]["stored_image"];
+    assert_eq!(stored["path"], path);
+    assert_eq!(stored["sha256"], crate::media::fetch::hex_sha256(&original));
+    assert_eq!(r.body["product"]["index_status"], "pending");
+    let res = t.get_raw(path, &reader, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "image/png");
+    let etag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    assert_eq!(body.as_ref(), original.as_slice());
+    let res = t.get_raw(path, &reader, Some(&etag)).await;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    let res = t.get_raw(&format!("{path}?size=64"), &reader, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    let thumb = image::load_from_memory(&body).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (64, 26));
+    for bad in ["?size=0", "?size=5000", "?size=x", "?width=10"] {
+        let r = t
+            .call(Method::GET, &format!("{path}{bad}"), Some(&reader), None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+    }
+    let r = t.call(Method::GET, path, Some(&other), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    // A field write keeps the image; the product round-trips through PUT.
+    let doc = t.product("pics", "a%20b%2Fc").await.body;
+    let r = t
+        .call(
+            Method::PUT,
+            "/v1/tenants/pics/products/a%20b%2Fc",
+            Some(&writer),
+            Some(doc),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["product"]["stored_image"]["path"], path);
+    // Removing it.
+    let r = t.call(Method::DELETE, path, Some(&writer), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["product"]["stored_image"], Value::Null);
+    let r = t.call(Method::GET, path, Some(&reader), None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "image_not_found");
+}
+
+#[tokio::test]
+async fn the_search_page_is_served_with_its_assets_under_a_strict_policy() {
+    let t = app().await;
+    for (path, ctype, marker) in [
+        ("/", "text/html", "/page.js"),
+        ("/page.js", "text/javascript", "fetch("),
+        ("/page.css", "text/css", "{"),
+    ] {
+        let r = t.call(Method::GET, path, None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert!(
+            r.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with(ctype),
+            "{path}"
+        );
+        let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(r.body.as_str().unwrap().contains(marker), "{path}");
+    }
 }

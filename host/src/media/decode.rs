@@ -100,6 +100,23 @@ impl DecodeBudget {
         .map_err(DecodeError::Image)
     }
 
+    /// Runs `work`, which decodes an image of `pixels` pixels, off the
+    /// async threads while holding that share of the budget.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        pixels: u64,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DecodeError> {
+        let share = self.acquire(pixels).await?;
+        tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(share);
+            out
+        })
+        .await
+        .map_err(|_| DecodeError::Crashed)
+    }
+
     /// A share of the budget for `pixels`, waiting up to the configured
     /// time. Released when dropped, wherever that happens.
     async fn acquire(&self, pixels: u64) -> Result<Share, DecodeError> {

@@ -1,0 +1,373 @@
+//! Product images uploaded to the service (shops without public image
+//! URLs): `PUT|GET|DELETE /v1/tenants/{t}/products/{id}/image`.
+//!
+//! An upload gets the checks of a fetched image (size, format by its magic
+//! bytes, pixel count, a full decode under the decode budget), is stored
+//! once by its SHA-256 in the blob store, and indexing embeds it instead of
+//! fetching `image_url`. `GET` serves the original, or a thumbnail
+//! (`?size=N`, longest edge) made once and kept in a bounded cache.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use image::ImageFormat;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Principal, Scope};
+use super::error::{ApiError, ApiResult};
+use super::extract::{StrictQuery, TenantItemPath, media_type};
+use super::tenants::{authorize_tenant, authorize_tenant_read};
+use crate::media::decode::DecodeError;
+use crate::media::fetch::{hex_sha256, inspect};
+use crate::media::{BlobError, BlobStore, FetchedImage, MediaError};
+use crate::model::{self, Product};
+use crate::store::StoreError;
+
+/// Thumbnail edges a client may ask for.
+pub const MIN_THUMBNAIL: u32 = 16;
+pub const MAX_THUMBNAIL: u32 = 1024;
+/// Bytes of thumbnails kept in memory.
+const THUMBNAIL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Where uploaded images live, and their thumbnails.
+pub struct ImageStore {
+    blobs: BlobStore,
+    /// (sha256, edge) → (content type, bytes). Keyed by content, so one
+    /// image uploaded by several products or tenants is resized once.
+    thumbnails: moka::future::Cache<(String, u32), (&'static str, Bytes)>,
+}
+
+impl ImageStore {
+    pub fn new(blobs: BlobStore) -> Arc<Self> {
+        Arc::new(Self {
+            blobs,
+            thumbnails: moka::future::Cache::builder()
+                .weigher(|_, (_, b): &(&'static str, Bytes)| u32::try_from(b.len()).unwrap_or(u32::MAX))
+                .max_capacity(THUMBNAIL_CACHE_BYTES)
+                .build(),
+        })
+    }
+}
+
+fn index_job(tenant: &str, id: &str) -> crate::store::NewJob {
+    crate::store::NewJob::new(
+        super::products::JOB_INDEX_PRODUCT,
+        tenant,
+        json!({ "external_ids": [id] }),
+    )
+}
+
+fn product_not_found(tenant: &str, id: &str) -> ApiError {
+    ApiError::not_found(
+        "product_not_found",
+        format!("tenant `{tenant}` has no product `{id}`"),
+    )
+    .with_details(json!({"external_id": id}))
+}
+
+fn no_image(p: &Product) -> ApiError {
+    ApiError::not_found(
+        "image_not_found",
+        format!("product `{}` has no uploaded image", p.external_id),
+    )
+    .with_details(json!({"external_id": p.external_id, "image_url": p.fields.image_url}))
+}
+
+fn media_error(e: MediaError) -> ApiError {
+    let (status, code) = match &e {
+        MediaError::UnsupportedType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image"),
+        MediaError::TooLarge { .. } | MediaError::TooManyPixels { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large")
+        }
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+    };
+    ApiError::new(status, code, e.to_string()).with_details(json!({"field": "image"}))
+}
+
+fn blob_error(e: BlobError) -> ApiError {
+    tracing::error!(error = %e, "blob store");
+    ApiError::unavailable("blob store")
+}
+
+fn content_type(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "image/png",
+        ImageFormat::Gif => "image/gif",
+        ImageFormat::WebP => "image/webp",
+        _ => "image/jpeg",
+    }
+}
+
+async fn product(state: &AppState, tenant: &str, id: &str) -> ApiResult<Product> {
+    state
+        .catalog
+        .get_product(tenant, id)
+        .await?
+        .ok_or_else(|| product_not_found(tenant, id))
+}
+
+async fn set_image(state: &AppState, tenant: &str, id: &str, key: Option<&str>) -> ApiResult<Json<Value>> {
+    let job = index_job(tenant, id);
+    match state.catalog.set_product_image(tenant, id, key, &job).await {
+        Ok(product) => Ok(Json(json!({"product": product.to_json(), "job_id": job.id}))),
+        Err(StoreError::NotFound) => Err(product_not_found(tenant, id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `PUT .../image`: a binary body (JPEG, PNG, WebP or GIF).
+pub async fn put(
+    State(state): State<AppState>,
+    principal: Principal,
+    TenantItemPath(tenant, id): TenantItemPath,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    model::validate_external_id(&id)
+        .map_err(|e| ApiError::invalid_field("external_id", e.code, e.message))?;
+    authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
+    if let Some(t) =
+        media_type(&headers).filter(|t| !t.starts_with("image/") && t != "application/octet-stream")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "send the image's bytes (Content-Type: image/jpeg, image/png, image/webp or image/gif), not {t:?}"
+            ),
+        ));
+    }
+    let limit = state.limits.max_image_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the image is larger than {limit} bytes"),
+        )
+        .with_details(json!({"field": "image", "limit_bytes": limit}))
+    };
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("unreadable body: {e}"),
+            )
+        }
+    })?;
+    if body.len() > limit {
+        return Err(too_large());
+    }
+    if body.is_empty() {
+        return Err(ApiError::invalid_field(
+            "image",
+            "missing_field",
+            "the body must be the image's bytes",
+        ));
+    }
+    let (format, width, height) = inspect(&body, state.limits.max_pixels).map_err(media_error)?;
+    // The whole image must decode, as indexing will decode it.
+    super::embed::decode_image_bytes(&state.limits, body.to_vec(), "image").await?;
+    // Only a product that exists gets a blob.
+    product(&state, &tenant, &id).await?;
+    let image = FetchedImage {
+        sha256: hex_sha256(&body),
+        bytes: body,
+        format,
+        width,
+        height,
+        final_url: String::new(),
+    };
+    let key = state.images.blobs.put_image(&image).await.map_err(blob_error)?;
+    set_image(&state, &tenant, &id, Some(&key)).await
+}
+
+/// `DELETE .../image`: the product goes back to its `image_url` (or its
+/// text) and is re-indexed. The blob stays: other products may share it.
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    TenantItemPath(tenant, id): TenantItemPath,
+) -> ApiResult<Json<Value>> {
+    model::validate_external_id(&id)
+        .map_err(|e| ApiError::invalid_field("external_id", e.code, e.message))?;
+    authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
+    let p = product(&state, &tenant, &id).await?;
+    if p.image_key.is_none() {
+        return Err(no_image(&p));
+    }
+    set_image(&state, &tenant, &id, None).await
+}
+
+/// `GET .../image[?size=N]`: the original, or a thumbnail whose longest
+/// edge is at most `N` pixels (PNG when the image has transparency, JPEG
+/// otherwise). Revalidated by `ETag` on every use: the image of a product
+/// can change under the same URL.
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    TenantItemPath(tenant, id): TenantItemPath,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    model::validate_external_id(&id)
+        .map_err(|e| ApiError::invalid_field("external_id", e.code, e.message))?;
+    let q = StrictQuery::parse(raw.as_deref(), &["size"])?;
+    let size = match q.get("size") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u32>()
+                .ok()
+                .filter(|n| (MIN_THUMBNAIL..=MAX_THUMBNAIL).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "size",
+                        "invalid_parameter",
+                        format!("size must be an integer from {MIN_THUMBNAIL} to {MAX_THUMBNAIL}"),
+                    )
+                })?,
+        ),
+    };
+    authorize_tenant_read(&state, &principal, &tenant).await?;
+    let p = product(&state, &tenant, &id).await?;
+    let (Some(key), Some(sha)) = (p.image_key.as_deref(), p.image_sha256()) else {
+        return Err(no_image(&p));
+    };
+    let etag = match size {
+        None => format!("\"{sha}\""),
+        Some(n) => format!("\"{sha}-{n}\""),
+    };
+    let fresh = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == etag
+        });
+    if fresh {
+        return Ok(with_image_headers(
+            StatusCode::NOT_MODIFIED.into_response(),
+            &etag,
+        ));
+    }
+    let (ctype, bytes) = match size {
+        None => {
+            let bytes = state.images.blobs.get(key).await.map_err(blob_error)?;
+            let format = image::guess_format(&bytes).unwrap_or(ImageFormat::Jpeg);
+            (content_type(format), bytes)
+        }
+        Some(edge) => thumbnail(&state, key, sha, edge).await?,
+    };
+    let mut res = ([(header::CONTENT_TYPE, HeaderValue::from_static(ctype))], bytes).into_response();
+    res = with_image_headers(res, &etag);
+    Ok(res)
+}
+
+fn with_image_headers(mut res: Response, etag: &str) -> Response {
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    res
+}
+
+async fn thumbnail(state: &AppState, key: &str, sha: &str, edge: u32) -> ApiResult<(&'static str, Bytes)> {
+    let cache_key = (sha.to_owned(), edge);
+    if let Some(hit) = state.images.thumbnails.get(&cache_key).await {
+        return Ok(hit);
+    }
+    let bytes = state.images.blobs.get(key).await.map_err(blob_error)?;
+    let (format, w, h) = inspect(&bytes, state.limits.max_pixels).map_err(media_error)?;
+    let made = crate::media::decode::budget()
+        .run(u64::from(w) * u64::from(h), move || {
+            make_thumbnail(&bytes, format, edge)
+        })
+        .await
+        .map_err(|e| match e {
+            DecodeError::Busy => ApiError::overloaded(),
+            _ => ApiError::internal(),
+        })?
+        .map_err(|e| {
+            tracing::error!(error = %e, key, "cannot make a thumbnail");
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_image",
+                "the stored image does not decode",
+            )
+        })?;
+    state.images.thumbnails.insert(cache_key, made.clone()).await;
+    Ok(made)
+}
+
+/// Resizes to fit `edge` (never enlarging), keeping transparency as PNG.
+fn make_thumbnail(bytes: &[u8], format: ImageFormat, edge: u32) -> image::ImageResult<(&'static str, Bytes)> {
+    let img = image::load_from_memory_with_format(bytes, format)?;
+    let img = if img.width() > edge || img.height() > edge {
+        img.resize(edge, edge, image::imageops::FilterType::Triangle)
+    } else {
+        img
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    if img.color().has_alpha() {
+        img.to_rgba8().write_to(&mut out, ImageFormat::Png)?;
+        Ok(("image/png", Bytes::from(out.into_inner())))
+    } else {
+        let rgb = img.to_rgb8();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(&rgb)?;
+        Ok(("image/jpeg", Bytes::from(out.into_inner())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32, alpha: bool) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        if alpha {
+            image::RgbaImage::from_pixel(w, h, image::Rgba([200, 10, 10, 128]))
+                .write_to(&mut out, ImageFormat::Png)
+                .unwrap();
+        } else {
+            image::RgbImage::from_pixel(w, h, image::Rgb([10, 200, 10]))
+                .write_to(&mut out, ImageFormat::Png)
+                .unwrap();
+        }
+        out.into_inner()
+    }
+
+    #[test]
+    fn thumbnails_fit_the_edge_keep_transparency_and_never_enlarge() {
+        let (ct, b) = make_thumbnail(&png(400, 100, true), ImageFormat::Png, 64).unwrap();
+        assert_eq!(ct, "image/png");
+        let t = image::load_from_memory(&b).unwrap();
+        assert_eq!((t.width(), t.height()), (64, 16));
+        assert!(t.color().has_alpha());
+        let (ct, b) = make_thumbnail(&png(50, 80, false), ImageFormat::Png, 256).unwrap();
+        assert_eq!(ct, "image/jpeg");
+        let t = image::load_from_memory(&b).unwrap();
+        assert_eq!((t.width(), t.height()), (50, 80));
+    }
+}
