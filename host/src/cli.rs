@@ -2,7 +2,7 @@
 //! HTTP API (so that they work the same against one embedded node or a
 //! cluster), with progress bars that follow the indexing jobs to the end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,17 +35,46 @@ impl Client {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
+        let mut req = self.request(method.clone(), path);
         if let Some(b) = body {
             req = req.json(b);
         }
+        Self::answer(req, &method, path, &self.base).await
+    }
+
+    /// Sends raw bytes (an image) with their content type.
+    async fn send_bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Value> {
+        let req = self
+            .request(method.clone(), path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        Self::answer(req, &method, path, &self.base).await
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
+    }
+
+    async fn answer(
+        req: reqwest::RequestBuilder,
+        method: &reqwest::Method,
+        path: &str,
+        base: &str,
+    ) -> anyhow::Result<Value> {
         let res = req
             .send()
             .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+            .with_context(|| format!("cannot reach the server at {base}"))?;
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -184,6 +213,8 @@ fn csv_product(headers: &[String], record: &csv::StringRecord) -> Result<Map<Str
 pub struct Summary {
     pub products: usize,
     pub accepted: usize,
+    /// Images uploaded (`--images`).
+    pub images: usize,
     pub rejected: Vec<RejectedJson>,
     pub indexed: u64,
     pub failed: u64,
@@ -225,6 +256,127 @@ pub struct ImportOptions<'a> {
     pub batch: usize,
     pub wait: bool,
     pub progress: bool,
+    /// `--images DIR`: rows may name a local image in `image_file`
+    /// (relative to DIR), uploaded after the product is created.
+    pub images: Option<&'a Path>,
+}
+
+/// The field of an import row naming a local image file.
+pub const IMAGE_FILE_FIELD: &str = "image_file";
+/// Image uploads in flight at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// A product row's local image, to upload once the product exists.
+struct LocalImage {
+    line: usize,
+    external_id: String,
+    path: std::path::PathBuf,
+}
+
+/// Takes `image_file` out of each row (the server does not know it) and
+/// resolves it under `dir`; rows that name one without `--images`, or a
+/// path leaving `dir`, are rejected.
+fn take_image_files(parsed: &mut Parsed, dir: Option<&Path>) -> Vec<LocalImage> {
+    let mut images = Vec::new();
+    let mut kept = Vec::with_capacity(parsed.products.len());
+    for (line, mut p) in std::mem::take(&mut parsed.products) {
+        let Some(file) = p.remove(IMAGE_FILE_FIELD) else {
+            kept.push((line, p));
+            continue;
+        };
+        let reject = |error: String| Rejected { line, error };
+        let file = match (file, dir) {
+            (Value::String(f), Some(_)) if !f.is_empty() => f,
+            (_, None) => {
+                parsed.rejected.push(reject(format!(
+                    "`{IMAGE_FILE_FIELD}` names a local image; pass --images DIR to upload it"
+                )));
+                continue;
+            }
+            _ => {
+                parsed
+                    .rejected
+                    .push(reject(format!("`{IMAGE_FILE_FIELD}` must be a file name")));
+                continue;
+            }
+        };
+        let relative = Path::new(&file);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        {
+            parsed.rejected.push(reject(format!(
+                "`{IMAGE_FILE_FIELD}` {file:?} must be a path inside the --images directory"
+            )));
+            continue;
+        }
+        if let (Some(Value::String(id)), Some(dir)) = (p.get("external_id"), dir) {
+            images.push(LocalImage {
+                line,
+                external_id: id.clone(),
+                path: dir.join(relative),
+            });
+        }
+        kept.push((line, p));
+    }
+    parsed.products = kept;
+    images
+}
+
+fn image_content_type(path: &Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Uploads the images of products the server accepted; returns the
+/// indexing jobs they started, and rejections by line.
+async fn upload_images(
+    client: &Client,
+    tenant: &str,
+    images: Vec<LocalImage>,
+    bar: &ProgressBar,
+) -> (Vec<String>, Vec<Rejected>) {
+    let uploads = images.into_iter().map(|img| async move {
+        let result = async {
+            let bytes = tokio::fs::read(&img.path)
+                .await
+                .with_context(|| format!("cannot read {}", img.path.display()))?;
+            let path = format!(
+                "/v1/tenants/{}/products/{}/image",
+                crate::model::path_segment(tenant),
+                crate::model::path_segment(&img.external_id)
+            );
+            client
+                .send_bytes(reqwest::Method::PUT, &path, image_content_type(&img.path), bytes)
+                .await
+        }
+        .await;
+        (img.line, result)
+    });
+    let mut stream = futures::StreamExt::buffer_unordered(futures::stream::iter(uploads), UPLOAD_CONCURRENCY);
+    let (mut jobs, mut rejected) = (Vec::new(), Vec::new());
+    while let Some((line, result)) = futures::StreamExt::next(&mut stream).await {
+        match result {
+            Ok(reply) => jobs.extend(reply["job_id"].as_str().map(str::to_owned)),
+            Err(e) => rejected.push(Rejected {
+                line,
+                error: format!("image: {e:#}"),
+            }),
+        }
+        bar.inc(1);
+    }
+    (jobs, rejected)
 }
 
 /// Reads `file`, sends it in batches, then follows the indexing jobs.
@@ -232,9 +384,14 @@ pub async fn import(client: &Client, o: &ImportOptions<'_>) -> anyhow::Result<Su
     if !(1..=1000).contains(&o.batch) {
         bail!("--batch must be between 1 and 1000");
     }
+    if let Some(dir) = o.images
+        && !dir.is_dir()
+    {
+        bail!("--images {} is not a directory", dir.display());
+    }
     let text =
         std::fs::read_to_string(o.file).with_context(|| format!("cannot read {}", o.file.display()))?;
-    let parsed = match o.format.unwrap_or_else(|| Format::guess(o.file)) {
+    let mut parsed = match o.format.unwrap_or_else(|| Format::guess(o.file)) {
         Format::Jsonl => parse_jsonl(&text),
         Format::Csv => parse_csv(&text)?,
     };
@@ -242,6 +399,7 @@ pub async fn import(client: &Client, o: &ImportOptions<'_>) -> anyhow::Result<Su
         products: parsed.products.len() + parsed.rejected.len(),
         ..Summary::default()
     };
+    let mut images = take_image_files(&mut parsed, o.images);
     let mut rejected = parsed.rejected;
     let bar = progress_bar(parsed.products.len() as u64, o.progress);
     bar.set_message("uploading");
@@ -265,6 +423,21 @@ pub async fn import(client: &Client, o: &ImportOptions<'_>) -> anyhow::Result<Su
         }
         bar.inc(chunk.len() as u64);
     }
+    // Images only for the products the server took.
+    let refused: HashSet<usize> = rejected.iter().map(|r| r.line).collect();
+    images.retain(|i| !refused.contains(&i.line));
+    // Image jobs index products a batch job already counts.
+    let mut recounts = HashSet::new();
+    if !images.is_empty() {
+        bar.set_length(images.len() as u64);
+        bar.set_position(0);
+        bar.set_message("images");
+        let (jobs, refused) = upload_images(client, o.tenant, images, &bar).await;
+        summary.images = jobs.len();
+        recounts.extend(jobs.iter().cloned());
+        summary.jobs.extend(jobs);
+        rejected.extend(refused);
+    }
     rejected.sort_by_key(|r| r.line);
     summary.rejected = rejected
         .into_iter()
@@ -277,10 +450,188 @@ pub async fn import(client: &Client, o: &ImportOptions<'_>) -> anyhow::Result<Su
         bar.set_length(summary.accepted as u64);
         bar.set_position(0);
         bar.set_message("indexing");
-        follow(client, &summary.jobs.clone(), &bar, &mut summary).await?;
+        follow(client, &summary.jobs.clone(), &recounts, &bar, &mut summary).await?;
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// Where Debian's `openclipart-png` package puts its pictures.
+pub const OPENCLIPART_DIR: &str = "/usr/share/openclipart/png";
+
+/// Options of `vitrine demo`.
+pub struct DemoOptions<'a> {
+    pub dir: &'a Path,
+    pub tenant: &'a str,
+    /// Products to make (0: every picture).
+    pub limit: usize,
+    pub wait: bool,
+    pub progress: bool,
+}
+
+/// A title from a file name: `chemistry_flask_matthew__01.png` →
+/// `Chemistry flask matthew`.
+fn demo_title(stem: &str) -> String {
+    let words: Vec<&str> = stem
+        .split(['_', '-', ' ', '.'])
+        .filter(|w| !w.is_empty() && !w.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    let title = if words.is_empty() {
+        stem.to_owned()
+    } else {
+        words.join(" ")
+    };
+    let mut chars = title.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => "Untitled".to_owned(),
+    }
+}
+
+/// A stable number from a name (FNV-1a), for made-up prices and stock.
+fn demo_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The demo catalog of the pictures under `dir`: one product per image,
+/// titled by its file name, in the category of its top folder and tagged
+/// with the folders below, at a made-up price. With a limit, pictures are
+/// taken from each category in turn so every category shows up.
+pub fn demo_catalog(dir: &Path, limit: usize) -> anyhow::Result<Vec<Map<String, Value>>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if image_content_type(&path).starts_with("image/") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut by_category: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();
+    for path in files {
+        let Ok(relative) = path.strip_prefix(dir) else {
+            continue;
+        };
+        let Some(relative_str) = relative.to_str() else {
+            continue;
+        };
+        let folders: Vec<&str> = relative
+            .parent()
+            .map(|p| p.iter().filter_map(|c| c.to_str()).collect())
+            .unwrap_or_default();
+        let stem = relative.file_stem().and_then(|s| s.to_str()).unwrap_or("picture");
+        let id: String = relative_str
+            .rsplit_once('.')
+            .map_or(relative_str, |(base, _)| base)
+            .chars()
+            .take(crate::model::MAX_EXTERNAL_ID_CHARS)
+            .collect();
+        let category = folders.first().map_or("misc", |c| c).replace('_', " ");
+        let h = demo_hash(relative_str);
+        let price = format!("{}.{:02}", 1 + h % 199, (h >> 8) % 100);
+        let tags: Vec<Value> = folders
+            .iter()
+            .skip(1)
+            .map(|f| Value::String(f.replace(['_', '-'], " ")))
+            .collect();
+        let mut row = Map::new();
+        row.insert("external_id".into(), id.into());
+        row.insert("title".into(), demo_title(stem).into());
+        row.insert(
+            "description".into(),
+            format!("Public-domain clip art from Openclipart: {}", folders.join(" / ")).into(),
+        );
+        row.insert("category".into(), category.clone().into());
+        row.insert("price".into(), price.into());
+        row.insert("currency".into(), "EUR".into());
+        row.insert("tags".into(), Value::Array(tags));
+        row.insert("in_stock".into(), (h % 10 != 0).into());
+        row.insert(IMAGE_FILE_FIELD.into(), relative_str.into());
+        by_category.entry(category).or_default().push(row);
+    }
+    let total: usize = by_category.values().map(Vec::len).sum();
+    let wanted = if limit == 0 { total } else { limit.min(total) };
+    let mut queues: Vec<std::vec::IntoIter<Map<String, Value>>> =
+        by_category.into_values().map(Vec::into_iter).collect();
+    let mut out = Vec::with_capacity(wanted);
+    while out.len() < wanted {
+        for q in &mut queues {
+            if out.len() == wanted {
+                break;
+            }
+            out.extend(q.next());
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the demo tenant (if the key may) and imports the demo catalog
+/// with its pictures into a running server.
+pub async fn demo(client: &Client, o: &DemoOptions<'_>) -> anyhow::Result<Summary> {
+    if !o.dir.is_dir() {
+        bail!(
+            "no pictures at {}: install Debian's openclipart-png package \
+             (apt-get install openclipart-png), or pass --dir with folders of images",
+            o.dir.display()
+        );
+    }
+    let items = demo_catalog(o.dir, o.limit)?;
+    if items.is_empty() {
+        bail!("no PNG, JPEG, WebP or GIF pictures under {}", o.dir.display());
+    }
+    match client
+        .send(
+            reqwest::Method::POST,
+            "/v1/tenants",
+            Some(&json!({"id": o.tenant, "name": "Vitrine demo catalog"})),
+        )
+        .await
+    {
+        Ok(_) => {}
+        // Already there, or a tenant key that may not create tenants: the
+        // import says whether it may write.
+        Err(e) => tracing::debug!(error = %e, "demo tenant not created"),
+    }
+    let file = tempfile::Builder::new().suffix(".jsonl").tempfile()?;
+    let mut text = String::new();
+    for row in items {
+        text.push_str(&Value::Object(row).to_string());
+        text.push('\n');
+    }
+    std::fs::write(file.path(), text)?;
+    import(
+        client,
+        &ImportOptions {
+            file: file.path(),
+            format: Some(Format::Jsonl),
+            tenant: o.tenant,
+            batch: DEFAULT_BATCH,
+            wait: o.wait,
+            progress: o.progress,
+            images: Some(o.dir),
+        },
+    )
+    .await
+}
+
+/// A `search` key for the demo page, when the client's key may make one.
+pub async fn demo_search_key(client: &Client, tenant: &str) -> Option<String> {
+    let path = format!("/v1/tenants/{}/keys", crate::model::path_segment(tenant));
+    let body = json!({"scopes": ["search"], "label": "demo page"});
+    match client.send(reqwest::Method::POST, &path, Some(&body)).await {
+        Ok(reply) => reply["key"].as_str().map(str::to_owned),
+        Err(e) => {
+            tracing::debug!(error = %e, "no search key for the demo page");
+            None
+        }
+    }
 }
 
 /// Options of `vitrine reindex`.
@@ -310,17 +661,19 @@ pub async fn reindex(client: &Client, o: &ReindexOptions<'_>) -> anyhow::Result<
     if o.wait {
         let bar = progress_bar(0, o.progress);
         bar.set_message("reindexing");
-        follow(client, &[id], &bar, &mut summary).await?;
+        follow(client, &[id], &HashSet::new(), &bar, &mut summary).await?;
         bar.finish_and_clear();
     }
     Ok(summary)
 }
 
 /// Polls `jobs` until every one has finished, moving `bar` with their
-/// progress, and adds their results to `summary`.
+/// progress, and adds their results to `summary` (but not the products
+/// indexed by `recounts`, which other jobs count already).
 async fn follow(
     client: &Client,
     jobs: &[String],
+    recounts: &HashSet<String>,
     bar: &ProgressBar,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
@@ -358,7 +711,9 @@ async fn follow(
     }
     for (id, j) in last {
         let result = &j["result"];
-        summary.indexed += result["indexed"].as_u64().unwrap_or(0);
+        if !recounts.contains(&id) {
+            summary.indexed += result["indexed"].as_u64().unwrap_or(0);
+        }
         summary.failed += result["failed"].as_u64().unwrap_or(0);
         summary
             .failures
@@ -389,6 +744,9 @@ pub fn print_summary(s: &Summary, what: &str) {
             s.accepted,
             s.rejected.len()
         );
+        if s.images > 0 {
+            println!("uploaded {} images", s.images);
+        }
         for r in &s.rejected {
             println!("  line {}: {}", r.line, r.error);
         }
@@ -414,6 +772,66 @@ pub fn print_summary(s: &Summary, what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_files_are_taken_out_of_rows_and_kept_inside_their_directory() {
+        let mut p = parse_jsonl(concat!(
+            "{\"external_id\":\"a\",\"title\":\"A\",\"image_file\":\"cats/a.png\"}\n",
+            "{\"external_id\":\"b\",\"title\":\"B\",\"image_file\":\"../etc/passwd\"}\n",
+            "{\"external_id\":\"c\",\"title\":\"C\",\"image_file\":\"/abs.png\"}\n",
+            "{\"external_id\":\"d\",\"title\":\"D\"}\n",
+            "{\"external_id\":\"e\",\"title\":\"E\",\"image_file\":7}\n",
+        ));
+        let images = take_image_files(&mut p, Some(Path::new("/pics")));
+        assert_eq!(images.len(), 1);
+        assert_eq!((images[0].line, images[0].external_id.as_str()), (1, "a"));
+        assert_eq!(images[0].path, Path::new("/pics/cats/a.png"));
+        assert_eq!(p.products.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [1, 4]);
+        assert!(p.products.iter().all(|(_, m)| !m.contains_key(IMAGE_FILE_FIELD)));
+        assert_eq!(p.rejected.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 3, 5]);
+        // Without --images the rows are refused, not sent without their picture.
+        let mut p = parse_jsonl("{\"external_id\":\"a\",\"title\":\"A\",\"image_file\":\"a.png\"}\n");
+        assert!(take_image_files(&mut p, None).is_empty());
+        assert!(p.products.is_empty());
+        assert!(p.rejected[0].error.contains("--images"));
+    }
+
+    #[test]
+    fn the_demo_catalog_takes_every_category_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "animals/cats/black_cat_01.png",
+            "animals/dog.png",
+            "animals/bird.png",
+            "food/apple_john_doe_02.jpg",
+            "food/notes.txt",
+        ] {
+            let path = dir.path().join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
+        }
+        let all = demo_catalog(dir.path(), 0).unwrap();
+        assert_eq!(all.len(), 4);
+        let two = demo_catalog(dir.path(), 2).unwrap();
+        let categories: Vec<&str> = two.iter().map(|r| r["category"].as_str().unwrap()).collect();
+        assert_eq!(categories, ["animals", "food"]);
+        let cat = all
+            .iter()
+            .find(|r| r["external_id"] == "animals/cats/black_cat_01")
+            .unwrap();
+        assert_eq!(cat["title"], "Black cat");
+        assert_eq!(cat["tags"], json!(["cats"]));
+        assert_eq!(cat[IMAGE_FILE_FIELD], "animals/cats/black_cat_01.png");
+        let price: f64 = cat["price"].as_str().unwrap().parse().unwrap();
+        assert!((1.0..200.0).contains(&price));
+        // Every row is a valid product once its picture is taken out.
+        for row in &all {
+            let mut row = row.clone();
+            row.remove(IMAGE_FILE_FIELD);
+            crate::model::parse_product(&row).unwrap();
+        }
+        assert_eq!(demo_title("apple_john_doe_02"), "Apple john doe");
+    }
 
     #[test]
     fn jsonl_keeps_line_numbers_and_reports_bad_lines() {

@@ -57,6 +57,30 @@ enum Command {
         /// Products per batch request (1 to 1000).
         #[arg(long, default_value_t = vitrine::cli::DEFAULT_BATCH)]
         batch: usize,
+        /// A directory of images: a row's `image_file` (a path relative to
+        /// it) is uploaded as the product's image once the product exists.
+        #[arg(long, value_name = "DIR")]
+        images: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Load a demo catalog of real pictures into a running server: one
+    /// product per picture of Debian's `openclipart-png` package (about
+    /// 8,000 public-domain PNGs in labelled folders), titled by file name,
+    /// in the category of its folder, at a made-up price. Then open the
+    /// search page at the server's `/`.
+    Demo {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Tenant to fill (created when the key is the admin key).
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// A folder of pictures in category folders.
+        #[arg(long, default_value = vitrine::cli::OPENCLIPART_DIR)]
+        dir: PathBuf,
+        /// Products to make, taken from every category in turn (0: all).
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -238,7 +262,10 @@ fn main() -> ExitCode {
     if let Command::Bench(bench) = &cli.command {
         return run_bench(bench);
     }
-    if matches!(cli.command, Command::Import { .. } | Command::Reindex { .. }) {
+    if matches!(
+        cli.command,
+        Command::Import { .. } | Command::Reindex { .. } | Command::Demo { .. }
+    ) {
         return run_client(cli.command);
     }
     let settings = match Settings::load(cli.config.as_deref()) {
@@ -260,7 +287,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => vitrine::server::run(settings).await?,
             Command::Migrate => migrate(&settings).await?,
-            Command::Bench(_) | Command::Import { .. } | Command::Reindex { .. } => {}
+            Command::Bench(_) | Command::Import { .. } | Command::Reindex { .. } | Command::Demo { .. } => {}
         }
         Ok(())
     });
@@ -319,6 +346,7 @@ fn run_client(command: Command) -> ExitCode {
                 tenant,
                 format,
                 batch,
+                images,
                 output,
             } => {
                 let client = vitrine::cli::Client::new(&server.url, server.key)?;
@@ -331,10 +359,41 @@ fn run_client(command: Command) -> ExitCode {
                         batch,
                         wait: !output.no_wait,
                         progress: !output.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                        images: images.as_deref(),
                     },
                 )
                 .await?;
                 Ok::<_, anyhow::Error>((summary, output.json, "import"))
+            }
+            Command::Demo {
+                server,
+                tenant,
+                dir,
+                limit,
+                output,
+            } => {
+                let client = vitrine::cli::Client::new(&server.url, server.key)?;
+                let summary = vitrine::cli::demo(
+                    &client,
+                    &vitrine::cli::DemoOptions {
+                        dir: &dir,
+                        tenant: &tenant,
+                        limit,
+                        wait: !output.no_wait,
+                        progress: !output.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    },
+                )
+                .await?;
+                if !output.json {
+                    println!(
+                        "demo catalog in tenant `{tenant}`: open {}/?tenant={tenant}",
+                        client.base
+                    );
+                    if let Some(key) = vitrine::cli::demo_search_key(&client, &tenant).await {
+                        println!("and search with this key (scope `search`): {key}");
+                    }
+                }
+                Ok((summary, output.json, "import"))
             }
             Command::Reindex {
                 server,
