@@ -7,6 +7,7 @@
 mod hardening;
 mod harness;
 mod indexing;
+mod page;
 mod plugins;
 mod search;
 
@@ -286,11 +287,15 @@ async fn migrate_is_idempotent() {
             String::from_utf8_lossy(&first.stderr)
         );
         let out = String::from_utf8_lossy(&first.stdout);
-        assert!(out.contains("3 applied ([1, 2, 3])"), "{}: {out}", catalog.name());
+        assert!(
+            out.contains("4 applied ([1, 2, 3, 4])"),
+            "{}: {out}",
+            catalog.name()
+        );
         let second = setup.command(&["migrate"]).output().unwrap();
         let out = String::from_utf8_lossy(&second.stdout);
         assert!(
-            out.contains("0 applied") && out.contains("3 already applied"),
+            out.contains("0 applied") && out.contains("4 already applied"),
             "{}: {out}",
             catalog.name()
         );

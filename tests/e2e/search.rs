@@ -587,3 +587,97 @@ async fn random_catalogs_and_filters_never_leak_or_violate() {
     }
     drop(server);
 }
+
+fn picture(seed: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([
+            (x * 4 + seed * 50) as u8,
+            (y * 5 + seed * 31) as u8,
+            (seed * 90) as u8,
+        ])
+    });
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// Products whose image is uploaded, not fetched: indexed from the blob
+/// store, found by that image, served back, and re-indexed without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploaded_images_are_indexed_found_served_and_removed() {
+    for catalog in Catalog::all().await {
+        let backend = catalog.name();
+        let mut setup = Setup::new(&catalog);
+        fast_jobs(&mut setup);
+        let server = setup.start();
+        let admin = Client::new(&server, ADMIN_KEY);
+        let products: Vec<Value> = (0..4)
+            .map(|i| json!({"external_id": format!("u{i}"), "title": format!("Private picture {i}")}))
+            .collect();
+        batch(&admin, "default", &products).await;
+        for i in 0..4 {
+            let (s, r) = admin
+                .put_bytes(
+                    &format!("/v1/tenants/default/products/u{i}/image"),
+                    picture(i),
+                    "image/png",
+                )
+                .await;
+            assert_eq!(s, 200, "{backend}: {r}");
+            let job = wait_for_job(&admin, r["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+            assert_eq!(job["status"], "succeeded", "{backend}: {job}");
+            assert_eq!(job["result"]["indexed"], 1, "{backend}: {job}");
+        }
+        let b64 = base64::engine::general_purpose::STANDARD.encode(picture(2));
+        let r = search(&admin, "default", json!({"image_base64": b64})).await;
+        assert_eq!(ids(&r)[0], "u2", "{backend}: {r}");
+        assert!(r["hits"][0]["score"].as_f64().unwrap() > 0.999, "{backend}: {r}");
+        assert_eq!(
+            r["hits"][0]["product"]["stored_image"]["path"],
+            "/v1/tenants/default/products/u2/image"
+        );
+        // The original comes back byte for byte; a thumbnail fits its box.
+        let http = reqwest::Client::new();
+        let original = http
+            .get(server.url("/v1/tenants/default/products/u2/image"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(original.status(), 200);
+        assert_eq!(original.bytes().await.unwrap().as_ref(), picture(2).as_slice());
+        let thumb = http
+            .get(server.url("/v1/tenants/default/products/u2/image?size=32"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(thumb.headers()["content-type"], "image/jpeg");
+        let thumb = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (32, 24), "{backend}");
+        // Without its image the product is indexed by its text again.
+        let (s, r) = admin
+            .send(
+                reqwest::Method::DELETE,
+                "/v1/tenants/default/products/u2/image",
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {r}");
+        let job = wait_for_job(&admin, r["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+        assert_eq!(job["status"], "succeeded", "{backend}: {job}");
+        let r = search(&admin, "default", json!({"image_base64": b64})).await;
+        let u2 = r["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["product"]["external_id"] == "u2")
+            .unwrap();
+        assert!(u2["score"].as_f64().unwrap() < 0.99, "{backend}: {r}");
+        let r = search(&admin, "default", json!({"text": "Private picture 2"})).await;
+        assert!(ids(&r).contains(&"u2".to_owned()), "{backend}: {r}");
+        drop(server);
+        catalog.cleanup().await;
+    }
+}
