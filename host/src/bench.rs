@@ -239,6 +239,7 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
         blobs: BlobStore::open(None, work.path())?,
         time_limit: std::time::Duration::from_secs(3600),
         max_coalesced: max_batch,
+        locks: Default::default(),
     });
     let product = |i: usize| -> anyhow::Result<(String, crate::model::ProductFields)> {
         let doc = json!({"title": format!("Product {i}"), "image_url": format!("http://{addr}/img/{i}")});

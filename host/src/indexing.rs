@@ -33,6 +33,53 @@ const MAX_REPORTED_FAILURES: usize = 100;
 /// behind the encoder, few enough not to hammer one shop's image server.
 const FETCH_CONCURRENCY: usize = 8;
 
+/// Products being indexed in this process, so that two jobs never embed
+/// the same product at once: without it, a job holding an older version
+/// could write its vector after a newer job wrote the current one (the
+/// status write is fenced by version, the vector write is not). A job
+/// takes all the products of a chunk at once or waits, so no job holds
+/// some while waiting for others.
+#[derive(Default)]
+pub struct ProductLocks {
+    held: parking_lot::Mutex<HashSet<(String, String)>>,
+    released: tokio::sync::Notify,
+}
+
+/// Products of one chunk, released when dropped.
+struct HeldProducts<'a> {
+    locks: &'a ProductLocks,
+    keys: Vec<(String, String)>,
+}
+
+impl ProductLocks {
+    async fn take(&self, tenant: &str, ids: &[String]) -> HeldProducts<'_> {
+        let keys: Vec<(String, String)> = ids.iter().map(|id| (tenant.to_owned(), id.clone())).collect();
+        loop {
+            // Registered before the check, so a release in between wakes it.
+            let released = self.released.notified();
+            {
+                let mut held = self.held.lock();
+                if keys.iter().all(|k| !held.contains(k)) {
+                    held.extend(keys.iter().cloned());
+                    return HeldProducts { locks: self, keys };
+                }
+            }
+            released.await;
+        }
+    }
+}
+
+impl Drop for HeldProducts<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock();
+        for k in &self.keys {
+            held.remove(k);
+        }
+        drop(held);
+        self.locks.released.notify_waiters();
+    }
+}
+
 pub struct IndexProducts {
     pub catalog: Arc<dyn Catalog>,
     pub encoder: SharedEncoder,
@@ -43,6 +90,7 @@ pub struct IndexProducts {
     /// Pending single-product jobs of one tenant run as one batch, up to
     /// this many (`encoder.max_batch`): one fetch+encode+upsert round.
     pub max_coalesced: usize,
+    pub locks: ProductLocks,
 }
 
 /// What one indexing pass over a list of products did.
@@ -304,6 +352,8 @@ impl IndexProducts {
         let total = ids.len() as i64;
         let mut pass = Pass::default();
         for (n, chunk) in ids.chunks(CHUNK).enumerate() {
+            // From the read of the products to their status.
+            let _held = self.locks.take(tenant, chunk).await;
             let (results, already) = self.process_chunk(tenant, chunk).await?;
             pass.indexed.extend(already);
             let mut points = Vec::new();
@@ -705,5 +755,36 @@ impl JobHandler for Reindex {
             "generation": committed,
             "dims": dims,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_product_is_indexed_by_one_job_at_a_time() {
+        let locks = Arc::new(ProductLocks::default());
+        let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let first = locks.take("t", &ids(&["a", "b"])).await;
+        // Other products, or the same ids of another tenant, go ahead.
+        drop(locks.take("t", &ids(&["c"])).await);
+        drop(locks.take("u", &ids(&["a"])).await);
+        // An overlapping chunk waits for the whole first one.
+        let waiter = {
+            let locks = locks.clone();
+            let ids = ids(&["b", "c"]);
+            tokio::spawn(async move {
+                drop(locks.take("t", &ids).await);
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("released")
+            .unwrap();
+        assert!(locks.held.lock().is_empty());
     }
 }

@@ -376,6 +376,7 @@ impl Indexing {
             blobs: self.blobs,
             time_limit: Duration::from_secs(jobs.index_time_limit_secs),
             max_coalesced: self.settings.encoder.max_batch,
+            locks: Default::default(),
         });
         let reindex = Arc::new(Reindex {
             index: handler.clone(),
