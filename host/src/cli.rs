@@ -265,6 +265,9 @@ pub struct ImportOptions<'a> {
 pub const IMAGE_FILE_FIELD: &str = "image_file";
 /// Image uploads in flight at once.
 const UPLOAD_CONCURRENCY: usize = 4;
+/// Larger local files are refused before they are read (the server's own
+/// limit, `media.max_image_bytes`, is 20 MiB by default).
+const MAX_LOCAL_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// A product row's local image, to upload once the product exists.
 struct LocalImage {
@@ -321,7 +324,13 @@ fn take_image_files(parsed: &mut Parsed, dir: Option<&Path>) -> Vec<LocalImage> 
         kept.push((line, p));
     }
     parsed.products = kept;
-    images
+    // A product listed twice ends with the fields of its last row (batches
+    // are sent in order): so does its image.
+    let mut last: BTreeMap<String, LocalImage> = BTreeMap::new();
+    for image in images {
+        last.insert(image.external_id.clone(), image);
+    }
+    last.into_values().collect()
 }
 
 fn image_content_type(path: &Path) -> &'static str {
@@ -349,6 +358,15 @@ async fn upload_images(
 ) -> (Vec<String>, Vec<Rejected>) {
     let uploads = images.into_iter().map(|img| async move {
         let result = async {
+            let meta = tokio::fs::metadata(&img.path)
+                .await
+                .with_context(|| format!("cannot read {}", img.path.display()))?;
+            if !meta.is_file() || meta.len() > MAX_LOCAL_IMAGE_BYTES {
+                bail!(
+                    "{} is not a regular file of at most {MAX_LOCAL_IMAGE_BYTES} bytes",
+                    img.path.display()
+                );
+            }
             let bytes = tokio::fs::read(&img.path)
                 .await
                 .with_context(|| format!("cannot read {}", img.path.display()))?;
@@ -552,7 +570,7 @@ pub fn demo_catalog(dir: &Path, limit: usize) -> anyhow::Result<Vec<Map<String, 
         row.insert("price".into(), price.into());
         row.insert("currency".into(), "EUR".into());
         row.insert("tags".into(), Value::Array(tags));
-        row.insert("in_stock".into(), (h % 10 != 0).into());
+        row.insert("in_stock".into(), (!h.is_multiple_of(10)).into());
         row.insert(IMAGE_FILE_FIELD.into(), relative_str.into());
         by_category.entry(category).or_default().push(row);
     }
@@ -794,6 +812,17 @@ mod tests {
         assert!(take_image_files(&mut p, None).is_empty());
         assert!(p.products.is_empty());
         assert!(p.rejected[0].error.contains("--images"));
+        // Listed twice: the last row's image.
+        let mut p = parse_jsonl(concat!(
+            "{\"external_id\":\"a\",\"title\":\"A\",\"image_file\":\"1.png\"}\n",
+            "{\"external_id\":\"a\",\"title\":\"A2\",\"image_file\":\"2.png\"}\n",
+        ));
+        let images = take_image_files(&mut p, Some(Path::new("/pics")));
+        assert_eq!(images.len(), 1);
+        assert_eq!(
+            (images[0].line, images[0].path.as_path()),
+            (2, Path::new("/pics/2.png"))
+        );
     }
 
     #[test]

@@ -247,6 +247,8 @@ async fn the_search_page_works_in_a_real_browser() {
     )
     .await;
     assert_eq!(js(&b, "document.querySelector('#error').hidden").await, false);
+    let searches = "performance.getEntriesByType('resource').filter(e => e.name.includes('/search')).length";
+    assert_eq!(js(&b, searches).await, 0, "nothing is sent without a key");
     screenshot(&b, "01-no-key").await;
 
     // A text search: a grid of results with their images, scores and latency.
@@ -373,9 +375,15 @@ async fn the_search_page_works_in_a_real_browser() {
     let message = js(&b, "document.querySelector('#error').textContent").await;
     assert!(!message.as_str().unwrap().is_empty());
     screenshot(&b, "06-unauthorized").await;
-    // The key stays in the tab only.
+    // The key stays in the tab only, and out of every URL the page loaded.
     assert_eq!(js(&b, "window.localStorage.length").await, 0);
     assert_eq!(js(&b, "document.cookie").await, "");
+    let in_urls = format!(
+        "performance.getEntriesByType('resource').filter(e => e.name.includes({})).length",
+        json!(key)
+    );
+    assert_eq!(js(&b, &in_urls).await, 0);
+    assert!(js(&b, searches).await.as_u64().unwrap() >= 6);
 
     // Not ready: a server whose model cannot load answers search with 503,
     // and the page says so (another origin: the tab's key is not shared).

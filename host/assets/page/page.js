@@ -444,8 +444,8 @@
   function fillImage(thumb, product, title, key, signal) {
     const stored = product.stored_image;
     const path = stored && typeof stored.path === 'string' ? stored.path : '';
-    // Only ever send the key to this origin: a same-origin absolute path, never "//host".
-    if (path.startsWith('/') && !path.startsWith('//')) {
+    // Only ever send the key to this origin.
+    if (sameOrigin(path)) {
       const box = placeholder(title);
       box.classList.add('loading');
       thumb.append(box);
@@ -454,6 +454,15 @@
       thumb.append(makeImg(product.image_url, title, thumb, true));
     } else {
       thumb.append(placeholder(title));
+    }
+  }
+
+  function sameOrigin(path) {
+    if (!path.startsWith('/')) return false;
+    try {
+      return new URL(path, window.location.origin).origin === window.location.origin;
+    } catch {
+      return false;
     }
   }
 

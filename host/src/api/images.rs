@@ -5,7 +5,8 @@
 //! bytes, pixel count, a full decode under the decode budget), is stored
 //! once by its SHA-256 in the blob store, and indexing embeds it instead of
 //! fetching `image_url`. `GET` serves the original, or a thumbnail
-//! (`?size=N`, longest edge) made once and kept in a bounded cache.
+//! (`?size=N`, N one of [`THUMBNAIL_EDGES`]) made once and kept in a
+//! bounded cache.
 
 use std::sync::Arc;
 
@@ -29,9 +30,9 @@ use crate::media::{BlobError, BlobStore, FetchedImage, MediaError};
 use crate::model::{self, Product};
 use crate::store::StoreError;
 
-/// Thumbnail edges a client may ask for.
-pub const MIN_THUMBNAIL: u32 = 16;
-pub const MAX_THUMBNAIL: u32 = 1024;
+/// Thumbnail edges a client may ask for: a few, so that each image has at
+/// most this many thumbnails to make and cache.
+pub const THUMBNAIL_EDGES: [u32; 6] = [32, 64, 128, 256, 512, 1024];
 /// Bytes of thumbnails kept in memory.
 const THUMBNAIL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -92,7 +93,12 @@ fn media_error(e: MediaError) -> ApiError {
 
 fn blob_error(e: BlobError) -> ApiError {
     tracing::error!(error = %e, "blob store");
-    ApiError::unavailable("blob store")
+    match e {
+        // The product names an image the store no longer has: retrying
+        // will not bring it back.
+        BlobError::NotFound(_) => ApiError::not_found("image_not_found", "the stored image is missing"),
+        _ => ApiError::unavailable("blob store"),
+    }
 }
 
 fn content_type(format: ImageFormat) -> &'static str {
@@ -226,13 +232,14 @@ pub async fn get(
         Some(s) => Some(
             s.parse::<u32>()
                 .ok()
-                .filter(|n| (MIN_THUMBNAIL..=MAX_THUMBNAIL).contains(n))
+                .filter(|n| THUMBNAIL_EDGES.contains(n))
                 .ok_or_else(|| {
                     ApiError::invalid_field(
                         "size",
                         "invalid_parameter",
-                        format!("size must be an integer from {MIN_THUMBNAIL} to {MAX_THUMBNAIL}"),
+                        format!("size must be one of {THUMBNAIL_EDGES:?}"),
                     )
+                    .with_details(json!({"field": "size", "allowed": THUMBNAIL_EDGES}))
                 })?,
         ),
     };
@@ -293,11 +300,18 @@ fn with_image_headers(mut res: Response, etag: &str) -> Response {
     res
 }
 
+/// A thumbnail from the cache, or made once however many requests want it
+/// at the same time.
 async fn thumbnail(state: &AppState, key: &str, sha: &str, edge: u32) -> ApiResult<(&'static str, Bytes)> {
-    let cache_key = (sha.to_owned(), edge);
-    if let Some(hit) = state.images.thumbnails.get(&cache_key).await {
-        return Ok(hit);
-    }
+    state
+        .images
+        .thumbnails
+        .try_get_with((sha.to_owned(), edge), make_cached(state, key, edge))
+        .await
+        .map_err(|e| (*e).clone())
+}
+
+async fn make_cached(state: &AppState, key: &str, edge: u32) -> ApiResult<(&'static str, Bytes)> {
     let bytes = state.images.blobs.get(key).await.map_err(blob_error)?;
     let (format, w, h) = inspect(&bytes, state.limits.max_pixels).map_err(media_error)?;
     let made = crate::media::decode::budget()
@@ -317,7 +331,6 @@ async fn thumbnail(state: &AppState, key: &str, sha: &str, edge: u32) -> ApiResu
                 "the stored image does not decode",
             )
         })?;
-    state.images.thumbnails.insert(cache_key, made.clone()).await;
     Ok(made)
 }
 

@@ -1522,12 +1522,20 @@ async fn uploaded_images_are_checked_stored_served_resized_and_removed() {
     assert_eq!(body.as_ref(), original.as_slice());
     let res = t.get_raw(path, &reader, Some(&etag)).await;
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(etag, format!("\"{}\"", stored["sha256"].as_str().unwrap()));
     let res = t.get_raw(&format!("{path}?size=64"), &reader, None).await;
     assert_eq!(res.status(), StatusCode::OK);
+    let thumb_etag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
+    assert_ne!(thumb_etag, etag);
+    let res = t
+        .get_raw(&format!("{path}?size=64"), &reader, Some(&thumb_etag))
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    let res = t.get_raw(&format!("{path}?size=64"), &reader, None).await;
     let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
     let thumb = image::load_from_memory(&body).unwrap();
     assert_eq!((thumb.width(), thumb.height()), (64, 26));
-    for bad in ["?size=0", "?size=5000", "?size=x", "?width=10"] {
+    for bad in ["?size=0", "?size=100", "?size=5000", "?size=x", "?width=10"] {
         let r = t
             .call(Method::GET, &format!("{path}{bad}"), Some(&reader), None)
             .await;
@@ -1535,6 +1543,26 @@ async fn uploaded_images_are_checked_stored_served_resized_and_removed() {
     }
     let r = t.call(Method::GET, path, Some(&other), None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    // The same external id in another tenant has its own image.
+    let r = t
+        .call(
+            Method::POST,
+            "/v1/tenants/pics2/products",
+            Some(&other),
+            Some(json!({"external_id": "a b/c", "title": "Other"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let path2 = "/v1/tenants/pics2/products/a%20b%2Fc/image";
+    let r = t.call(Method::GET, path2, Some(&other), None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "image_not_found");
+    let r = t
+        .send_bytes(Method::PUT, path2, &other, "image/png", png_bytes(20, 20))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let res = t.get_raw(path, &reader, None).await;
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    assert_eq!(body.as_ref(), original.as_slice(), "pics keeps its own image");
     // A field write keeps the image; the product round-trips through PUT.
     let doc = t.product("pics", "a%20b%2Fc").await.body;
     let r = t
