@@ -361,9 +361,46 @@ async fn the_search_page_works_in_a_real_browser() {
     assert_eq!(by_image[0], wanted.trim_end_matches(".png"), "{by_image:?}");
     screenshot(&b, "05-image-search").await;
 
+    // A ranker plugin, and a search from the keyboard: the page shows the
+    // plugin's outcome.
+    let (s, r) = admin
+        .put_bytes(
+            "/v1/tenants/shop/plugins/boost?world=ranker",
+            vitrine_plugin_artifacts::bytes(vitrine_plugin_artifacts::PRICE_BOOST),
+            "application/wasm",
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let (s, r) = admin
+        .post("/v1/tenants/shop/plugins/boost/activate", &json!({"version": 1}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    click(&b, "#clear-image").await;
+    type_into(&b, "q", "tote").await;
+    b.find(Locator::Id("q"))
+        .await
+        .unwrap()
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await
+        .unwrap();
+    wait_for(
+        &b,
+        "plugin outcome",
+        "document.querySelector('#plugins').textContent.includes('boost')",
+    )
+    .await;
+    let plugins = js(&b, "document.querySelector('#plugins').textContent").await;
+    assert!(plugins.as_str().unwrap().contains("ok"), "{plugins}");
+    assert_eq!(settled_results(&b, "ranked").await.len(), 24);
+    screenshot(&b, "06-ranker").await;
+    // Every control has a label.
+    assert_eq!(
+        js(&b, "[...document.querySelectorAll('input, button')].every(e => e.labels === null || e.labels.length > 0 || e.textContent.trim() || e.getAttribute('aria-label'))").await,
+        true
+    );
+
     // An error state: a key the server does not know.
     type_into(&b, "key", "vk_not-a-real-key").await;
-    click(&b, "#clear-image").await;
     type_into(&b, "q", "cap").await;
     click(&b, "#search-submit").await;
     wait_for(
@@ -374,7 +411,7 @@ async fn the_search_page_works_in_a_real_browser() {
     .await;
     let message = js(&b, "document.querySelector('#error').textContent").await;
     assert!(!message.as_str().unwrap().is_empty());
-    screenshot(&b, "06-unauthorized").await;
+    screenshot(&b, "07-unauthorized").await;
     // The key stays in the tab only, and out of every URL the page loaded.
     assert_eq!(js(&b, "window.localStorage.length").await, 0);
     assert_eq!(js(&b, "document.cookie").await, "");
@@ -408,7 +445,7 @@ async fn the_search_page_works_in_a_real_browser() {
         "document.querySelector('#error').textContent.includes('not ready')",
     )
     .await;
-    screenshot(&b, "07-not-ready").await;
+    screenshot(&b, "08-not-ready").await;
 
     b.close().await.unwrap();
     drop(down);

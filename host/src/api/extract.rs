@@ -142,6 +142,30 @@ pub fn media_type(headers: &axum::http::HeaderMap) -> Option<String> {
         })
 }
 
+/// A binary body (an upload) of at most `limit` bytes; `too_large` is the
+/// answer when it is over.
+pub fn binary_body(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+    too_large: impl Fn() -> ApiError,
+) -> Result<Bytes, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("unreadable body: {e}"),
+            )
+        }
+    })?;
+    if body.len() > limit {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
 /// `application/json`, `application/merge-patch+json` and any other
 /// `application/*+json`, with or without parameters such as `charset`.
 fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult};
-use super::extract::{StrictQuery, TenantItemPath, media_type};
+use super::extract::{StrictQuery, TenantItemPath, binary_body, media_type};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
 use crate::media::decode::DecodeError;
 use crate::media::fetch::{hex_sha256, inspect};
@@ -158,20 +158,7 @@ pub async fn put(
         )
         .with_details(json!({"field": "image", "limit_bytes": limit}))
     };
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("unreadable body: {e}"),
-            )
-        }
-    })?;
-    if body.len() > limit {
-        return Err(too_large());
-    }
+    let body = binary_body(body, limit, too_large)?;
     if body.is_empty() {
         return Err(ApiError::invalid_field(
             "image",

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult};
-use super::extract::{JsonObject, StrictQuery, TenantItemPath, TenantPath, media_type};
+use super::extract::{JsonObject, StrictQuery, TenantItemPath, TenantPath, binary_body, media_type};
 use super::tenants::authorize_tenant;
 use crate::plugins::{MAX_UPLOAD_BYTES, UploadError, World, blob_key};
 use crate::store::{NewPluginVersion, PluginRecord, StoreError};
@@ -139,20 +139,7 @@ pub async fn upload(
         )
         .with_details(json!({"max_bytes": MAX_UPLOAD_BYTES}))
     };
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("unreadable body: {e}"),
-            )
-        }
-    })?;
-    if body.len() > MAX_UPLOAD_BYTES {
-        return Err(too_large());
-    }
+    let body = binary_body(body, MAX_UPLOAD_BYTES, too_large)?;
     // A name keeps one world: say so before compiling anything.
     if let Some(existing) = state.catalog.get_plugin(&tenant, &name).await?.first()
         && existing.world != world.as_str()
