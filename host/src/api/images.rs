@@ -23,11 +23,12 @@ use super::AppState;
 use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult};
 use super::extract::{StrictQuery, TenantItemPath, binary_body, media_type};
+use super::products::{index_job, not_found, validate_path_id};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
 use crate::media::decode::DecodeError;
 use crate::media::fetch::{hex_sha256, inspect};
 use crate::media::{BlobError, BlobStore, FetchedImage, MediaError};
-use crate::model::{self, Product};
+use crate::model::Product;
 use crate::store::StoreError;
 
 /// Thumbnail edges a client may ask for: a few, so that each image has at
@@ -54,22 +55,6 @@ impl ImageStore {
                 .build(),
         })
     }
-}
-
-fn index_job(tenant: &str, id: &str) -> crate::store::NewJob {
-    crate::store::NewJob::new(
-        super::products::JOB_INDEX_PRODUCT,
-        tenant,
-        json!({ "external_ids": [id] }),
-    )
-}
-
-fn product_not_found(tenant: &str, id: &str) -> ApiError {
-    ApiError::not_found(
-        "product_not_found",
-        format!("tenant `{tenant}` has no product `{id}`"),
-    )
-    .with_details(json!({"external_id": id}))
 }
 
 fn no_image(p: &Product) -> ApiError {
@@ -115,14 +100,14 @@ async fn product(state: &AppState, tenant: &str, id: &str) -> ApiResult<Product>
         .catalog
         .get_product(tenant, id)
         .await?
-        .ok_or_else(|| product_not_found(tenant, id))
+        .ok_or_else(|| not_found(tenant, id))
 }
 
 async fn set_image(state: &AppState, tenant: &str, id: &str, key: Option<&str>) -> ApiResult<Json<Value>> {
-    let job = index_job(tenant, id);
+    let job = index_job(tenant, vec![id.to_owned()]);
     match state.catalog.set_product_image(tenant, id, key, &job).await {
         Ok(product) => Ok(Json(json!({"product": product.to_json(), "job_id": job.id}))),
-        Err(StoreError::NotFound) => Err(product_not_found(tenant, id)),
+        Err(StoreError::NotFound) => Err(not_found(tenant, id)),
         Err(e) => Err(e.into()),
     }
 }
@@ -135,8 +120,7 @@ pub async fn put(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    model::validate_external_id(&id)
-        .map_err(|e| ApiError::invalid_field("external_id", e.code, e.message))?;
+    validate_path_id(&id)?;
     authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
     if let Some(t) =
         media_type(&headers).filter(|t| !t.starts_with("image/") && t != "application/octet-stream")
@@ -190,8 +174,7 @@ pub async fn delete(
     principal: Principal,
     TenantItemPath(tenant, id): TenantItemPath,
 ) -> ApiResult<Json<Value>> {
-    model::validate_external_id(&id)
-        .map_err(|e| ApiError::invalid_field("external_id", e.code, e.message))?;
+    validate_path_id(&id)?;
     authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
     let p = product(&state, &tenant, &id).await?;
     if p.image_key.is_none() {
@@ -211,8 +194,7 @@ pub async fn get(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    model::validate_external_id(&id)
-        .map_err(|e| ApiError::invalid_field("external_id", e.code, e.message))?;
+    validate_path_id(&id)?;
     let q = StrictQuery::parse(raw.as_deref(), &["size"])?;
     let size = match q.get("size") {
         None => None,
@@ -262,9 +244,8 @@ pub async fn get(
         }
         Some(edge) => thumbnail(&state, key, sha, edge).await?,
     };
-    let mut res = ([(header::CONTENT_TYPE, HeaderValue::from_static(ctype))], bytes).into_response();
-    res = with_image_headers(res, &etag);
-    Ok(res)
+    let res = ([(header::CONTENT_TYPE, HeaderValue::from_static(ctype))], bytes).into_response();
+    Ok(with_image_headers(res, &etag))
 }
 
 fn with_image_headers(mut res: Response, etag: &str) -> Response {

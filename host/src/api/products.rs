@@ -28,7 +28,7 @@ const UPDATE_ATTEMPTS: usize = 5;
 pub const JOB_INDEX_PRODUCT: &str = "index_product";
 pub const JOB_BATCH_INDEX: &str = "batch_index_products";
 
-fn index_job(tenant: &str, external_ids: Vec<String>) -> NewJob {
+pub(super) fn index_job(tenant: &str, external_ids: Vec<String>) -> NewJob {
     let kind = if external_ids.len() == 1 {
         JOB_INDEX_PRODUCT
     } else {
@@ -37,7 +37,7 @@ fn index_job(tenant: &str, external_ids: Vec<String>) -> NewJob {
     NewJob::new(kind, tenant, json!({ "external_ids": external_ids }))
 }
 
-fn not_found(tenant: &str, id: &str) -> ApiError {
+pub(super) fn not_found(tenant: &str, id: &str) -> ApiError {
     ApiError::not_found(
         "product_not_found",
         format!("tenant `{tenant}` has no product `{id}`"),
@@ -45,7 +45,7 @@ fn not_found(tenant: &str, id: &str) -> ApiError {
     .with_details(json!({"external_id": id}))
 }
 
-fn validate_path_id(id: &str) -> ApiResult<()> {
+pub(super) fn validate_path_id(id: &str) -> ApiResult<()> {
     model::validate_external_id(id).map_err(|e| ApiError::invalid_field("external_id", e.code, e.message))
 }
 
