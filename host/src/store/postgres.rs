@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, ToSql};
 
 use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
@@ -75,7 +75,7 @@ impl PostgresCatalog {
                 )
                 .await
                 .map_err(map_err)?
-                .get(0);
+                .col(0)?;
             if done {
                 report.already_applied.push(m.version);
                 continue;
@@ -135,23 +135,40 @@ const PLUGIN_COLUMNS: &str =
     "tenant, name, version, world, digest, size_bytes, active, params, memory_mb, created_at, activated_at";
 
 fn plugin_from_row(r: &Row) -> StoreResult<PluginRecord> {
-    let params = match r.get::<_, Value>(7) {
+    let params = match r.col::<Value>(7)? {
         Value::Object(m) => m,
         _ => return Err(StoreError::Other("corrupt plugin parameters".into())),
     };
     Ok(PluginRecord {
-        tenant: r.get(0),
-        name: r.get(1),
-        version: r.get(2),
-        world: r.get(3),
-        digest: r.get(4),
-        size_bytes: r.get(5),
-        active: r.get(6),
+        tenant: r.col(0)?,
+        name: r.col(1)?,
+        version: r.col(2)?,
+        world: r.col(3)?,
+        digest: r.col(4)?,
+        size_bytes: r.col(5)?,
+        active: r.col(6)?,
         params,
-        memory_mb: r.get(8),
-        created_at: r.get(9),
-        activated_at: r.get(10),
+        memory_mb: r.col(8)?,
+        created_at: r.col(9)?,
+        activated_at: r.col(10)?,
     })
+}
+
+/// Columns read by position with a check of their type: a schema that
+/// drifted from what the code reads is an error (a 500 and a log line
+/// naming the column), never a panic.
+trait RowExt {
+    fn col<'a, T: FromSql<'a>>(&'a self, i: usize) -> StoreResult<T>;
+}
+
+impl RowExt for Row {
+    fn col<'a, T: FromSql<'a>>(&'a self, i: usize) -> StoreResult<T> {
+        self.try_get(i).map_err(|e| {
+            let name = self.columns().get(i).map_or("?", |c| c.name());
+            tracing::error!(column = i, name, error = %describe(&e), "a catalog row has an unexpected shape");
+            StoreError::Other(format!("catalog column {i} ({name}): {}", describe(&e)))
+        })
+    }
 }
 
 fn map_err(e: tokio_postgres::Error) -> StoreError {
@@ -221,49 +238,49 @@ const PRODUCT_COLUMNS: &str = "id, tenant, external_id, title, description, cate
 
 fn product_from_row(r: &Row) -> StoreResult<(i64, Product)> {
     let bad = |what: &str, e: &dyn std::fmt::Display| StoreError::Other(format!("corrupt {what}: {e}"));
-    let price: Option<String> = r.get(6);
+    let price: Option<String> = r.col(6)?;
     let price = price
         .map(|p| Decimal::from_str(&p).map_err(|e| bad("price", &e)))
         .transpose()?;
-    let tags: Value = r.get(9);
+    let tags: Value = r.col(9)?;
     let tags = serde_json::from_value(tags).map_err(|e| bad("tags", &e))?;
-    let metadata = match r.get::<_, Value>(11) {
+    let metadata = match r.col::<Value>(11)? {
         Value::Object(m) => m,
         other => return Err(bad("metadata", &other)),
     };
-    let status: String = r.get(12);
+    let status: String = r.col(12)?;
     Ok((
-        r.get(0),
+        r.col(0)?,
         Product {
-            tenant: r.get(1),
-            external_id: r.get(2),
+            tenant: r.col(1)?,
+            external_id: r.col(2)?,
             fields: ProductFields {
-                title: r.get(3),
-                description: r.get(4),
-                category: r.get(5),
+                title: r.col(3)?,
+                description: r.col(4)?,
+                category: r.col(5)?,
                 price,
-                currency: r.get(7),
-                image_url: r.get(8),
+                currency: r.col(7)?,
+                image_url: r.col(8)?,
                 tags,
-                in_stock: r.get(10),
+                in_stock: r.col(10)?,
                 metadata,
             },
             index_status: IndexStatus::from_str(&status).map_err(|e| bad("index_status", &e))?,
-            index_error: r.get(13),
-            version: r.get(14),
-            created_at: r.get(15),
-            updated_at: r.get(16),
-            image_key: r.get(17),
+            index_error: r.col(13)?,
+            version: r.col(14)?,
+            created_at: r.col(15)?,
+            updated_at: r.col(16)?,
+            image_key: r.col(17)?,
         },
     ))
 }
 
-fn tenant_from_row(r: &Row) -> Tenant {
-    Tenant {
-        id: r.get(0),
-        name: r.get(1),
-        created_at: r.get(2),
-    }
+fn tenant_from_row(r: &Row) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: r.col(0)?,
+        name: r.col(1)?,
+        created_at: r.col(2)?,
+    })
 }
 
 async fn insert_job(tx: &deadpool_postgres::Transaction<'_>, job: &NewJob) -> StoreResult<()> {
@@ -389,7 +406,8 @@ impl Catalog for PostgresCatalog {
             .await
             .map_err(map_err)?
             .as_ref()
-            .map(tenant_from_row))
+            .map(tenant_from_row)
+            .transpose()?)
     }
 
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
@@ -398,7 +416,7 @@ impl Catalog for PostgresCatalog {
             .query("SELECT id, name, created_at FROM tenants ORDER BY id", &[])
             .await
             .map_err(map_err)?;
-        Ok(rows.iter().map(tenant_from_row).collect())
+        rows.iter().map(tenant_from_row).collect()
     }
 
     async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
@@ -433,14 +451,17 @@ impl Catalog for PostgresCatalog {
             .query_opt(&st, &[&id])
             .await
             .map_err(map_err)?
-            .map(|r| ApiKeyRecord {
-                id: r.get(0),
-                tenant: r.get(1),
-                secret_hash: r.get(2),
-                scopes: r.get(3),
-                label: r.get(4),
-                created_at: r.get(5),
-            }))
+            .map(|r| {
+                Ok(ApiKeyRecord {
+                    id: r.col(0)?,
+                    tenant: r.col(1)?,
+                    secret_hash: r.col(2)?,
+                    scopes: r.col(3)?,
+                    label: r.col(4)?,
+                    created_at: r.col(5)?,
+                })
+            })
+            .transpose()?)
     }
 
     async fn delete_api_key(&self, tenant: &str, id: &str) -> StoreResult<bool> {
@@ -609,7 +630,8 @@ impl Catalog for PostgresCatalog {
             )
             .await
             .map_err(map_err)?
-            .map(|r| r.get::<_, i64>(0));
+            .map(|r| r.col::<i64>(0))
+            .transpose()?;
         let Some(current) = current else {
             return Err(StoreError::NotFound);
         };
@@ -697,7 +719,7 @@ impl Catalog for PostgresCatalog {
             .query_one("SELECT count(*) FROM products WHERE tenant = $1", &[&tenant])
             .await
             .map_err(map_err)?
-            .get(0))
+            .col(0)?)
     }
 
     async fn set_index_status(&self, tenant: &str, updates: &[IndexUpdate]) -> StoreResult<u64> {
@@ -773,13 +795,11 @@ impl Catalog for PostgresCatalog {
             )
             .await
             .map_err(map_err)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let status = JobStatus::parse(r.get::<_, &str>(1)).ok()?;
-                Some((r.get::<_, String>(0), status, r.get::<_, i64>(2)))
-            })
-            .collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push((r.col(0)?, JobStatus::parse(r.col(1)?)?, r.col(2)?));
+        }
+        Ok(out)
     }
 
     fn pool_status(&self) -> PoolStatus {
@@ -969,7 +989,7 @@ impl Catalog for PostgresCatalog {
             )
             .await
             .map_err(map_err)?;
-        let (world, last): (Option<String>, Option<i64>) = (row.get(0), row.get(1));
+        let (world, last): (Option<String>, Option<i64>) = (row.col(0)?, row.col(1)?);
         if let Some(world) = world.filter(|w| *w != new.world) {
             return Err(StoreError::Conflict(format!(
                 "plugin `{}` is a {world} plugin; upload a {} plugin under another name",
@@ -1050,7 +1070,7 @@ impl Catalog for PostgresCatalog {
             .await
             .map_err(map_err)?
             .ok_or(StoreError::NotFound)?
-            .get(0);
+            .col(0)?;
         // One activation per (tenant, world) at a time: the partial unique
         // index would otherwise fail a concurrent one.
         tx.execute(
@@ -1136,7 +1156,7 @@ impl Catalog for PostgresCatalog {
             .query_opt(&st, &[&tenant])
             .await
             .map_err(map_err)?
-            .map_or(0, |r| r.get(0)))
+            .map_or(Ok(0), |r| r.col(0))?)
     }
 
     async fn bump_generation(&self, tenant: &str) -> StoreResult<()> {
@@ -1206,8 +1226,8 @@ impl Catalog for PostgresCatalog {
             .await
             .map_err(map_err)?
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
+            .map(|r| Ok((r.col(0)?, r.col(1)?, r.col(2)?)))
+            .collect::<StoreResult<_>>()?;
         let texts: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
         let timings: Vec<(String, f64)> = client
             .query(
@@ -1219,8 +1239,8 @@ impl Catalog for PostgresCatalog {
             .await
             .map_err(map_err)?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            .map(|r| Ok((r.col(0)?, r.col(1)?)))
+            .collect::<StoreResult<_>>()?;
         Ok(with_p95(rows, timings))
     }
 }
@@ -1230,22 +1250,22 @@ const JOB_COLUMNS: &str = "id, kind, tenant, payload, status, attempts, max_atte
 
 fn job_from_row(r: &Row) -> StoreResult<Job> {
     Ok(Job {
-        id: r.get(0),
-        kind: r.get(1),
-        tenant: r.get::<_, Option<String>>(2).unwrap_or_default(),
-        payload: r.get(3),
-        status: JobStatus::parse(r.get(4))?,
-        attempts: r.get(5),
-        max_attempts: r.get(6),
-        run_after: r.get(7),
-        lease_owner: r.get(8),
-        lease_expires_at: r.get(9),
-        progress_done: r.get(10),
-        progress_total: r.get(11),
-        last_error: r.get(12),
-        result: r.get(13),
-        created_at: r.get(14),
-        updated_at: r.get(15),
+        id: r.col(0)?,
+        kind: r.col(1)?,
+        tenant: r.col::<Option<String>>(2)?.unwrap_or_default(),
+        payload: r.col(3)?,
+        status: JobStatus::parse(r.col(4)?)?,
+        attempts: r.col(5)?,
+        max_attempts: r.col(6)?,
+        run_after: r.col(7)?,
+        lease_owner: r.col(8)?,
+        lease_expires_at: r.col(9)?,
+        progress_done: r.col(10)?,
+        progress_total: r.col(11)?,
+        last_error: r.col(12)?,
+        result: r.col(13)?,
+        created_at: r.col(14)?,
+        updated_at: r.col(15)?,
     })
 }
 
@@ -1323,6 +1343,55 @@ pub(crate) mod testing {
         assert_eq!(report.already_applied, vec![1, 2, 3, 4]);
         assert_eq!(b.list_tenants().await.unwrap().len(), 1);
         drop((a, b));
+        schema.drop_schema().await;
+    }
+
+    /// A column whose type is not what the code reads (a schema changed
+    /// by hand, a migration out of step) is an error naming the column,
+    /// not a panic.
+    #[tokio::test]
+    async fn a_drifted_schema_is_an_error_not_a_panic() {
+        let Some(base) = test_database_url() else { return };
+        let schema = TestSchema::create(&base).await;
+        let cat = PostgresCatalog::connect(&schema.url, 2).await.unwrap();
+        let fields = ProductFields {
+            title: "t".into(),
+            description: None,
+            category: None,
+            price: None,
+            currency: None,
+            image_url: None,
+            tags: Vec::new(),
+            in_stock: true,
+            metadata: serde_json::Map::new(),
+        };
+        let job = super::super::NewJob::new("index_product", "default", serde_json::json!({}));
+        cat.create_product("default", "p", &fields, &job).await.unwrap();
+        let (drift, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        drift
+            .batch_execute(
+                "ALTER TABLE tenants ALTER COLUMN name TYPE integer USING 7;
+                 ALTER TABLE products ALTER COLUMN in_stock DROP DEFAULT;
+                 ALTER TABLE products ALTER COLUMN in_stock TYPE integer USING 1;",
+            )
+            .await
+            .unwrap();
+        // A new pool: prepared statements of the old one know the old types.
+        let cat = PostgresCatalog::connect(&schema.url, 2).await.unwrap();
+        for err in [
+            cat.get_tenant("default").await.unwrap_err(),
+            cat.list_tenants().await.unwrap_err(),
+            cat.get_product("default", "p").await.unwrap_err(),
+        ] {
+            let StoreError::Other(m) = &err else {
+                panic!("{err:?}")
+            };
+            assert!(m.contains("(name)") || m.contains("(in_stock)"), "{m}");
+        }
+        drop(cat);
         schema.drop_schema().await;
     }
 
