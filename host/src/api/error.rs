@@ -122,20 +122,20 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::not_found("not_found", "not found"),
-            // Store conflict messages are written for people (they name the
-            // duplicate id) and never contain internals.
-            StoreError::Conflict(m) if !m.contains("constraint") && !m.contains("UNIQUE") => {
-                Self::conflict(m)
-            }
-            StoreError::Conflict(m) => {
+            // Written for people (they name the duplicate id or the stale
+            // version) and never contain internals.
+            StoreError::Conflict(m) => Self::conflict(m),
+            // A uniqueness rule no handler expected: its text (the
+            // database's own) stays in the log.
+            StoreError::Duplicate(m, _) => {
                 tracing::warn!(error = %m, "storage conflict");
                 Self::conflict("the request conflicts with stored data")
             }
-            StoreError::Unavailable(m) => {
+            StoreError::Unavailable(m, _) => {
                 tracing::error!(error = %m, "catalog unavailable");
                 Self::unavailable("catalog")
             }
-            StoreError::Other(m) => {
+            StoreError::Other(m, _) => {
                 tracing::error!(error = %m, "catalog error");
                 Self::internal()
             }

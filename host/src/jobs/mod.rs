@@ -549,7 +549,7 @@ fn outcome_label(r: &Ran) -> &'static str {
 impl From<StoreError> for JobError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => JobError::Retryable(m),
+            StoreError::Unavailable(m, _) => JobError::Retryable(m),
             StoreError::NotFound => JobError::Fatal("not found".into()),
             other => JobError::Retryable(other.to_string()),
         }

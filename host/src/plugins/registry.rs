@@ -140,10 +140,7 @@ impl PluginRegistry {
                 Ok::<_, StoreError>(Arc::new(records.iter().filter_map(plugin_ref).collect()))
             })
             .await
-            .map_err(|e: Arc<StoreError>| match &*e {
-                StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                other => StoreError::Other(other.to_string()),
-            })
+            .map_err(|e: Arc<StoreError>| (*e).clone())
     }
 
     /// Makes every tenant's active versions ready to call (from their

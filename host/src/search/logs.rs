@@ -83,7 +83,7 @@ async fn write(catalog: &dyn Catalog, batch: &mut Vec<SearchLog>) {
     let n = batch.len() as u64;
     match catalog.insert_search_logs(batch).await {
         Ok(()) => metrics::counter!(SEARCH_LOGS_WRITTEN).increment(n),
-        Err(e @ StoreError::Unavailable(_)) => {
+        Err(e @ StoreError::Unavailable(..)) => {
             tracing::warn!(error = %e, dropped = n, "cannot write search logs: the catalog is unavailable");
             metrics::counter!(SEARCH_LOGS_DROPPED).increment(n);
         }

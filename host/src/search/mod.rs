@@ -127,7 +127,7 @@ pub enum SearchError {
 impl From<StoreError> for SearchError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => SearchError::Unavailable("catalog"),
+            StoreError::Unavailable(..) => SearchError::Unavailable("catalog"),
             other => SearchError::Internal(other.to_string()),
         }
     }

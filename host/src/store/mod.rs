@@ -20,18 +20,59 @@ pub mod vectors;
 #[cfg(test)]
 pub(crate) mod contract;
 
-/// Semantic storage errors; the API maps each to one status.
-#[derive(Debug, thiserror::Error)]
+/// The backend's own error under a [`StoreError`], kept for logs.
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Semantic storage errors; the API maps each to one status. Each keeps
+/// the backend's error it came from as its `source`, so nothing above the
+/// store needs to read an error's text to know what happened.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
+    /// A write conflicts with stored data; the message is written for people
+    /// (it names the duplicate or the stale version).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A uniqueness rule of the database refused a write. Where a duplicate
+    /// is expected (a tenant or product id taken) the store turns it into a
+    /// [`StoreError::Conflict`] that names it; anywhere else the text stays
+    /// in the logs.
+    #[error("duplicate key: {0}")]
+    Duplicate(String, #[source] ErrorSource),
     /// The backend cannot be reached or is overloaded; retrying may help.
     #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(String, #[source] Option<ErrorSource>),
     #[error("storage error: {0}")]
-    Other(String),
+    Other(String, #[source] Option<ErrorSource>),
+}
+
+/// What a backend's error means, decided while it is borrowed; it then
+/// moves into the [`StoreError`] as its source.
+pub(crate) enum ErrorKind {
+    Duplicate,
+    Unavailable,
+    Other,
+}
+
+impl ErrorKind {
+    pub(crate) fn error(self, text: String, source: ErrorSource) -> StoreError {
+        match self {
+            Self::Duplicate => StoreError::Duplicate(text, source),
+            Self::Unavailable => StoreError::Unavailable(text, Some(source)),
+            Self::Other => StoreError::Other(text, Some(source)),
+        }
+    }
+}
+
+impl StoreError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable(message.into(), None)
+    }
+
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::Other(message.into(), None)
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -107,7 +148,7 @@ impl JobStatus {
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,
-            other => return Err(StoreError::Other(format!("unknown job status {other:?}"))),
+            other => return Err(StoreError::other(format!("unknown job status {other:?}"))),
         })
     }
 }
@@ -489,10 +530,10 @@ pub async fn open_catalog(
     match url {
         None => {
             std::fs::create_dir_all(data_dir).map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot create data directory {}: {e}",
-                    data_dir.display()
-                ))
+                StoreError::Unavailable(
+                    format!("cannot create data directory {}: {e}", data_dir.display()),
+                    Some(Arc::new(e)),
+                )
             })?;
             let path = data_dir.join("catalog.sqlite3");
             Ok(Arc::new(
@@ -519,9 +560,11 @@ pub(crate) const ON_CONFLICT_REPLACE: &str = " ON CONFLICT (tenant, external_id)
 
 /// Tags and scopes are stored as JSON arrays of strings in both backends.
 pub(crate) fn string_list_from_json(text: &str) -> StoreResult<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| StoreError::Other(format!("corrupt string list: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Other(format!("corrupt string list: {e}"), Some(Arc::new(e))))
 }
 
 pub(crate) fn object_from_json(text: &str) -> StoreResult<serde_json::Map<String, Value>> {
-    serde_json::from_str(text).map_err(|e| StoreError::Other(format!("corrupt metadata: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Other(format!("corrupt metadata: {e}"), Some(Arc::new(e))))
 }

@@ -4,6 +4,7 @@
 //! workers claim jobs with `FOR UPDATE SKIP LOCKED`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
 
+use super::ErrorKind;
 use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
 use super::{
@@ -95,11 +97,12 @@ impl PostgresCatalog {
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         let start = std::time::Instant::now();
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection available: {e}")));
+        let client = self.pool.get().await.map_err(|e| {
+            StoreError::Unavailable(
+                format!("no PostgreSQL connection available: {e}"),
+                Some(Arc::new(e)),
+            )
+        });
         metrics::histogram!(crate::telemetry::CATALOG_POOL_WAIT, "backend" => "postgres")
             .record(start.elapsed().as_secs_f64());
         client
@@ -108,7 +111,7 @@ impl PostgresCatalog {
 
 fn build_pool(url: &str, max_connections: usize) -> StoreResult<Pool> {
     let mut config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| StoreError::Other(format!("invalid catalog.url: {e}")))?;
+        .map_err(|e| StoreError::Other(format!("invalid catalog.url: {e}"), Some(Arc::new(e))))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -128,7 +131,12 @@ fn build_pool(url: &str, max_connections: usize) -> StoreResult<Pool> {
         .wait_timeout(Some(POOL_WAIT))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .build()
-        .map_err(|e| StoreError::Other(format!("cannot build the PostgreSQL pool: {e}")))
+        .map_err(|e| {
+            StoreError::Other(
+                format!("cannot build the PostgreSQL pool: {e}"),
+                Some(Arc::new(e)),
+            )
+        })
 }
 
 const PLUGIN_COLUMNS: &str =
@@ -137,7 +145,7 @@ const PLUGIN_COLUMNS: &str =
 fn plugin_from_row(r: &Row) -> StoreResult<PluginRecord> {
     let params = match r.col::<Value>(7)? {
         Value::Object(m) => m,
-        _ => return Err(StoreError::Other("corrupt plugin parameters".into())),
+        _ => return Err(StoreError::other("corrupt plugin parameters")),
     };
     Ok(PluginRecord {
         tenant: r.col(0)?,
@@ -166,15 +174,18 @@ impl RowExt for Row {
         self.try_get(i).map_err(|e| {
             let name = self.columns().get(i).map_or("?", |c| c.name());
             tracing::error!(column = i, name, error = %describe(&e), "a catalog row has an unexpected shape");
-            StoreError::Other(format!("catalog column {i} ({name}): {}", describe(&e)))
+            StoreError::Other(
+                format!("catalog column {i} ({name}): {}", describe(&e)),
+                Some(Arc::new(e)),
+            )
         })
     }
 }
 
 fn map_err(e: tokio_postgres::Error) -> StoreError {
     let text = describe(&e);
-    match e.code() {
-        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(text),
+    let kind = match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => ErrorKind::Duplicate,
         Some(c)
             if *c == SqlState::T_R_SERIALIZATION_FAILURE
                 || *c == SqlState::T_R_DEADLOCK_DETECTED
@@ -188,14 +199,15 @@ fn map_err(e: tokio_postgres::Error) -> StoreError {
                 || c.code().starts_with("08")
                 || c.code().starts_with("53") =>
         {
-            StoreError::Unavailable(text)
+            ErrorKind::Unavailable
         }
-        Some(_) => StoreError::Other(text),
+        Some(_) => ErrorKind::Other,
         // No SQLSTATE: the connection itself failed (refused, reset, timed
         // out, closed, name not resolved), or a value did not convert.
-        None if e.is_closed() || is_connection_failure(&e) => StoreError::Unavailable(text),
-        None => StoreError::Other(text),
-    }
+        None if e.is_closed() || is_connection_failure(&e) => ErrorKind::Unavailable,
+        None => ErrorKind::Other,
+    };
+    kind.error(text, Arc::new(e))
 }
 
 /// The error with what its `Display` leaves out: a database error's
@@ -237,7 +249,7 @@ const PRODUCT_COLUMNS: &str = "id, tenant, external_id, title, description, cate
      updated_at, image_key";
 
 fn product_from_row(r: &Row) -> StoreResult<(i64, Product)> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| StoreError::Other(format!("corrupt {what}: {e}"));
+    let bad = |what: &str, e: &dyn std::fmt::Display| StoreError::other(format!("corrupt {what}: {e}"));
     let price: Option<String> = r.col(6)?;
     let price = price
         .map(|p| Decimal::from_str(&p).map_err(|e| bad("price", &e)))
@@ -385,7 +397,7 @@ impl Catalog for PostgresCatalog {
             )
             .await
             .map_err(|e| match map_err(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!("tenant `{id}` already exists")),
+                StoreError::Duplicate(..) => StoreError::Conflict(format!("tenant `{id}` already exists")),
                 other => other,
             })?;
         Ok(Tenant {
@@ -491,7 +503,7 @@ impl Catalog for PostgresCatalog {
         tx.execute(&st, &insert_params(&tenant, &external_id, fields, &converted, &t))
             .await
             .map_err(|e| match map_err(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                StoreError::Duplicate(..) => StoreError::Conflict(format!(
                     "a product with external_id `{external_id}` already exists"
                 )),
                 other => other,
@@ -1386,7 +1398,7 @@ pub(crate) mod testing {
             cat.list_tenants().await.unwrap_err(),
             cat.get_product("default", "p").await.unwrap_err(),
         ] {
-            let StoreError::Other(m) = &err else {
+            let StoreError::Other(m, _) = &err else {
                 panic!("{err:?}")
             };
             assert!(m.contains("(name)") || m.contains("(in_stock)"), "{m}");
@@ -1401,6 +1413,6 @@ pub(crate) mod testing {
         let Err(err) = PostgresCatalog::connect("postgres://nobody@127.0.0.1:1/none", 1).await else {
             panic!("connected to nothing")
         };
-        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Unavailable(..)), "{err:?}");
     }
 }

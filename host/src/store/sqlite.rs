@@ -16,6 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use super::ErrorKind;
 use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
 use super::{
@@ -140,7 +141,7 @@ impl SqliteCatalog {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let (_held, conn) = Held::wait(&inner, || inner.writer.lock());
-            let mut conn = conn.map_err(|_| StoreError::Other("catalog writer lock poisoned".into()))?;
+            let mut conn = conn.map_err(|_| StoreError::other("catalog writer lock poisoned"))?;
             f(&mut conn)
         })
         .await
@@ -156,7 +157,7 @@ impl SqliteCatalog {
         tokio::task::spawn_blocking(move || {
             let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
             let (_held, conn) = Held::wait(&inner, || inner.readers[i].lock());
-            let conn = conn.map_err(|_| StoreError::Other("catalog reader lock poisoned".into()))?;
+            let conn = conn.map_err(|_| StoreError::other("catalog reader lock poisoned"))?;
             f(&conn)
         })
         .await
@@ -202,16 +203,19 @@ fn apply_migrations(conn: &mut Connection) -> StoreResult<MigrationReport> {
 }
 
 fn join_error(e: tokio::task::JoinError) -> StoreError {
-    StoreError::Other(format!("catalog task failed: {e}"))
+    StoreError::Other(format!("catalog task failed: {e}"), Some(Arc::new(e)))
 }
 
 fn unavailable(path: &Path, e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(format!("cannot open SQLite catalog {}: {e}", path.display()))
+    StoreError::Unavailable(
+        format!("cannot open SQLite catalog {}: {e}", path.display()),
+        Some(Arc::new(e)),
+    )
 }
 
 fn map_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
-    match &e {
+    let kind = match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
             ErrorCode::ConstraintViolation
                 if matches!(
@@ -219,18 +223,19 @@ fn map_err(e: rusqlite::Error) -> StoreError {
                     rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
                 ) =>
             {
-                StoreError::Conflict(e.to_string())
+                ErrorKind::Duplicate
             }
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
             | ErrorCode::DiskFull
             | ErrorCode::CannotOpen
             | ErrorCode::ReadOnly
-            | ErrorCode::SystemIoFailure => StoreError::Unavailable(e.to_string()),
-            _ => StoreError::Other(e.to_string()),
+            | ErrorCode::SystemIoFailure => ErrorKind::Unavailable,
+            _ => ErrorKind::Other,
         },
-        _ => StoreError::Other(e.to_string()),
-    }
+        _ => ErrorKind::Other,
+    };
+    kind.error(e.to_string(), Arc::new(e))
 }
 
 fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
@@ -428,7 +433,9 @@ impl Catalog for SqliteCatalog {
                 params![t.id, t.name, format_time(&t.created_at)],
             )
             .map_err(|e| match map_err(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!("tenant `{}` already exists", t.id)),
+                StoreError::Duplicate(..) => {
+                    StoreError::Conflict(format!("tenant `{}` already exists", t.id))
+                }
                 other => other,
             })?;
             Ok(())
@@ -567,7 +574,7 @@ impl Catalog for SqliteCatalog {
                     &created.as_str(),
                 ))
                 .map_err(|e| match map_err(e) {
-                    StoreError::Conflict(_) => StoreError::Conflict(format!(
+                    StoreError::Duplicate(..) => StoreError::Conflict(format!(
                         "a product with external_id `{}` already exists",
                         p.external_id
                     )),
