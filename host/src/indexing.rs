@@ -400,6 +400,13 @@ impl IndexProducts {
     }
 }
 
+/// The tenant of an index job (they all have one).
+fn job_tenant(job: &Job) -> Result<&str, JobError> {
+    job.tenant
+        .as_deref()
+        .ok_or_else(|| JobError::Fatal("an index job without a tenant".into()))
+}
+
 fn external_ids(job: &Job) -> Result<Vec<String>, JobError> {
     job.payload
         .get("external_ids")
@@ -416,7 +423,9 @@ impl JobHandler for IndexProducts {
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<Value, JobError> {
         let ids = external_ids(job)?;
         let last_attempt = job.attempts >= job.max_attempts;
-        let pass = self.index_ids(&job.tenant, &ids, &|_| last_attempt, ctx).await?;
+        let pass = self
+            .index_ids(job_tenant(job)?, &ids, &|_| last_attempt, ctx)
+            .await?;
         pass.result_for(&ids)
     }
 
@@ -444,8 +453,13 @@ impl JobHandler for IndexProducts {
                 }
             }
         }
-        let tenant = jobs.first().map_or("", |j| j.tenant.as_str());
-        let pass = self.index_ids(tenant, &all, &|id| last.contains(id), ctx).await;
+        let pass = match jobs.first().map(job_tenant).transpose() {
+            Ok(tenant) => {
+                self.index_ids(tenant.unwrap_or_default(), &all, &|id| last.contains(id), ctx)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         per_job
             .into_iter()
             .map(|ids| match (&pass, ids) {

@@ -288,14 +288,14 @@ async fn migrate_is_idempotent() {
         );
         let out = String::from_utf8_lossy(&first.stdout);
         assert!(
-            out.contains("4 applied ([1, 2, 3, 4])"),
+            out.contains("5 applied ([1, 2, 3, 4, 5])"),
             "{}: {out}",
             catalog.name()
         );
         let second = setup.command(&["migrate"]).output().unwrap();
         let out = String::from_utf8_lossy(&second.stdout);
         assert!(
-            out.contains("0 applied") && out.contains("4 already applied"),
+            out.contains("0 applied") && out.contains("5 already applied"),
             "{}: {out}",
             catalog.name()
         );

@@ -17,10 +17,6 @@ use crate::store::{JobStatus, NewJob};
 /// The job kind of a reindex (DESIGN.md).
 pub const JOB_REINDEX_ALL: &str = "reindex_all";
 
-/// A reindex runs as one job that is not tied to a tenant's job list
-/// (tenant `""`); its payload names the tenant, if any.
-const GLOBAL: &str = "";
-
 /// `POST /v1/admin/reindex` `{"tenant"?}` → 202 `{"job_id"}`.
 pub async fn reindex(
     State(state): State<AppState>,
@@ -44,7 +40,7 @@ pub async fn reindex(
     for status in [JobStatus::Running, JobStatus::Queued] {
         if let Some(j) = state
             .catalog
-            .list_jobs(GLOBAL, Some(status), 100)
+            .list_jobs(None, Some(status), 100)
             .await?
             .into_iter()
             .find(|j| j.kind == JOB_REINDEX_ALL)
@@ -57,7 +53,7 @@ pub async fn reindex(
             .with_details(json!({"job_id": j.id})));
         }
     }
-    let job = NewJob::new(JOB_REINDEX_ALL, GLOBAL, json!({"tenant": tenant}));
+    let job = NewJob::global(JOB_REINDEX_ALL, json!({"tenant": tenant}));
     state.catalog.enqueue_job(&job).await?;
     tracing::info!(job_id = %job.id, tenant = ?tenant, "reindex enqueued");
     Ok((StatusCode::ACCEPTED, Json(json!({"job_id": job.id}))))

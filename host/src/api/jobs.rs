@@ -19,7 +19,7 @@ pub fn job_json(j: &Job) -> Value {
     json!({
         "id": j.id,
         "kind": j.kind,
-        "tenant": if j.tenant.is_empty() { Value::Null } else { json!(j.tenant) },
+        "tenant": j.tenant,
         "status": j.status.as_str(),
         "attempts": j.attempts,
         "max_attempts": j.max_attempts,
@@ -42,11 +42,13 @@ async fn visible_job(state: &AppState, principal: &Principal, id: &str, scope: S
     let job = state.catalog.get_job(id).await?.ok_or_else(|| not_found(id))?;
     match principal {
         Principal::Admin => Ok(job),
-        Principal::Tenant { tenant, .. } if *tenant != job.tenant => Err(not_found(id)),
-        p => {
+        Principal::Tenant { tenant, .. } => {
+            if job.tenant.as_deref() != Some(tenant.as_str()) {
+                return Err(not_found(id));
+            }
             match scope {
-                Scope::Search => p.require_read(&job.tenant)?,
-                other => p.require(&job.tenant, other)?,
+                Scope::Search => principal.require_read(tenant)?,
+                other => principal.require(tenant, other)?,
             }
             Ok(job)
         }
@@ -99,7 +101,7 @@ pub async fn list(
         })
         .transpose()?;
     authorize_tenant_read(&state, &principal, &tenant).await?;
-    let jobs = state.catalog.list_jobs(&tenant, status, limit).await?;
+    let jobs = state.catalog.list_jobs(Some(&tenant), status, limit).await?;
     Ok(Json(
         json!({"jobs": jobs.iter().map(job_json).collect::<Vec<_>>()}),
     ))

@@ -1348,6 +1348,12 @@ async fn admin_reindex_is_admin_only_validated_and_one_at_a_time() {
     assert_eq!(r.body["kind"], "reindex_all");
     assert_eq!(r.body["status"], "queued");
     assert_eq!(r.body["tenant"], Value::Null);
+    // A job of no tenant is no tenant's to see.
+    let seer = t.tenant_with_key("seer", &["search", "write", "admin"]).await;
+    let r = t
+        .call(Method::GET, &format!("/v1/jobs/{job_id}"), Some(&seer), None)
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "job_not_found");
     let r = t
         .call(
             Method::POST,

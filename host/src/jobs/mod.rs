@@ -252,7 +252,10 @@ impl JobRunner {
                 .saturating_sub(1);
             let (kind, tenant) = (job.kind.clone(), job.tenant.clone());
             let mut unit = vec![job];
-            if more > 0 {
+            // Only one tenant's jobs run together.
+            if more > 0
+                && let Some(tenant) = tenant
+            {
                 let t = now();
                 match self
                     .catalog
@@ -443,7 +446,7 @@ impl JobRunner {
         let span = tracing::info_span!(
             "jobs",
             kind = %jobs[0].kind,
-            tenant = %jobs[0].tenant,
+            tenant = ?jobs[0].tenant,
             coalesced = jobs.len()
         );
         let ctx = JobContext {

@@ -182,7 +182,7 @@ async fn create_enqueues_an_index_job_atomically(c: &dyn Catalog) {
     c.create_product("jobs", "p", &fields("p"), &j).await.unwrap();
     let stored = c.get_job(&j.id).await.unwrap().expect("job enqueued");
     assert_eq!(stored.kind, "index_product");
-    assert_eq!(stored.tenant, "jobs");
+    assert_eq!(stored.tenant.as_deref(), Some("jobs"));
     assert_eq!(stored.status, JobStatus::Queued);
     assert_eq!(stored.attempts, 0);
     assert_eq!(stored.max_attempts, NewJob::DEFAULT_MAX_ATTEMPTS);
@@ -744,10 +744,16 @@ async fn claims_can_be_one_tenants(c: &dyn Catalog) {
         .await
         .unwrap();
     assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|j| j.tenant == "claim_b"), "{jobs:?}");
+    assert!(
+        jobs.iter().all(|j| j.tenant.as_deref() == Some("claim_b")),
+        "{jobs:?}"
+    );
     let rest = c.claim_jobs("w", &k, at(t, 1), at(t, 30), 10).await.unwrap();
     assert_eq!(rest.len(), 2);
-    assert!(rest.iter().all(|j| j.tenant == "claim_a"), "{rest:?}");
+    assert!(
+        rest.iter().all(|j| j.tenant.as_deref() == Some("claim_a")),
+        "{rest:?}"
+    );
 }
 
 async fn jobs_list_newest_first_by_tenant_and_status(c: &dyn Catalog) {
@@ -760,7 +766,7 @@ async fn jobs_list_newest_first_by_tenant_and_status(c: &dyn Catalog) {
     }
     c.cancel_job(&ids[0], now()).await.unwrap();
     let listed: Vec<String> = c
-        .list_jobs("joblist", None, 10)
+        .list_jobs(Some("joblist"), None, 10)
         .await
         .unwrap()
         .into_iter()
@@ -770,12 +776,21 @@ async fn jobs_list_newest_first_by_tenant_and_status(c: &dyn Catalog) {
     newest_first.reverse();
     assert_eq!(listed, newest_first);
     let cancelled = c
-        .list_jobs("joblist", Some(JobStatus::Cancelled), 10)
+        .list_jobs(Some("joblist"), Some(JobStatus::Cancelled), 10)
         .await
         .unwrap();
     assert_eq!(cancelled.len(), 1);
-    assert_eq!(c.list_jobs("joblist", None, 2).await.unwrap().len(), 2);
-    assert!(c.list_jobs("nobody", None, 10).await.unwrap().is_empty());
+    assert_eq!(c.list_jobs(Some("joblist"), None, 2).await.unwrap().len(), 2);
+    assert!(c.list_jobs(Some("nobody"), None, 10).await.unwrap().is_empty());
+    // A job of no tenant is listed apart from every tenant's.
+    let global = NewJob::global("t_list_global", json!({}));
+    c.enqueue_job(&global).await.unwrap();
+    assert_eq!(c.get_job(&global.id).await.unwrap().unwrap().tenant, None);
+    let globals = c.list_jobs(None, None, 100).await.unwrap();
+    assert!(globals.iter().any(|j| j.id == global.id), "{globals:?}");
+    assert!(globals.iter().all(|j| j.tenant.is_none()), "{globals:?}");
+    let of_tenant = c.list_jobs(Some("joblist"), None, 10).await.unwrap();
+    assert!(of_tenant.iter().all(|j| j.id != global.id));
 }
 
 async fn index_outcomes_apply_only_to_the_indexed_version(c: &dyn Catalog) {

@@ -31,6 +31,11 @@ pub const SQLITE: &[Migration] = &[
         name: "product_images",
         sql: include_str!("../../../migrations/sqlite/0004_product_images.sql"),
     },
+    Migration {
+        version: 5,
+        name: "global_jobs",
+        sql: include_str!("../../../migrations/sqlite/0005_global_jobs.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -53,6 +58,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 4,
         name: "product_images",
         sql: include_str!("../../../migrations/postgres/0004_product_images.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "global_jobs",
+        sql: include_str!("../../../migrations/postgres/0005_global_jobs.sql"),
     },
 ];
 

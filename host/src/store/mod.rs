@@ -101,7 +101,8 @@ pub struct ApiKeyRecord {
 pub struct NewJob {
     pub id: String,
     pub kind: String,
-    pub tenant: String,
+    /// `None` for a job that spans every tenant.
+    pub tenant: Option<String>,
     pub payload: Value,
     pub max_attempts: i32,
 }
@@ -110,11 +111,20 @@ impl NewJob {
     /// Default attempts before a job is marked failed (DESIGN.md: 5).
     pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 
+    /// A job of one tenant.
     pub fn new(kind: &str, tenant: &str, payload: Value) -> Self {
+        Self {
+            tenant: Some(tenant.to_owned()),
+            ..Self::global(kind, payload)
+        }
+    }
+
+    /// A job that spans every tenant (a full reindex).
+    pub fn global(kind: &str, payload: Value) -> Self {
         Self {
             id: uuid::Uuid::now_v7().to_string(),
             kind: kind.to_owned(),
-            tenant: tenant.to_owned(),
+            tenant: None,
             payload,
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
         }
@@ -157,7 +167,8 @@ impl JobStatus {
 pub struct Job {
     pub id: String,
     pub kind: String,
-    pub tenant: String,
+    /// `None` for a job that spans every tenant.
+    pub tenant: Option<String>,
     pub payload: Value,
     pub status: JobStatus,
     pub attempts: i32,
@@ -293,7 +304,12 @@ pub trait Catalog: Send + Sync + 'static {
     async fn enqueue_job(&self, job: &NewJob) -> StoreResult<()>;
 
     /// Newest first.
-    async fn list_jobs(&self, tenant: &str, status: Option<JobStatus>, limit: u32) -> StoreResult<Vec<Job>>;
+    async fn list_jobs(
+        &self,
+        tenant: Option<&str>,
+        status: Option<JobStatus>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>>;
 
     /// How many jobs are queued and running, by kind and status (for the
     /// queue-depth gauges).

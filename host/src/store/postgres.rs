@@ -779,11 +779,16 @@ impl Catalog for PostgresCatalog {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn list_jobs(&self, tenant: &str, status: Option<JobStatus>, limit: u32) -> StoreResult<Vec<Job>> {
+    async fn list_jobs(
+        &self,
+        tenant: Option<&str>,
+        status: Option<JobStatus>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>> {
         let client = self.client().await?;
         let st = client
             .prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 AND ($2::text IS NULL OR status = $2)
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant IS NOT DISTINCT FROM $1 AND ($2::text IS NULL OR status = $2)
                  ORDER BY created_at DESC, id DESC LIMIT $3"
             ))
             .await
@@ -1264,7 +1269,7 @@ fn job_from_row(r: &Row) -> StoreResult<Job> {
     Ok(Job {
         id: r.col(0)?,
         kind: r.col(1)?,
-        tenant: r.col::<Option<String>>(2)?.unwrap_or_default(),
+        tenant: r.col(2)?,
         payload: r.col(3)?,
         status: JobStatus::parse(r.col(4)?)?,
         attempts: r.col(5)?,
@@ -1352,7 +1357,7 @@ pub(crate) mod testing {
         let (a, b) = (a.unwrap(), b.unwrap());
         let report = a.migrate().await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2, 3, 4]);
+        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5]);
         assert_eq!(b.list_tenants().await.unwrap().len(), 1);
         drop((a, b));
         schema.drop_schema().await;

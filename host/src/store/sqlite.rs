@@ -869,12 +869,17 @@ impl Catalog for SqliteCatalog {
         self.write(move |c| insert_job(c, &job)).await
     }
 
-    async fn list_jobs(&self, tenant: &str, status: Option<JobStatus>, limit: u32) -> StoreResult<Vec<Job>> {
-        let tenant = tenant.to_owned();
+    async fn list_jobs(
+        &self,
+        tenant: Option<&str>,
+        status: Option<JobStatus>,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        let tenant = tenant.map(str::to_owned);
         self.read(move |c| {
             let mut st = c
                 .prepare_cached(&format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2)
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant IS ?1 AND (?2 IS NULL OR status = ?2)
                      ORDER BY created_at DESC, id DESC LIMIT ?3"
                 ))
                 .map_err(map_err)?;
@@ -1392,7 +1397,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
         kind: r.get(1)?,
-        tenant: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        tenant: r.get(2)?,
         payload: json(r.get(3)?)?,
         status: JobStatus::parse(&r.get::<_, String>(4)?).map_err(conversion)?,
         attempts: r.get(5)?,
@@ -1434,7 +1439,7 @@ mod tests {
         drop(cat);
         let report = SqliteCatalog::migrate(&path).await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2, 3, 4]);
+        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5]);
         // Reopening applies nothing and keeps the default tenant exactly once.
         let cat = SqliteCatalog::open(&path, 1).await.unwrap();
         let tenants = cat.list_tenants().await.unwrap();
