@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::encoder::{CpuKernels, DecodedImage, Encoder, EncoderError, EncoderOptions, Precision};
+use crate::jobs::kinds::{JobKind, JobSpec};
 use crate::store::vectors::contract::cosine;
 
 pub const QUERY: &str = "red leather handbag";
@@ -256,11 +257,7 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
         let items: Vec<_> = (0..products).map(product).collect::<Result<_, _>>()?;
         Some(tokio::spawn(async move {
             for item in items {
-                let job = NewJob::new(
-                    crate::api::products::JOB_INDEX_PRODUCT,
-                    "default",
-                    json!({"external_ids": [item.0.clone()]}),
-                );
+                let job = NewJob::of(&JobSpec::index(vec![item.0.clone()]), Some("default"));
                 catalog.upsert_products("default", &[item], &job).await?;
                 let _ = job_tx.send(job.id);
             }
@@ -269,10 +266,10 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
     } else {
         for chunk in (0..o.products).collect::<Vec<_>>().chunks(64) {
             let items: Vec<_> = chunk.iter().map(|i| product(*i)).collect::<Result<_, _>>()?;
-            let job = NewJob::new(
-                crate::api::products::JOB_BATCH_INDEX,
-                "default",
-                json!({"external_ids": items.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()}),
+            let ids = items.iter().map(|(id, _)| id.clone()).collect();
+            let job = NewJob::of(
+                &JobSpec::BatchIndexProducts { external_ids: ids },
+                Some("default"),
             );
             catalog.upsert_products("default", &items, &job).await?;
             let _ = job_tx.send(job.id);
@@ -285,8 +282,8 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
     // The server's default `jobs.concurrency`.
     config.concurrency = 4;
     let mut runner = JobRunner::new(catalog.clone(), config);
-    runner.register(crate::api::products::JOB_BATCH_INDEX, handler.clone());
-    runner.register(crate::api::products::JOB_INDEX_PRODUCT, handler);
+    runner.register(JobKind::BatchIndexProducts.as_str(), handler.clone());
+    runner.register(JobKind::IndexProduct.as_str(), handler);
     let runner = Arc::new(runner);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(runner.run(async move {
@@ -424,7 +421,12 @@ pub async fn populate(data_dir: &Path, model: Option<&Path>, products: usize) ->
         }
         // The products are stored with their indexing job, which is
         // cancelled at once: the vectors are written here instead.
-        let job = NewJob::new("batch_index_products", "default", json!({"external_ids": []}));
+        let job = NewJob::of(
+            &JobSpec::BatchIndexProducts {
+                external_ids: Vec::new(),
+            },
+            Some("default"),
+        );
         catalog.upsert_products("default", &items, &job).await?;
         catalog.cancel_job(&job.id, crate::model::now()).await?;
         let stored = catalog

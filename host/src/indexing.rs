@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::encoder::DecodedImage;
 use crate::encoder::service::SharedEncoder;
+use crate::jobs::kinds::{JobKind, JobSpec};
 use crate::jobs::{JobContext, JobError, JobHandler};
 use crate::media::decode::DecodeError;
 use crate::media::{BlobError, BlobStore, ImageFetcher, MediaError};
@@ -408,10 +409,12 @@ fn job_tenant(job: &Job) -> Result<&str, JobError> {
 }
 
 fn external_ids(job: &Job) -> Result<Vec<String>, JobError> {
-    job.payload
-        .get("external_ids")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .ok_or_else(|| JobError::Fatal("the job payload has no external_ids list".into()))
+    match job.spec().map_err(JobError::Fatal)? {
+        JobSpec::IndexProduct { external_ids } | JobSpec::BatchIndexProducts { external_ids } => {
+            Ok(external_ids)
+        }
+        other => Err(JobError::Fatal(format!("not an indexing job: {other:?}"))),
+    }
 }
 
 #[async_trait]
@@ -430,7 +433,7 @@ impl JobHandler for IndexProducts {
     }
 
     fn max_coalesced(&self, kind: &str) -> usize {
-        if kind == crate::api::products::JOB_INDEX_PRODUCT {
+        if kind == JobKind::IndexProduct.as_str() {
             self.max_coalesced.max(1)
         } else {
             1
@@ -686,10 +689,9 @@ impl JobHandler for Reindex {
     }
 
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<Value, JobError> {
-        let only: Option<String> = match job.payload.get("tenant") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(t)) => Some(t.clone()),
-            Some(other) => return Err(JobError::Fatal(format!("bad tenant in the job payload: {other}"))),
+        let only = match job.spec().map_err(JobError::Fatal)? {
+            JobSpec::ReindexAll { tenant } => tenant,
+            other => return Err(JobError::Fatal(format!("not a reindex job: {other:?}"))),
         };
         let encoder = self.index.encoder.service().map_err(JobError::Retryable)?;
         let dims = encoder.dims();

@@ -8,8 +8,6 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
-use crate::api::admin::JOB_REINDEX_ALL;
-use crate::api::products::{JOB_BATCH_INDEX, JOB_INDEX_PRODUCT};
 use crate::api::{self, AppState, Limits, auth::Authenticator};
 use crate::config::{CatalogBackend, Environment, Settings, redact_url};
 use crate::encoder::service::{BatchConfig, SharedEncoder, load_into};
@@ -17,6 +15,7 @@ use crate::encoder::{EncoderOptions, ModelSource, SourceOptions};
 use crate::indexing::IndexProducts;
 use crate::indexing::Reindex;
 use crate::jobs::RetryPolicy;
+use crate::jobs::kinds::JobKind;
 use crate::jobs::{JobRunner, RunnerConfig};
 use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
 use crate::plugins::{
@@ -383,9 +382,9 @@ impl Indexing {
             time_limit: Duration::from_secs(jobs.reindex_time_limit_secs),
         });
         let mut runner = JobRunner::new(self.catalog, runner_config(&self.settings));
-        runner.register(JOB_INDEX_PRODUCT, handler.clone());
-        runner.register(JOB_BATCH_INDEX, handler);
-        runner.register(JOB_REINDEX_ALL, reindex);
+        runner.register(JobKind::IndexProduct.as_str(), handler.clone());
+        runner.register(JobKind::BatchIndexProducts.as_str(), handler);
+        runner.register(JobKind::ReindexAll.as_str(), reindex);
         Arc::new(runner)
             .run(async move {
                 let _ = stop.wait_for(|s| *s).await;

@@ -74,9 +74,9 @@ pub const PLUGIN_LOG_DROPPED: &str = "vitrine_plugin_log_lines_dropped_total";
 
 /// The job kinds and the queue statuses `JOBS` reports.
 pub const JOB_KINDS: [&str; 3] = [
-    crate::api::products::JOB_INDEX_PRODUCT,
-    crate::api::products::JOB_BATCH_INDEX,
-    crate::api::admin::JOB_REINDEX_ALL,
+    crate::jobs::kinds::JobKind::ALL[0].as_str(),
+    crate::jobs::kinds::JobKind::ALL[1].as_str(),
+    crate::jobs::kinds::JobKind::ALL[2].as_str(),
 ];
 pub const QUEUE_STATUSES: [&str; 2] = ["queued", "running"];
 

@@ -11,12 +11,11 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Fields, OptionalJsonObject, StrictQuery};
+use crate::jobs::kinds::{JobKind, JobSpec};
 use crate::model;
 use crate::store::{JobStatus, NewJob};
 
 /// The job kind of a reindex (DESIGN.md).
-pub const JOB_REINDEX_ALL: &str = "reindex_all";
-
 /// `POST /v1/admin/reindex` `{"tenant"?}` → 202 `{"job_id"}`.
 pub async fn reindex(
     State(state): State<AppState>,
@@ -43,7 +42,7 @@ pub async fn reindex(
             .list_jobs(None, Some(status), 100)
             .await?
             .into_iter()
-            .find(|j| j.kind == JOB_REINDEX_ALL)
+            .find(|j| j.kind == JobKind::ReindexAll.as_str())
         {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -53,7 +52,12 @@ pub async fn reindex(
             .with_details(json!({"job_id": j.id})));
         }
     }
-    let job = NewJob::global(JOB_REINDEX_ALL, json!({"tenant": tenant}));
+    let job = NewJob::of(
+        &JobSpec::ReindexAll {
+            tenant: tenant.clone(),
+        },
+        None,
+    );
     state.catalog.enqueue_job(&job).await?;
     tracing::info!(job_id = %job.id, tenant = ?tenant, "reindex enqueued");
     Ok((StatusCode::ACCEPTED, Json(json!({"job_id": job.id}))))

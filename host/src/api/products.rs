@@ -13,6 +13,7 @@ use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Fields, JsonObject, StrictQuery, TenantItemPath, TenantPath};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
+use crate::jobs::kinds::JobSpec;
 use crate::model::{self, FieldError, Product, ProductFields, parse_product};
 use crate::plugins::{IngestOutcome, PluginWarning};
 use crate::store::{NewJob, StoreError};
@@ -25,16 +26,8 @@ const MAX_PAGE: u32 = 1000;
 /// Attempts of a read-modify-write (PATCH, PUT) racing other writers.
 const UPDATE_ATTEMPTS: usize = 5;
 
-pub const JOB_INDEX_PRODUCT: &str = "index_product";
-pub const JOB_BATCH_INDEX: &str = "batch_index_products";
-
 pub(super) fn index_job(tenant: &str, external_ids: Vec<String>) -> NewJob {
-    let kind = if external_ids.len() == 1 {
-        JOB_INDEX_PRODUCT
-    } else {
-        JOB_BATCH_INDEX
-    };
-    NewJob::new(kind, tenant, json!({ "external_ids": external_ids }))
+    NewJob::of(&JobSpec::index(external_ids), Some(tenant))
 }
 
 pub(super) fn not_found(tenant: &str, id: &str) -> ApiError {

@@ -9,6 +9,8 @@
 //! Tests drive the runner step by step with [`JobRunner::run_once`] instead
 //! of sleeping.
 
+pub mod kinds;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
