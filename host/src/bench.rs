@@ -279,8 +279,6 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
     drop(job_tx);
     let mut config = RunnerConfig::new("bench");
     config.poll_interval = std::time::Duration::from_millis(20);
-    // The server's default `jobs.concurrency`.
-    config.concurrency = 4;
     let mut runner = JobRunner::new(catalog.clone(), config);
     runner.register(JobKind::BatchIndexProducts.as_str(), handler.clone());
     runner.register(JobKind::IndexProduct.as_str(), handler);

@@ -310,6 +310,20 @@ pub enum CatalogBackend {
 }
 
 impl Settings {
+    /// The built-in defaults, `config/default.toml` alone: the one set of
+    /// defaults every configuration type of the code derives its own from.
+    pub fn defaults() -> &'static Settings {
+        static DEFAULTS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+        DEFAULTS.get_or_init(|| {
+            // Compiled in and checked by `defaults_are_the_embedded_single_node`:
+            // failing here is a defect of the build, not of any input.
+            #[allow(clippy::expect_used)]
+            Figment::from(Toml::string(DEFAULT_TOML))
+                .extract()
+                .expect("config/default.toml holds every setting")
+        })
+    }
+
     /// Loads defaults, then `file` if given, then the environment, and
     /// validates the result.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -624,6 +638,30 @@ mod tests {
         let settings: Settings = figment.extract().map_err(figment_error)?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    #[test]
+    fn every_default_of_the_code_is_the_embedded_settings() {
+        let d = Settings::defaults();
+        let runner = crate::jobs::RunnerConfig::new("w");
+        // Once 2 in the code and 4 in the file.
+        assert_eq!((runner.concurrency, d.jobs.concurrency), (4, 4));
+        assert_eq!(runner.lease.as_secs(), d.jobs.lease_secs);
+        assert_eq!(runner.shutdown_grace.as_secs(), d.server.shutdown_grace_secs);
+        let fetch = crate::media::FetchConfig::default();
+        assert_eq!(
+            (fetch.max_bytes, fetch.max_pixels),
+            (d.media.max_image_bytes, d.media.max_pixels)
+        );
+        assert!(!fetch.policy.allow_private_networks);
+        let batch = crate::encoder::service::BatchConfig::default();
+        assert_eq!(
+            (batch.max_batch, batch.queue_capacity),
+            (d.encoder.max_batch, d.encoder.queue_capacity)
+        );
+        let search = crate::search::SearchConfig::default();
+        assert_eq!(search.plugin_candidates, d.plugins.candidates);
+        assert_eq!(search.page_cache_bytes, d.search.page_cache_mb * 1024 * 1024);
     }
 
     #[test]

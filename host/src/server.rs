@@ -14,10 +14,9 @@ use crate::encoder::service::{BatchConfig, SharedEncoder, load_into};
 use crate::encoder::{EncoderOptions, ModelSource, SourceOptions};
 use crate::indexing::IndexProducts;
 use crate::indexing::Reindex;
-use crate::jobs::RetryPolicy;
 use crate::jobs::kinds::JobKind;
 use crate::jobs::{JobRunner, RunnerConfig};
-use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
+use crate::media::{BlobStore, FetchConfig, ImageFetcher};
 use crate::plugins::{
     PluginHost, PluginRegistry, PluginsConfig, default_concurrent_calls, default_concurrent_calls_per_tenant,
 };
@@ -80,12 +79,7 @@ pub fn app_state(
         vectors.clone(),
         logger,
         plugins,
-        &SearchConfig {
-            text_cache_bytes: settings.search.text_cache_mb * 1024 * 1024,
-            page_cache_bytes: settings.search.page_cache_mb * 1024 * 1024,
-            page_cache_ttl: Duration::from_secs(settings.search.page_cache_ttl_secs.max(1)),
-            plugin_candidates: settings.plugins.candidates,
-        },
+        &SearchConfig::from_settings(settings),
     ));
     AppState {
         catalog,
@@ -137,11 +131,7 @@ pub fn encoder_options(
         },
         ..EncoderOptions::default()
     };
-    let batch = BatchConfig {
-        max_batch: e.max_batch,
-        max_wait: Duration::from_millis(e.max_wait_ms),
-        queue_capacity: e.queue_capacity,
-    };
+    let batch = BatchConfig::from_settings(e);
     Ok((source, options, batch))
 }
 
@@ -270,16 +260,7 @@ pub fn plugin_host(settings: &Settings, blobs: BlobStore) -> Result<PluginHost, 
 }
 
 fn fetch_config(settings: &Settings) -> FetchConfig {
-    FetchConfig {
-        policy: AddressPolicy {
-            allow_private_networks: settings.media.allow_private_networks,
-            allowed: Vec::new(),
-        },
-        timeout: Duration::from_secs(settings.media.fetch_timeout_secs),
-        max_bytes: settings.media.max_image_bytes,
-        max_pixels: settings.media.max_pixels,
-        ..FetchConfig::default()
-    }
+    FetchConfig::from_settings(&settings.media)
 }
 
 /// Everything the indexing jobs need, started once the encoder is ready.
@@ -322,19 +303,8 @@ pub async fn open_vectors(settings: &Settings, dims: usize) -> Result<Arc<dyn Ve
 
 /// The job runner's settings.
 pub fn runner_config(settings: &Settings) -> RunnerConfig {
-    let j = &settings.jobs;
     let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-    RunnerConfig {
-        concurrency: j.concurrency,
-        lease: Duration::from_secs(j.lease_secs),
-        poll_interval: Duration::from_millis(j.poll_interval_ms),
-        retry: RetryPolicy {
-            initial: Duration::from_millis(j.retry_initial_ms),
-            factor: 2.0,
-            max: Duration::from_millis(j.retry_max_ms),
-        },
-        ..RunnerConfig::new(worker)
-    }
+    RunnerConfig::from_settings(settings, worker)
 }
 
 impl Indexing {

@@ -21,13 +21,21 @@ pub struct BatchConfig {
     pub queue_capacity: usize,
 }
 
-impl Default for BatchConfig {
-    fn default() -> Self {
+impl BatchConfig {
+    /// Batching under `encoder.max_batch`, `max_wait_ms`, `queue_capacity`.
+    pub fn from_settings(e: &crate::config::EncoderSettings) -> Self {
         Self {
-            max_batch: 32,
-            max_wait: Duration::ZERO,
-            queue_capacity: 512,
+            max_batch: e.max_batch,
+            max_wait: Duration::from_millis(e.max_wait_ms),
+            queue_capacity: e.queue_capacity,
         }
+    }
+}
+
+impl Default for BatchConfig {
+    /// The built-in settings'.
+    fn default() -> Self {
+        Self::from_settings(&crate::config::Settings::defaults().encoder)
     }
 }
 

@@ -118,14 +118,21 @@ pub struct RetryPolicy {
     pub max: Duration,
 }
 
-impl Default for RetryPolicy {
-    /// The design's defaults: 1 s doubling up to 60 s (with 5 attempts).
-    fn default() -> Self {
+impl RetryPolicy {
+    /// `jobs.retry_initial_ms`, doubling up to `jobs.retry_max_ms`.
+    pub fn from_settings(jobs: &crate::config::JobsSettings) -> Self {
         Self {
-            initial: Duration::from_secs(1),
+            initial: Duration::from_millis(jobs.retry_initial_ms),
             factor: 2.0,
-            max: Duration::from_secs(60),
+            max: Duration::from_millis(jobs.retry_max_ms),
         }
+    }
+}
+
+impl Default for RetryPolicy {
+    /// The built-in settings' (1 s doubling up to 60 s).
+    fn default() -> Self {
+        Self::from_settings(&crate::config::Settings::defaults().jobs)
     }
 }
 
@@ -158,15 +165,22 @@ pub struct RunnerConfig {
 }
 
 impl RunnerConfig {
-    pub fn new(worker_id: impl Into<String>) -> Self {
+    /// The runner of these settings (`jobs.*`, `server.shutdown_grace_secs`).
+    pub fn from_settings(settings: &crate::config::Settings, worker_id: impl Into<String>) -> Self {
+        let j = &settings.jobs;
         Self {
             worker_id: worker_id.into(),
-            concurrency: 2,
-            lease: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(500),
-            shutdown_grace: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
+            concurrency: j.concurrency,
+            lease: Duration::from_secs(j.lease_secs),
+            poll_interval: Duration::from_millis(j.poll_interval_ms),
+            shutdown_grace: Duration::from_secs(settings.server.shutdown_grace_secs),
+            retry: RetryPolicy::from_settings(j),
         }
+    }
+
+    /// The built-in settings' runner.
+    pub fn new(worker_id: impl Into<String>) -> Self {
+        Self::from_settings(crate::config::Settings::defaults(), worker_id)
     }
 }
 

@@ -152,17 +152,29 @@ pub struct FetchConfig {
     pub retry_delay: Duration,
 }
 
-impl Default for FetchConfig {
-    fn default() -> Self {
+impl FetchConfig {
+    /// Fetching under `media.*` (address policy, timeout, byte and pixel
+    /// limits).
+    pub fn from_settings(media: &crate::config::MediaSettings) -> Self {
         Self {
-            policy: AddressPolicy::default(),
-            timeout: Duration::from_secs(10),
-            max_bytes: 20 * 1024 * 1024,
-            max_pixels: 40_000_000,
+            policy: AddressPolicy {
+                allow_private_networks: media.allow_private_networks,
+                allowed: Vec::new(),
+            },
+            timeout: Duration::from_secs(media.fetch_timeout_secs),
+            max_bytes: media.max_image_bytes,
+            max_pixels: media.max_pixels,
             max_redirects: 5,
             retries: 2,
             retry_delay: Duration::from_millis(200),
         }
+    }
+}
+
+impl Default for FetchConfig {
+    /// The built-in settings'.
+    fn default() -> Self {
+        Self::from_settings(&crate::config::Settings::defaults().media)
     }
 }
 

@@ -166,14 +166,23 @@ pub struct SearchConfig {
     pub plugin_candidates: usize,
 }
 
-impl Default for SearchConfig {
-    fn default() -> Self {
+impl SearchConfig {
+    /// Caches under `search.*`, candidates under `plugins.candidates`.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        let s = &settings.search;
         Self {
-            text_cache_bytes: 64 * 1024 * 1024,
-            page_cache_bytes: 64 * 1024 * 1024,
-            page_cache_ttl: std::time::Duration::from_secs(30),
-            plugin_candidates: 100,
+            text_cache_bytes: s.text_cache_mb * 1024 * 1024,
+            page_cache_bytes: s.page_cache_mb * 1024 * 1024,
+            page_cache_ttl: std::time::Duration::from_secs(s.page_cache_ttl_secs.max(1)),
+            plugin_candidates: settings.plugins.candidates,
         }
+    }
+}
+
+impl Default for SearchConfig {
+    /// The built-in settings'.
+    fn default() -> Self {
+        Self::from_settings(crate::config::Settings::defaults())
     }
 }
 
