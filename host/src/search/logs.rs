@@ -109,8 +109,8 @@ async fn write(catalog: &dyn Catalog, batch: &mut Vec<SearchLog>) {
 mod tests {
     use super::*;
     use crate::model::now;
-    use crate::store::QueryStatsKind;
     use crate::store::sqlite::SqliteCatalog;
+    use crate::store::{QueryStatsKind, SearchLogStore};
 
     fn log(text: &str) -> SearchLog {
         SearchLog {

@@ -1,6 +1,8 @@
-//! The one contract every [`Catalog`] backend passes. Each backend's tests
-//! call [`run_all`] on a fresh catalog; the cases are plain `async fn`s over
-//! `&dyn Catalog` so a failure names the behaviour that broke.
+//! The one contract every [`Catalog`] backend passes, in one part per
+//! store trait. Each backend runs each part as its own test on a fresh
+//! catalog, so one failing part does not hide the others; the cases are
+//! plain `async fn`s over `&dyn Catalog` so a failure names the behaviour
+//! that broke.
 
 use std::str::FromStr;
 
@@ -15,11 +17,17 @@ use super::{
 };
 use crate::model::{IndexStatus, ProductFields, now};
 
-pub async fn run_all(c: &dyn Catalog) {
+/// Tenants, API keys and the tenant generation ([`super::TenantStore`]).
+pub async fn tenants_and_keys(c: &dyn Catalog) {
     ping_answers(c).await;
     default_tenant_exists(c).await;
     tenants_are_created_once_and_listed(c).await;
     api_keys_round_trip_and_delete_within_their_tenant(c).await;
+    every_product_write_bumps_the_tenant_generation(c).await;
+}
+
+/// Products and their indexing state ([`super::ProductStore`]).
+pub async fn products(c: &dyn Catalog) {
     products_round_trip_every_field_exactly(c).await;
     duplicate_external_id_is_a_conflict_and_changes_nothing(c).await;
     create_enqueues_an_index_job_atomically(c).await;
@@ -32,6 +40,11 @@ pub async fn run_all(c: &dyn Catalog) {
     upsert_creates_and_replaces_in_one_transaction(c).await;
     batched_read_returns_only_the_tenants_products(c).await;
     delete_removes_only_that_product(c).await;
+    index_outcomes_apply_only_to_the_indexed_version(c).await;
+}
+
+/// The job queue ([`super::JobStore`]).
+pub async fn jobs(c: &dyn Catalog) {
     jobs_are_claimed_by_one_worker_and_finished_by_it(c).await;
     claims_respect_kinds_and_run_after(c).await;
     expired_leases_are_reclaimed_and_the_old_worker_is_fenced_off(c).await;
@@ -42,9 +55,15 @@ pub async fn run_all(c: &dyn Catalog) {
     concurrent_claims_never_hand_out_a_job_twice(c).await;
     claims_can_be_one_tenants(c).await;
     jobs_list_newest_first_by_tenant_and_status(c).await;
-    index_outcomes_apply_only_to_the_indexed_version(c).await;
+}
+
+/// Search logs and query statistics ([`super::SearchLogStore`]).
+pub async fn search_logs(c: &dyn Catalog) {
     search_logs_feed_per_tenant_query_stats(c).await;
-    every_product_write_bumps_the_tenant_generation(c).await;
+}
+
+/// Plugin versions and activation ([`super::PluginStore`]).
+pub async fn plugins(c: &dyn Catalog) {
     plugin_versions_activation_and_deletion(c).await;
 }
 

@@ -211,22 +211,47 @@ pub struct ProductPage {
 
 /// The catalog: every read and write is scoped to one tenant.
 #[async_trait]
-pub trait Catalog: Send + Sync + 'static {
+pub trait Catalog:
+    TenantStore + ProductStore + JobStore + SearchLogStore + PluginStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`, for health reports and logs.
     fn backend(&self) -> &'static str;
 
     /// A cheap round trip proving the backend answers.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// The connection pool's size, connections in use and callers waiting.
+    fn pool_status(&self) -> PoolStatus;
+}
+
+/// Tenants, their API keys and the generation counter that every product write bumps.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
     async fn create_tenant(&self, id: &str, name: &str) -> StoreResult<Tenant>;
+
     async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
+
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
 
     async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+
     /// Returns whether a key of that tenant with that id existed.
     async fn delete_api_key(&self, tenant: &str, id: &str) -> StoreResult<bool>;
 
+    /// A counter that every write to the tenant's products (and every
+    /// [`TenantStore::bump_generation`]) increases; 0 for an unknown tenant.
+    async fn tenant_generation(&self, tenant: &str) -> StoreResult<i64>;
+
+    /// Increases the tenant's generation for changes the catalog does not
+    /// see (vectors written or removed by a job).
+    async fn bump_generation(&self, tenant: &str) -> StoreResult<()>;
+}
+
+/// Products of one tenant, each write with its indexing job in one transaction.
+#[async_trait]
+pub trait ProductStore: Send + Sync {
     /// Creates a product and enqueues its indexing job atomically.
     /// `Conflict` when the external id is taken in this tenant.
     async fn create_product(
@@ -296,7 +321,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// was indexed: a product written since keeps `pending` (its own job
     /// will index it). Returns how many products were updated.
     async fn set_index_status(&self, tenant: &str, updates: &[IndexUpdate]) -> StoreResult<u64>;
+}
 
+/// The job queue: leased claims, heartbeats, outcomes, cancellation.
+#[async_trait]
+pub trait JobStore: Send + Sync {
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
 
     /// Enqueues a job on its own (jobs that go with a product write are
@@ -314,9 +343,6 @@ pub trait Catalog: Send + Sync + 'static {
     /// How many jobs are queued and running, by kind and status (for the
     /// queue-depth gauges).
     async fn job_counts(&self) -> StoreResult<Vec<(String, JobStatus, i64)>>;
-
-    /// The connection pool's size, connections in use and callers waiting.
-    fn pool_status(&self) -> PoolStatus;
 
     /// Claims up to `limit` runnable jobs of the given kinds for `worker`,
     /// leased until `lease_until`: queued jobs whose `run_after` has come,
@@ -374,14 +400,14 @@ pub trait Catalog: Send + Sync + 'static {
     /// `Conflict` for a job that already finished.
     async fn cancel_job(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Job>;
 
-    /// A counter that every write to the tenant's products (and every
-    /// [`Catalog::bump_generation`]) increases; 0 for an unknown tenant.
-    async fn tenant_generation(&self, tenant: &str) -> StoreResult<i64>;
+    /// Puts `worker`'s running jobs back in the queue without counting the
+    /// interrupted attempt (graceful shutdown). Returns how many.
+    async fn release_jobs(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+}
 
-    /// Increases the tenant's generation for changes the catalog does not
-    /// see (vectors written or removed by a job).
-    async fn bump_generation(&self, tenant: &str) -> StoreResult<()>;
-
+/// Search logs and the analytics read off them.
+#[async_trait]
+pub trait SearchLogStore: Send + Sync {
     /// Appends search logs (one batch, one transaction).
     async fn insert_search_logs(&self, logs: &[SearchLog]) -> StoreResult<()>;
 
@@ -394,7 +420,11 @@ pub trait Catalog: Send + Sync + 'static {
         since: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<QueryStat>>;
+}
 
+/// Tenants' plugin versions and which one is active per world.
+#[async_trait]
+pub trait PluginStore: Send + Sync {
     /// Records a new version of a plugin (numbered from 1 per name).
     /// `Conflict` when the name already holds versions of another world.
     async fn create_plugin_version(&self, new: &NewPluginVersion) -> StoreResult<PluginRecord>;
@@ -425,10 +455,6 @@ pub trait Catalog: Send + Sync + 'static {
     /// tenant's generation). Returns the removed versions (empty: there was
     /// no such plugin).
     async fn delete_plugin(&self, tenant: &str, name: &str) -> StoreResult<Vec<PluginRecord>>;
-
-    /// Puts `worker`'s running jobs back in the queue without counting the
-    /// interrupted attempt (graceful shutdown). Returns how many.
-    async fn release_jobs(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64>;
 }
 
 /// One uploaded version of a tenant's plugin.
