@@ -35,15 +35,21 @@ impl Reply {
     }
 }
 
-fn limits() -> Limits {
-    Limits {
-        request_timeout: Duration::from_secs(30),
-        max_body_bytes: 64 * 1024 * 2,
-        max_batch_body_bytes: 8 * 1024 * 1024,
-        cors_allowed_origins: vec!["*".into()],
-        max_image_bytes: 10 * 1024 * 1024,
-        max_pixels: 40_000_000,
-    }
+/// The settings of the in-process app: the built-in defaults with this
+/// data directory, an admin key (or none), a smaller body limit, any
+/// browser origin, and images up to 10 MiB.
+fn settings(dir: &std::path::Path, admin_key: Option<&str>) -> crate::config::Settings {
+    let mut s = crate::config::Settings::defaults().clone();
+    s.data_dir = dir.to_path_buf();
+    s.auth.admin_key = admin_key.map(|k| secrecy::SecretString::from(k.to_owned()));
+    s.server.request_timeout_secs = 30;
+    s.server.max_body_bytes = 64 * 1024 * 2;
+    s.server.max_batch_body_bytes = 8 * 1024 * 1024;
+    s.server.cors_allowed_origins = vec!["*".into()];
+    s.media.max_image_bytes = 10 * 1024 * 1024;
+    s.media.allow_private_networks = true;
+    s.plugins.pooling = false;
+    s
 }
 
 /// A tiny CLIP of the real architecture, written once per test process.
@@ -71,70 +77,37 @@ fn tiny_encoder() -> SharedEncoder {
     shared
 }
 
-fn search_service(
-    catalog: &Arc<dyn crate::store::Catalog>,
-    encoder: &SharedEncoder,
-    vectors: &crate::store::vectors::SharedVectors,
-    dir: &std::path::Path,
-) -> Arc<crate::search::SearchService> {
-    let (logger, _) = crate::search::logs::SearchLogger::start(catalog.clone(), 100);
-    let host = crate::plugins::PluginHost::new(
-        crate::plugins::PluginsConfig {
-            pooling: false,
-            ..crate::plugins::PluginsConfig::new(dir)
-        },
-        crate::media::BlobStore::open(None, dir).unwrap(),
-    )
-    .unwrap();
-    Arc::new(crate::search::SearchService::new(
-        catalog.clone(),
-        encoder.clone(),
-        vectors.clone(),
-        logger,
-        Arc::new(crate::plugins::PluginRegistry::new(host, catalog.clone())),
-        &Default::default(),
-    ))
-}
-
-/// Image downloads may reach the tests' own local image server.
-fn test_fetcher() -> Arc<crate::media::ImageFetcher> {
-    Arc::new(
-        crate::media::ImageFetcher::new(crate::media::FetchConfig {
-            policy: crate::media::AddressPolicy {
-                allow_private_networks: true,
-                allowed: Vec::new(),
-            },
-            ..Default::default()
-        })
-        .unwrap(),
-    )
-}
-
+/// The application as `vitrine serve` builds it, over a real SQLite
+/// catalog, the tiny encoder and a Qdrant Edge shard in a temp dir.
 async fn app_with(admin_key: Option<&str>) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = SqliteCatalog::open(&dir.path().join("c.sqlite3"), 2)
-        .await
-        .unwrap();
-    let key = admin_key.map(|k| secrecy::SecretString::from(k.to_owned()));
     let encoder = tiny_encoder();
     let dims = encoder.service().unwrap().dims();
     let vectors = crate::store::vectors::SharedVectors::default();
     vectors.set(crate::store::vectors::VectorsState::Ready(Arc::new(
         crate::store::vectors::EdgeIndex::open(dir.path(), dims).unwrap(),
     )));
+    state_with(dir, admin_key, encoder, vectors).await
+}
+
+async fn state_with(
+    dir: tempfile::TempDir,
+    admin_key: Option<&str>,
+    encoder: SharedEncoder,
+    vectors: crate::store::vectors::SharedVectors,
+) -> TestApp {
+    let settings = settings(dir.path(), admin_key);
+    let catalog = SqliteCatalog::open(&dir.path().join("c.sqlite3"), 2)
+        .await
+        .unwrap();
     let catalog: Arc<dyn crate::store::Catalog> = Arc::new(catalog);
-    let search = search_service(&catalog, &encoder, &vectors, dir.path());
-    let state = AppState {
-        images: images::ImageStore::new(search.plugins().host().blobs().clone()),
-        search,
-        fetcher: test_fetcher(),
-        catalog,
-        encoder,
-        vectors,
-        auth: Arc::new(auth::Authenticator::new(key.as_ref())),
-        metrics: crate::telemetry::metrics_handle(),
-        limits: limits(),
-    };
+    let blobs = crate::media::BlobStore::open(None, dir.path()).unwrap();
+    let host = crate::server::plugin_host(&settings, blobs).unwrap();
+    let plugins = Arc::new(crate::plugins::PluginRegistry::new(host, catalog.clone()));
+    let fetcher = Arc::new(
+        crate::media::ImageFetcher::new(crate::media::FetchConfig::from_settings(&settings.media)).unwrap(),
+    );
+    let state = crate::server::app_state(&settings, catalog, encoder, vectors, fetcher, plugins);
     TestApp {
         _dir: dir,
         app: router(state),
@@ -1245,30 +1218,11 @@ async fn embed_rejects_bad_queries_with_clear_errors() {
 
 #[tokio::test]
 async fn a_missing_encoder_makes_embedding_and_readiness_503_but_not_the_catalog() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = SqliteCatalog::open(&dir.path().join("c.sqlite3"), 2)
-        .await
-        .unwrap();
-    let catalog: Arc<dyn crate::store::Catalog> = Arc::new(catalog);
     let encoder = SharedEncoder::default();
     encoder.set(crate::encoder::service::EncoderState::Failed(
         "hub unreachable; check encoder.model".into(),
     ));
-    let search = search_service(&catalog, &encoder, &Default::default(), dir.path());
-    let t = TestApp {
-        app: router(AppState {
-            images: images::ImageStore::new(search.plugins().host().blobs().clone()),
-            search,
-            fetcher: test_fetcher(),
-            catalog,
-            encoder,
-            vectors: Default::default(),
-            auth: Arc::new(auth::Authenticator::new(None)),
-            metrics: crate::telemetry::metrics_handle(),
-            limits: limits(),
-        }),
-        _dir: dir,
-    };
+    let t = state_with(tempfile::tempdir().unwrap(), None, encoder, Default::default()).await;
     let r = t
         .call(Method::POST, "/v1/embed", None, Some(json!({"text": "x"})))
         .await;
