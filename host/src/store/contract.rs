@@ -67,7 +67,7 @@ pub async fn plugins(c: &dyn Catalog) {
     plugin_versions_activation_and_deletion(c).await;
 }
 
-fn fields(title: &str) -> ProductFields {
+pub(crate) fn fields(title: &str) -> ProductFields {
     ProductFields {
         title: title.to_owned(),
         description: None,

@@ -1397,17 +1397,7 @@ pub(crate) mod testing {
         let Some(base) = test_database_url() else { return };
         let schema = TestSchema::create(&base).await;
         let cat = PostgresCatalog::connect(&schema.url, 2).await.unwrap();
-        let fields = ProductFields {
-            title: "t".into(),
-            description: None,
-            category: None,
-            price: None,
-            currency: None,
-            image_url: None,
-            tags: Vec::new(),
-            in_stock: true,
-            metadata: serde_json::Map::new(),
-        };
+        let fields = crate::store::contract::fields("t");
         let job = super::super::NewJob::new("index_product", "default", serde_json::json!({}));
         cat.create_product("default", "p", &fields, &job).await.unwrap();
         let (drift, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
