@@ -422,7 +422,6 @@ pub async fn import(client: &Client, o: &ImportOptions<'_>) -> anyhow::Result<Su
     let bar = progress_bar(parsed.products.len() as u64, o.progress);
     bar.set_message("uploading");
     let path = format!("/v1/tenants/{}/products/batch", urlencoding(o.tenant));
-    let mut job_sizes = Vec::new();
     for chunk in parsed.products.chunks(o.batch) {
         let body =
             json!({"products": chunk.iter().map(|(_, p)| Value::Object(p.clone())).collect::<Vec<_>>()});
@@ -437,7 +436,6 @@ pub async fn import(client: &Client, o: &ImportOptions<'_>) -> anyhow::Result<Su
         }
         if let Some(id) = reply["job_id"].as_str() {
             summary.jobs.push(id.to_owned());
-            job_sizes.push(accepted as u64);
         }
         bar.inc(chunk.len() as u64);
     }
