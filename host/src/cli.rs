@@ -521,8 +521,11 @@ pub fn demo_catalog(dir: &Path, limit: usize) -> anyhow::Result<Vec<Map<String, 
     while let Some(d) = stack.pop() {
         let entries = std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?;
         for entry in entries {
-            let path = entry?.path();
-            if path.is_dir() {
+            let entry = entry?;
+            let path = entry.path();
+            // The entry's own type: a link to a folder is not walked, so a
+            // link back up the tree cannot make the walk endless.
+            if entry.file_type()?.is_dir() {
                 stack.push(path);
             } else if image_content_type(&path).starts_with("image/") {
                 files.push(path);
@@ -837,6 +840,8 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, b"x").unwrap();
         }
+        // A link back up the tree is not followed.
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("animals/loop")).unwrap();
         let all = demo_catalog(dir.path(), 0).unwrap();
         assert_eq!(all.len(), 4);
         let two = demo_catalog(dir.path(), 2).unwrap();
