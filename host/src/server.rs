@@ -154,12 +154,14 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     let (source, options, batch) = encoder_options(&settings)?;
     let encoder = SharedEncoder::default();
     let vectors = SharedVectors::default();
-    let fetcher = Arc::new(ImageFetcher::new(fetch_config(&settings)).map_err(|e| {
-        ServerError::Config(crate::config::ConfigError::Invalid {
-            key: "media".into(),
-            message: e.to_string(),
-        })
-    })?);
+    let fetcher = Arc::new(
+        ImageFetcher::new(FetchConfig::from_settings(&settings.media)).map_err(|e| {
+            ServerError::Config(crate::config::ConfigError::Invalid {
+                key: "media".into(),
+                message: e.to_string(),
+            })
+        })?,
+    );
     let blobs = BlobStore::open(
         settings.blobs.url.as_ref().map(|u| u.expose_secret()),
         &settings.data_dir,
@@ -257,10 +259,6 @@ pub fn plugin_host(settings: &Settings, blobs: BlobStore) -> Result<PluginHost, 
             message: format!("cannot start the plugin host: {e}"),
         })
     })
-}
-
-fn fetch_config(settings: &Settings) -> FetchConfig {
-    FetchConfig::from_settings(&settings.media)
 }
 
 /// Everything the indexing jobs need, started once the encoder is ready.
