@@ -244,7 +244,7 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
     });
     let product = |i: usize| -> anyhow::Result<(String, crate::model::ProductFields)> {
         let doc = json!({"title": format!("Product {i}"), "image_url": format!("http://{addr}/img/{i}")});
-        let input = crate::model::parse_product(doc.as_object().ok_or_else(|| anyhow::anyhow!("doc"))?)
+        let input = crate::model::parse_product(&serde_json::from_value(doc)?)
             .map_err(|e| anyhow::anyhow!("bad product: {e:?}"))?;
         Ok((format!("p{i}"), input.fields))
     };
@@ -397,7 +397,7 @@ pub async fn populate(data_dir: &Path, model: Option<&Path>, products: usize) ->
             let doc = json!({"title": format!("Product {i}"), "description": format!("A {category} of some kind"),
                              "category": category, "price": price, "currency": "EUR",
                              "tags": [tag.clone()], "in_stock": in_stock});
-            let input = crate::model::parse_product(doc.as_object().ok_or_else(|| anyhow::anyhow!("doc"))?)
+            let input = crate::model::parse_product(&serde_json::from_value(doc)?)
                 .map_err(|e| anyhow::anyhow!("bad product: {e:?}"))?;
             let id = format!("p{i}");
             let mut v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() - 0.5).collect();

@@ -8,7 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
+
+use crate::api::types::{
+    BatchRequest, BatchResult, CreateKey, CreateTenant, ErrorBody, JobAccepted, JobView, KeyCreated,
+    ProductWritten, ReindexRequest, TenantView,
+};
 
 /// Products per batch request (API.md allows up to 1,000).
 pub const DEFAULT_BATCH: usize = 500;
@@ -34,7 +41,13 @@ impl Client {
         Ok(Self { base, key, http })
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    /// A request with a JSON body (or none), answered with `R`.
+    async fn send<R: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<R> {
         let mut req = self.request(method.clone(), path);
         if let Some(b) = body {
             req = req.json(b);
@@ -43,13 +56,13 @@ impl Client {
     }
 
     /// Sends raw bytes (an image) with their content type.
-    async fn send_bytes(
+    async fn send_bytes<R: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         content_type: &str,
         body: Vec<u8>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<R> {
         let req = self
             .request(method.clone(), path)
             .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -65,24 +78,25 @@ impl Client {
         }
     }
 
-    async fn answer(
+    async fn answer<R: DeserializeOwned>(
         req: reqwest::RequestBuilder,
         method: &reqwest::Method,
         path: &str,
         base: &str,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<R> {
         let res = req
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {base}"))?;
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
-            let message = value["error"]["message"].as_str().unwrap_or("no message");
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map_or_else(|_| "no message".to_owned(), |b| b.error.message);
             bail!("{method} {path} answered {status}: {message}");
         }
-        Ok(value)
+        serde_json::from_str(&text)
+            .with_context(|| format!("{method} {path} answered with an unexpected body"))
     }
 }
 
@@ -386,7 +400,7 @@ async fn upload_images(
     let (mut jobs, mut rejected) = (Vec::new(), Vec::new());
     while let Some((line, result)) = futures::StreamExt::next(&mut stream).await {
         match result {
-            Ok(reply) => jobs.extend(reply["job_id"].as_str().map(str::to_owned)),
+            Ok(ProductWritten { job_id, .. }) => jobs.extend(job_id),
             Err(e) => rejected.push(Rejected {
                 line,
                 error: format!("image: {e:#}"),
@@ -423,20 +437,22 @@ pub async fn import(client: &Client, o: &ImportOptions<'_>) -> anyhow::Result<Su
     bar.set_message("uploading");
     let path = format!("/v1/tenants/{}/products/batch", urlencoding(o.tenant));
     for chunk in parsed.products.chunks(o.batch) {
-        let body =
-            json!({"products": chunk.iter().map(|(_, p)| Value::Object(p.clone())).collect::<Vec<_>>()});
-        let reply = client.send(reqwest::Method::POST, &path, Some(&body)).await?;
-        let accepted = reply["accepted"].as_u64().unwrap_or(0) as usize;
-        summary.accepted += accepted;
-        for r in reply["rejected"].as_array().into_iter().flatten() {
-            let index = r["index"].as_u64().unwrap_or(0) as usize;
-            let line = chunk.get(index).map_or(0, |(l, _)| *l);
-            let error = r["error"]["message"].as_str().unwrap_or("rejected").to_owned();
-            rejected.push(Rejected { line, error });
+        let body = BatchRequest {
+            products: chunk
+                .iter()
+                .map(|(_, p)| serde_value::to_value(p))
+                .collect::<Result<_, _>>()?,
+        };
+        let reply: BatchResult = client.send(reqwest::Method::POST, &path, Some(&body)).await?;
+        summary.accepted += reply.accepted;
+        for r in reply.rejected {
+            let line = chunk.get(r.index).map_or(0, |(l, _)| *l);
+            rejected.push(Rejected {
+                line,
+                error: r.error.message,
+            });
         }
-        if let Some(id) = reply["job_id"].as_str() {
-            summary.jobs.push(id.to_owned());
-        }
+        summary.jobs.extend(reply.job_id);
         bar.inc(chunk.len() as u64);
     }
     // Images only for the products the server took.
@@ -605,12 +621,12 @@ pub async fn demo(client: &Client, o: &DemoOptions<'_>) -> anyhow::Result<Summar
     if items.is_empty() {
         bail!("no PNG, JPEG, WebP or GIF pictures under {}", o.dir.display());
     }
+    let tenant = CreateTenant {
+        id: o.tenant.to_owned(),
+        name: Some("Vitrine demo catalog".to_owned()),
+    };
     match client
-        .send(
-            reqwest::Method::POST,
-            "/v1/tenants",
-            Some(&json!({"id": o.tenant, "name": "Vitrine demo catalog"})),
-        )
+        .send::<TenantView>(reqwest::Method::POST, "/v1/tenants", Some(&tenant))
         .await
     {
         Ok(_) => {}
@@ -643,9 +659,15 @@ pub async fn demo(client: &Client, o: &DemoOptions<'_>) -> anyhow::Result<Summar
 /// A `search` key for the demo page, when the client's key may make one.
 pub async fn demo_search_key(client: &Client, tenant: &str) -> Option<String> {
     let path = format!("/v1/tenants/{}/keys", crate::model::path_segment(tenant));
-    let body = json!({"scopes": ["search"], "label": "demo page"});
-    match client.send(reqwest::Method::POST, &path, Some(&body)).await {
-        Ok(reply) => reply["key"].as_str().map(str::to_owned),
+    let body = CreateKey {
+        scopes: vec!["search".to_owned()],
+        label: Some("demo page".to_owned()),
+    };
+    match client
+        .send::<KeyCreated>(reqwest::Method::POST, &path, Some(&body))
+        .await
+    {
+        Ok(reply) => Some(reply.key),
         Err(e) => {
             tracing::debug!(error = %e, "no search key for the demo page");
             None
@@ -662,17 +684,12 @@ pub struct ReindexOptions<'a> {
 
 /// Starts a reindex and follows it.
 pub async fn reindex(client: &Client, o: &ReindexOptions<'_>) -> anyhow::Result<Summary> {
-    let body = match o.tenant {
-        Some(t) => json!({"tenant": t}),
-        None => json!({}),
+    let body = ReindexRequest {
+        tenant: o.tenant.map(str::to_owned),
     };
-    let reply = client
+    let JobAccepted { job_id: id } = client
         .send(reqwest::Method::POST, "/v1/admin/reindex", Some(&body))
         .await?;
-    let id = reply["job_id"]
-        .as_str()
-        .context("the server answered without a job id")?
-        .to_owned();
     let mut summary = Summary {
         jobs: vec![id.clone()],
         ..Summary::default()
@@ -696,7 +713,7 @@ async fn follow(
     bar: &ProgressBar,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
-    let mut last: BTreeMap<String, Value> = BTreeMap::new();
+    let mut last: BTreeMap<String, JobView> = BTreeMap::new();
     loop {
         let mut done = 0u64;
         let mut total = 0u64;
@@ -705,15 +722,15 @@ async fn follow(
             if let Some(j) = last.get(id)
                 && is_terminal(j)
             {
-                done += j["progress"]["done"].as_u64().unwrap_or(0);
-                total += j["progress"]["total"].as_u64().unwrap_or(0);
+                done += j.progress.done.max(0) as u64;
+                total += j.progress.total.max(0) as u64;
                 continue;
             }
-            let j = client
-                .send(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None)
+            let j: JobView = client
+                .send(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None::<&()>)
                 .await?;
-            done += j["progress"]["done"].as_u64().unwrap_or(0);
-            total += j["progress"]["total"].as_u64().unwrap_or(0);
+            done += j.progress.done.max(0) as u64;
+            total += j.progress.total.max(0) as u64;
             if !is_terminal(&j) {
                 open += 1;
             }
@@ -729,7 +746,7 @@ async fn follow(
         tokio::time::sleep(POLL).await;
     }
     for (id, j) in last {
-        let result = &j["result"];
+        let result = j.result.clone().unwrap_or_default();
         if !recounts.contains(&id) {
             summary.indexed += result["indexed"].as_u64().unwrap_or(0);
         }
@@ -737,17 +754,17 @@ async fn follow(
         summary
             .failures
             .extend(result["failures"].as_array().into_iter().flatten().cloned());
-        if j["status"] != "succeeded" {
+        if j.status != "succeeded" {
             summary
                 .failed_jobs
-                .push(json!({"id": id, "status": j["status"], "last_error": j["last_error"]}));
+                .push(json!({"id": id, "status": j.status, "last_error": j.last_error}));
         }
     }
     Ok(())
 }
 
-fn is_terminal(job: &Value) -> bool {
-    matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
+fn is_terminal(job: &JobView) -> bool {
+    matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled")
 }
 
 fn urlencoding(s: &str) -> String {
@@ -860,7 +877,7 @@ mod tests {
         for row in &all {
             let mut row = row.clone();
             row.remove(IMAGE_FILE_FIELD);
-            crate::model::parse_product(&row).unwrap();
+            crate::model::parse_product(&serde_json::from_value(Value::Object(row)).unwrap()).unwrap();
         }
         assert_eq!(demo_title("apple_john_doe_02"), "Apple john doe");
     }

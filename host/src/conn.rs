@@ -16,6 +16,8 @@
 //!   error body.
 
 use std::collections::HashMap;
+
+use crate::error_code::ErrorCode;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -351,8 +353,7 @@ async fn answer(
     let res = app.oneshot(req).await?;
     if late.load(Ordering::Acquire) {
         let mut res = ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
+            ErrorCode::BodyTimeout,
             format!(
                 "the request body did not arrive within {} s",
                 body_timeout.as_secs()
@@ -429,12 +430,11 @@ impl Body for DeadlineBody {
 /// The answer to a connection over a cap: one 503, then close.
 async fn refuse(mut stream: TcpStream) {
     let body = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "too_many_connections",
+        ErrorCode::TooManyConnections,
         "too many open connections from this client or in all; retry shortly",
     )
-    .body()
-    .to_string();
+    .body();
+    let body = serde_json::to_string(&body).unwrap_or_default();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -600,20 +600,20 @@ fn rewrite_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
     }
     let (code, message) = match rest.get(..2)? {
         "31" => (
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request's headers are larger than this server accepts",
         ),
         "14" => (
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             "the request's URI is longer than this server accepts",
         ),
         "00" => (
-            "malformed_request",
+            ErrorCode::MalformedRequest,
             "the request is not valid HTTP/1.1 (request line, a header, or the URI)",
         ),
         _ => return None,
     };
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let body = serde_json::json!({"error": {"code": code.as_str(), "message": message}}).to_string();
     let mut out = format!(
         "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod encoder;
+pub mod error_code;
 pub mod indexing;
 pub mod jobs;
 pub mod media;

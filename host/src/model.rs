@@ -8,8 +8,11 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::error_code::ErrorCode;
 
 /// Longest title accepted (API.md).
 pub const MAX_TITLE_CHARS: usize = 1000;
@@ -48,12 +51,12 @@ pub fn format_time(t: &DateTime<Utc>) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl FieldError {
-    pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             code,
@@ -76,7 +79,7 @@ pub fn validate_tenant_id(id: &str) -> Result<(), FieldError> {
     } else {
         Err(FieldError::new(
             "tenant",
-            "invalid_tenant_id",
+            ErrorCode::InvalidTenantId,
             "tenant ids are 1 to 63 characters of a-z, 0-9, '_' and '-', starting with a letter or digit",
         ))
     }
@@ -88,14 +91,14 @@ pub fn validate_external_id(id: &str) -> Result<(), FieldError> {
     if n == 0 || n > MAX_EXTERNAL_ID_CHARS {
         return Err(FieldError::new(
             "external_id",
-            "invalid_external_id",
+            ErrorCode::InvalidExternalId,
             format!("external_id must be 1 to {MAX_EXTERNAL_ID_CHARS} characters"),
         ));
     }
     if id.chars().any(char::is_control) {
         return Err(FieldError::new(
             "external_id",
-            "invalid_external_id",
+            ErrorCode::InvalidExternalId,
             "external_id must contain only printable characters",
         ));
     }
@@ -132,7 +135,7 @@ impl ProductFields {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IndexStatus {
     Pending,
@@ -213,70 +216,211 @@ impl Product {
         )
     }
 
-    /// The editable fields as a JSON document, the shape a client sends.
-    /// PATCH applies a JSON merge patch to this document.
-    pub fn input_document(&self) -> Map<String, Value> {
+    /// The editable fields as the document a client sends. PATCH applies
+    /// a JSON merge patch to this document.
+    pub fn input_document(&self) -> ProductDocument {
         let f = &self.fields;
-        let mut m = Map::new();
-        m.insert("external_id".into(), Value::String(self.external_id.clone()));
-        m.insert("title".into(), Value::String(f.title.clone()));
-        let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
-        m.insert("description".into(), opt(&f.description));
-        m.insert("category".into(), opt(&f.category));
-        m.insert(
-            "price".into(),
-            f.price.map_or(Value::Null, |p| Value::String(p.to_string())),
-        );
-        m.insert("currency".into(), opt(&f.currency));
-        m.insert("image_url".into(), opt(&f.image_url));
-        m.insert(
-            "tags".into(),
-            Value::Array(f.tags.iter().cloned().map(Value::String).collect()),
-        );
-        m.insert("in_stock".into(), Value::Bool(f.in_stock));
-        m.insert("metadata".into(), Value::Object(f.metadata.clone()));
-        m
+        ProductDocument {
+            external_id: Some(self.external_id.clone()),
+            title: Some(f.title.clone()),
+            description: f.description.clone(),
+            category: f.category.clone(),
+            price: f.price.map(|p| Price::Text(p.to_string())),
+            currency: f.currency.clone(),
+            image_url: f.image_url.clone(),
+            tags: Some(f.tags.clone()),
+            in_stock: Some(f.in_stock),
+            metadata: Some(f.metadata.clone()),
+            ..ProductDocument::default()
+        }
     }
 
-    /// The public JSON representation (API.md: price as an exact string).
-    pub fn to_json(&self) -> Value {
-        let mut m = self.input_document();
-        m.insert("created_at".into(), format_time(&self.created_at).into());
-        m.insert("updated_at".into(), format_time(&self.updated_at).into());
-        m.insert("index_status".into(), self.index_status.as_str().into());
-        m.insert(
-            "index_error".into(),
-            self.index_error.clone().map_or(Value::Null, Value::String),
-        );
-        let stored = match self.image_sha256() {
-            Some(sha) => serde_json::json!({"sha256": sha, "path": self.image_path()}),
-            None => Value::Null,
-        };
-        m.insert("stored_image".into(), stored);
-        Value::Object(m)
+    /// The public representation (API.md: price as an exact string).
+    pub fn view(&self) -> ProductView {
+        let f = &self.fields;
+        ProductView {
+            external_id: self.external_id.clone(),
+            title: f.title.clone(),
+            description: f.description.clone(),
+            category: f.category.clone(),
+            price: f.price.map(|p| p.to_string()),
+            currency: f.currency.clone(),
+            image_url: f.image_url.clone(),
+            tags: f.tags.clone(),
+            in_stock: f.in_stock,
+            metadata: f.metadata.clone(),
+            created_at: format_time(&self.created_at),
+            updated_at: format_time(&self.updated_at),
+            index_status: self.index_status,
+            index_error: self.index_error.clone(),
+            stored_image: self.image_sha256().map(|sha| StoredImage {
+                sha256: sha.to_owned(),
+                path: self.image_path(),
+            }),
+        }
     }
 }
 
-/// Fields a client may send back unchanged (from a GET) but never sets.
-const SERVER_SET_FIELDS: [&str; 5] = [
-    "created_at",
-    "updated_at",
-    "index_status",
-    "index_error",
-    "stored_image",
-];
-const PRODUCT_FIELDS: [&str; 10] = [
-    "external_id",
-    "title",
-    "description",
-    "category",
-    "price",
-    "currency",
-    "image_url",
-    "tags",
-    "in_stock",
-    "metadata",
-];
+/// A product as clients send it: create, PUT, each item of a batch, and
+/// the document a PATCH merges into. Server-set fields are accepted (with
+/// their own types) and ignored, so a GET → edit → PUT round trip works.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"external_id": "boot-1", "title": "Red leather ankle boots", "price": "89.90",
+    "currency": "EUR", "category": "shoes", "tags": ["leather", "red"], "in_stock": true}))]
+pub struct ProductDocument {
+    /// 1 to 256 printable characters; required on create and in a batch,
+    /// and must equal the path's id on PUT/PATCH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub external_id: Option<String>,
+    /// Required: 1 to 1,000 characters, not blank.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 1000)]
+    pub title: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 20000)]
+    pub description: Option<String>,
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
+    pub category: Option<String>,
+    /// A decimal ≥ 0, as a JSON number or a string such as `"19.99"`.
+    #[serde(default)]
+    #[schema(example = "19.99")]
+    pub price: Option<Price>,
+    /// ISO 4217, three letters.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z]{3}$", example = "EUR")]
+    pub currency: Option<String>,
+    /// An absolute http(s) URL without credentials.
+    #[serde(default)]
+    #[schema(max_length = 2048)]
+    pub image_url: Option<String>,
+    /// Up to 64 tags of 1 to 100 printable characters.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub tags: Option<Vec<String>>,
+    /// Defaults to true.
+    #[serde(default)]
+    pub in_stock: Option<bool>,
+    /// Free-form JSON, up to 64 KiB serialised.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// Server-set: ignored.
+    #[serde(default, skip_serializing)]
+    pub created_at: Option<String>,
+    /// Server-set: ignored.
+    #[serde(default, skip_serializing)]
+    pub updated_at: Option<String>,
+    /// Server-set: ignored.
+    #[serde(default, skip_serializing)]
+    pub index_status: Option<IndexStatus>,
+    /// Server-set: ignored.
+    #[serde(default, skip_serializing)]
+    pub index_error: Option<String>,
+    /// Server-set: ignored.
+    #[serde(default, skip_serializing)]
+    pub stored_image: Option<StoredImage>,
+}
+
+/// A price as sent: a JSON number or a decimal string.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Price {
+    /// A JSON number, in its shortest round-trip form.
+    Number(String),
+    Text(String),
+}
+
+/// A number ≥ 0, or a decimal string (`"19.99"`).
+impl utoipa::PartialSchema for Price {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .minimum(Some(0.0))
+                    .maximum(Some(1e15)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^-?[0-9]+(\.[0-9]+)?$")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for Price {}
+
+impl Serialize for Price {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Price::Number(n) | Price::Text(n) => s.serialize_str(n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Price;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a decimal number or a string such as \"19.99\"")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Price, E> {
+                Ok(Price::Number(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Price, E> {
+                Ok(Price::Number(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Price, E> {
+                // JSON's shortest round-trip form (`1000.0`, `1e16`).
+                serde_json::Number::from_f64(v)
+                    .map(|n| Price::Number(n.to_string()))
+                    .ok_or_else(|| E::custom("a price must be a finite number"))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Price, E> {
+                Ok(Price::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Where an uploaded product image is served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoredImage {
+    pub sha256: String,
+    pub path: String,
+}
+
+/// A stored product as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProductView {
+    pub external_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    /// Exact decimal, as a string.
+    #[schema(example = "89.90")]
+    pub price: Option<String>,
+    pub currency: Option<String>,
+    pub image_url: Option<String>,
+    pub tags: Vec<String>,
+    pub in_stock: bool,
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub index_status: IndexStatus,
+    pub index_error: Option<String>,
+    /// The uploaded image, when there is one.
+    pub stored_image: Option<StoredImage>,
+}
 
 /// A product document parsed from JSON: the external id (if the document
 /// carries one) and the validated fields.
@@ -286,48 +430,36 @@ pub struct ProductInput {
     pub fields: ProductFields,
 }
 
-/// Parses and validates a product document. Every problem is reported, the
-/// first one naming the field in `details.field` of the HTTP error.
-/// Server-set fields are accepted and ignored so a GET → edit → PUT round
-/// trip works; any other unknown field is an error.
-pub fn parse_product(doc: &Map<String, Value>) -> Result<ProductInput, Vec<FieldError>> {
+/// Validates a product document. Every problem is reported, the first
+/// one naming the field in `details.field` of the HTTP error. (Wrong JSON
+/// types were refused when the document was read.)
+pub fn parse_product(doc: &ProductDocument) -> Result<ProductInput, Vec<FieldError>> {
     let mut errors = Vec::new();
-    for key in doc.keys() {
-        if !PRODUCT_FIELDS.contains(&key.as_str()) && !SERVER_SET_FIELDS.contains(&key.as_str()) {
-            errors.push(FieldError::new(
-                key.clone(),
-                "unknown_field",
-                format!("unknown field `{key}`"),
-            ));
-        }
-    }
-    let get = |k: &str| doc.get(k).filter(|v| !v.is_null());
-
-    let external_id = match get("external_id") {
+    let external_id = match &doc.external_id {
         None => None,
-        Some(Value::String(s)) => match validate_external_id(s) {
+        Some(s) => match validate_external_id(s) {
             Ok(()) => Some(s.clone()),
             Err(e) => {
                 errors.push(e);
                 None
             }
         },
-        Some(_) => {
-            errors.push(type_error("external_id", "a string"));
-            None
-        }
     };
 
-    let title = match get("title") {
+    let title = match &doc.title {
         None => {
-            errors.push(FieldError::new("title", "missing_field", "title is required"));
+            errors.push(FieldError::new(
+                "title",
+                ErrorCode::MissingField,
+                "title is required",
+            ));
             String::new()
         }
-        Some(Value::String(s)) => {
+        Some(s) => {
             if s.trim().is_empty() {
                 errors.push(FieldError::new(
                     "title",
-                    "invalid_title",
+                    ErrorCode::InvalidTitle,
                     "title must not be empty",
                 ));
             } else if s.chars().count() > MAX_TITLE_CHARS {
@@ -337,28 +469,24 @@ pub fn parse_product(doc: &Map<String, Value>) -> Result<ProductInput, Vec<Field
             }
             s.clone()
         }
-        Some(_) => {
-            errors.push(type_error("title", "a string"));
-            String::new()
-        }
     };
 
     let description = optional_text(
         &mut errors,
-        get("description"),
+        doc.description.as_deref(),
         "description",
         MAX_DESCRIPTION_CHARS,
         true,
     );
     let category = optional_text(
         &mut errors,
-        get("category"),
+        doc.category.as_deref(),
         "category",
         MAX_CATEGORY_CHARS,
         false,
     );
 
-    let price = match get("price") {
+    let price = match &doc.price {
         None => None,
         Some(v) => match parse_price(v) {
             Ok(p) => Some(p),
@@ -369,72 +497,53 @@ pub fn parse_product(doc: &Map<String, Value>) -> Result<ProductInput, Vec<Field
         },
     };
 
-    let currency = match get("currency") {
+    let currency = match &doc.currency {
         None => None,
-        Some(Value::String(s)) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            Some(s.to_ascii_uppercase())
-        }
+        Some(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => Some(s.to_ascii_uppercase()),
         Some(_) => {
             errors.push(FieldError::new(
                 "currency",
-                "invalid_currency",
+                ErrorCode::InvalidCurrency,
                 "currency must be an ISO 4217 code of 3 letters, such as \"EUR\"",
             ));
             None
         }
     };
 
-    let image_url = match get("image_url") {
+    let image_url = match &doc.image_url {
         None => None,
-        Some(Value::String(s)) => match validate_image_url(s) {
+        Some(s) => match validate_image_url(s) {
             Ok(()) => Some(s.clone()),
             Err(e) => {
                 errors.push(e);
                 None
             }
         },
-        Some(_) => {
-            errors.push(type_error("image_url", "a string"));
-            None
-        }
     };
 
-    let tags = match get("tags") {
+    let tags = match &doc.tags {
         None => Vec::new(),
-        Some(Value::Array(items)) => parse_tags(&mut errors, items),
-        Some(_) => {
-            errors.push(type_error("tags", "a list of strings"));
-            Vec::new()
-        }
+        Some(items) => parse_tags(&mut errors, items),
     };
 
-    let in_stock = match get("in_stock") {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            errors.push(type_error("in_stock", "true or false"));
-            true
-        }
-    };
+    let in_stock = doc.in_stock.unwrap_or(true);
 
-    let metadata = match get("metadata") {
+    let metadata = match &doc.metadata {
         None => Map::new(),
-        Some(Value::Object(m)) => {
+        Some(m) => {
             let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
             if size > MAX_METADATA_BYTES {
                 errors.push(FieldError::new(
                     "metadata",
-                    "metadata_too_large",
+                    ErrorCode::MetadataTooLarge,
                     format!("metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}"),
                 ));
-            } else if contains_nul(&Value::Object(m.clone())) {
+            } else if m.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)) {
+                // Free-form JSON that no catalog can store (an ingest
+                // plugin's output arrives here without the API's checks).
                 errors.push(nul_char("metadata"));
             }
             m.clone()
-        }
-        Some(_) => {
-            errors.push(type_error("metadata", "a JSON object"));
-            Map::new()
         }
     };
 
@@ -458,14 +567,10 @@ pub fn parse_product(doc: &Map<String, Value>) -> Result<ProductInput, Vec<Field
     }
 }
 
-fn type_error(field: &str, expected: &str) -> FieldError {
-    FieldError::new(field, "invalid_type", format!("{field} must be {expected}"))
-}
-
 fn too_long(field: &str, max: usize) -> FieldError {
     FieldError::new(
         field,
-        "too_long",
+        ErrorCode::TooLong,
         format!("{field} must be at most {max} characters"),
     )
 }
@@ -473,7 +578,7 @@ fn too_long(field: &str, max: usize) -> FieldError {
 fn nul_char(field: &str) -> FieldError {
     FieldError::new(
         field,
-        "invalid_character",
+        ErrorCode::InvalidCharacter,
         format!("{field} must not contain NUL characters"),
     )
 }
@@ -489,14 +594,14 @@ fn contains_nul(v: &Value) -> bool {
 
 fn optional_text(
     errors: &mut Vec<FieldError>,
-    v: Option<&Value>,
+    v: Option<&str>,
     field: &str,
     max: usize,
     multiline: bool,
 ) -> Option<String> {
     match v {
         None => None,
-        Some(Value::String(s)) => {
+        Some(s) => {
             if s.chars().count() > max {
                 errors.push(too_long(field, max));
             } else if s.contains('\0') {
@@ -504,30 +609,26 @@ fn optional_text(
             } else if !multiline && s.chars().any(char::is_control) {
                 errors.push(FieldError::new(
                     field,
-                    "invalid_character",
+                    ErrorCode::InvalidCharacter,
                     format!("{field} must not contain control characters"),
                 ));
             } else if !multiline && s.trim().is_empty() {
                 errors.push(FieldError::new(
                     field,
-                    "invalid_value",
+                    ErrorCode::InvalidValue,
                     format!("{field} must not be blank; leave it out or send null instead"),
                 ));
             }
-            Some(s.clone())
-        }
-        Some(_) => {
-            errors.push(type_error(field, "a string"));
-            None
+            Some(s.to_owned())
         }
     }
 }
 
-fn parse_tags(errors: &mut Vec<FieldError>, items: &[Value]) -> Vec<String> {
+fn parse_tags(errors: &mut Vec<FieldError>, items: &[String]) -> Vec<String> {
     if items.len() > MAX_TAGS {
         errors.push(FieldError::new(
             "tags",
-            "too_many_tags",
+            ErrorCode::TooManyTags,
             format!("at most {MAX_TAGS} tags are allowed"),
         ));
         return Vec::new();
@@ -535,23 +636,20 @@ fn parse_tags(errors: &mut Vec<FieldError>, items: &[Value]) -> Vec<String> {
     let mut tags: Vec<String> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let field = format!("tags[{i}]");
-        match item {
-            Value::String(s)
-                if !s.trim().is_empty()
-                    && s.chars().count() <= MAX_TAG_CHARS
-                    && !s.chars().any(char::is_control) =>
-            {
-                // Duplicates carry no meaning for filtering; keep the first.
-                if !tags.contains(s) {
-                    tags.push(s.clone());
-                }
+        if !item.trim().is_empty()
+            && item.chars().count() <= MAX_TAG_CHARS
+            && !item.chars().any(char::is_control)
+        {
+            // Duplicates carry no meaning for filtering; keep the first.
+            if !tags.contains(item) {
+                tags.push(item.clone());
             }
-            Value::String(_) => errors.push(FieldError::new(
+        } else {
+            errors.push(FieldError::new(
                 field,
-                "invalid_tag",
+                ErrorCode::InvalidTag,
                 format!("tags must be 1 to {MAX_TAG_CHARS} printable characters and not blank"),
-            )),
-            _ => errors.push(type_error(&field, "a string")),
+            ));
         }
     }
     tags
@@ -561,25 +659,22 @@ fn parse_tags(errors: &mut Vec<FieldError>, items: &[Value]) -> Vec<String> {
 /// decimal values. A JSON number is read through its shortest round-trip
 /// form, which is the literal the client wrote for any price with at most
 /// 15 significant digits; send a string for anything more precise.
-pub fn parse_price(v: &Value) -> Result<Decimal, FieldError> {
+pub fn parse_price(v: &Price) -> Result<Decimal, FieldError> {
     let invalid = || {
         FieldError::new(
             "price",
-            "invalid_price",
+            ErrorCode::InvalidPrice,
             "price must be a decimal number ≥ 0 (a JSON number or a string such as \"19.99\")",
         )
     };
     let mut d = match v {
-        Value::Number(n) => {
-            let text = n.to_string();
-            Decimal::from_str(&text)
-                .or_else(|_| Decimal::from_scientific(&text))
-                .map_err(|_| invalid())?
-        }
+        Price::Number(text) => Decimal::from_str(text)
+            .or_else(|_| Decimal::from_scientific(text))
+            .map_err(|_| invalid())?,
         // The documented format only: digits, optionally a point and more
         // digits (`19.99`, `0.5`, `1000`); no sign but `-0`, no exponent,
         // no separators, no spaces.
-        Value::String(s) => {
+        Price::Text(s) => {
             let digits = s.strip_prefix('-').unwrap_or(s);
             let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
             let plain = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
@@ -588,7 +683,6 @@ pub fn parse_price(v: &Value) -> Result<Decimal, FieldError> {
             }
             Decimal::from_str_exact(s).map_err(|_| invalid())?
         }
-        _ => return Err(invalid()),
     };
     if d.is_sign_negative() && !d.is_zero() {
         return Err(invalid());
@@ -599,7 +693,7 @@ pub fn parse_price(v: &Value) -> Result<Decimal, FieldError> {
     if d > MAX_PRICE {
         return Err(FieldError::new(
             "price",
-            "invalid_price",
+            ErrorCode::InvalidPrice,
             format!("price must be at most {MAX_PRICE}"),
         ));
     }
@@ -610,7 +704,7 @@ fn validate_image_url(s: &str) -> Result<(), FieldError> {
     let invalid = |why: &str| {
         FieldError::new(
             "image_url",
-            "invalid_image_url",
+            ErrorCode::InvalidImageUrl,
             format!("image_url must be an absolute http or https URL: {why}"),
         )
     };
@@ -635,12 +729,40 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn doc(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap_or_default()
+    /// A price as the API reads it: its JSON type, then its rules.
+    fn price(v: Value) -> Result<Decimal, FieldError> {
+        let Ok(p) = serde_json::from_value::<Price>(v) else {
+            return Err(FieldError::new(
+                "price",
+                ErrorCode::InvalidType,
+                "not a number or string",
+            ));
+        };
+        parse_price(&p)
     }
 
-    fn first_error(v: Value) -> FieldError {
-        parse_product(&doc(v)).expect_err("should be rejected")[0].clone()
+    fn doc(v: Value) -> ProductDocument {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// The first problem with a document read as the API reads it: its
+    /// types first, then its rules.
+    fn first_error(v: Value) -> (String, &'static str) {
+        let tree = serde_value::to_value(&v).unwrap();
+        match crate::api::extract::typed::<ProductDocument>(tree, "") {
+            Err(e) => {
+                let field = e
+                    .details
+                    .as_ref()
+                    .and_then(|d| d["field"].as_str())
+                    .unwrap_or_default();
+                (field.to_owned(), e.code.as_str())
+            }
+            Ok(doc) => {
+                let e = parse_product(&doc).expect_err("should be rejected")[0].clone();
+                (e.field, e.code.as_str())
+            }
+        }
     }
 
     #[test]
@@ -670,16 +792,16 @@ mod tests {
 
     #[test]
     fn prices_keep_their_exact_decimal_value() {
-        assert_eq!(parse_price(&json!(19.99)).unwrap().to_string(), "19.99");
-        assert_eq!(parse_price(&json!("19.90")).unwrap().to_string(), "19.90");
-        assert_eq!(parse_price(&json!(0)).unwrap().to_string(), "0");
-        assert_eq!(parse_price(&json!("-0")).unwrap().to_string(), "0");
+        assert_eq!(price(json!(19.99)).unwrap().to_string(), "19.99");
+        assert_eq!(price(json!("19.90")).unwrap().to_string(), "19.90");
+        assert_eq!(price(json!(0)).unwrap().to_string(), "0");
+        assert_eq!(price(json!("-0")).unwrap().to_string(), "0");
         assert_eq!(
-            parse_price(&json!("123456789.123456789")).unwrap().to_string(),
+            price(json!("123456789.123456789")).unwrap().to_string(),
             "123456789.123456789"
         );
         // A float literal keeps its written form: `1e3` arrives as 1000.0.
-        assert_eq!(parse_price(&json!(1e3)).unwrap().to_string(), "1000.0");
+        assert_eq!(price(json!(1e3)).unwrap().to_string(), "1000.0");
         for bad in [
             json!(-1),
             json!("-0.01"),
@@ -697,7 +819,7 @@ mod tests {
             json!("0x10"),
             json!("1.2.3"),
         ] {
-            assert_eq!(parse_price(&bad).unwrap_err().field, "price", "{bad}");
+            assert_eq!(price(bad.clone()).unwrap_err().field, "price", "{bad}");
         }
     }
 
@@ -776,8 +898,8 @@ mod tests {
             ),
         ];
         for (input, field, code) in cases {
-            let e = first_error(input.clone());
-            assert_eq!((e.field.as_str(), e.code), (field, code), "{input}");
+            let (f, c) = first_error(input.clone());
+            assert_eq!((f.as_str(), c), (field, code), "{input}");
         }
     }
 

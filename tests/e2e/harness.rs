@@ -236,6 +236,11 @@ impl Server {
         self.child.id()
     }
 
+    /// Whether the process is still running (it has not crashed or exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -9,6 +9,7 @@ mod harness;
 mod indexing;
 mod page;
 mod plugins;
+mod schemathesis;
 mod search;
 
 use std::io::{Read, Write};

@@ -1,36 +1,43 @@
 //! Admin operations (API.md "Jobs and admin"): a full or per-tenant
 //! reindex, and the state of the vector index.
 
+use super::types::ErrorBody;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::Principal;
-use super::error::{ApiError, ApiResult};
-use super::extract::{Fields, OptionalJsonObject, StrictQuery};
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::{OptionalBody, StrictQuery};
+use super::types::{JobAccepted, ReindexRequest, VectorsView};
 use crate::jobs::kinds::{JobKind, JobSpec};
 use crate::model;
 use crate::store::{JobStatus, NewJob};
 
 /// The job kind of a reindex (DESIGN.md).
 /// `POST /v1/admin/reindex` `{"tenant"?}` → 202 `{"job_id"}`.
+#[utoipa::path(
+    post, path = "/v1/admin/reindex", operation_id = "reindex", tag = "admin",
+    request_body(content = Option<ReindexRequest>, description = "May be left out: every tenant"),
+    responses((status = 202, description = "The reindex job", body = JobAccepted),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "A reindex is running", body = ErrorBody)),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn reindex(
     State(state): State<AppState>,
     principal: Principal,
-    OptionalJsonObject(body): OptionalJsonObject,
+    OptionalBody(ReindexRequest { tenant }): OptionalBody<ReindexRequest>,
 ) -> ApiResult<impl IntoResponse> {
     principal.require_admin()?;
-    let mut f = Fields(body);
-    let tenant = f.optional_str("tenant")?;
-    f.finish()?;
     if let Some(t) = &tenant {
         model::validate_tenant_id(t).map_err(|e| ApiError::invalid_field("tenant", e.code, e.message))?;
         if state.catalog.get_tenant(t).await?.is_none() {
             return Err(ApiError::not_found(
-                "tenant_not_found",
+                ErrorCode::TenantNotFound,
                 format!("there is no tenant `{t}`"),
             ));
         }
@@ -45,8 +52,7 @@ pub async fn reindex(
             .find(|j| j.kind == JobKind::ReindexAll.as_str())
         {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "reindex_in_progress",
+                ErrorCode::ReindexInProgress,
                 format!("reindex job {} is already {}", j.id, j.status.as_str()),
             )
             .with_details(json!({"job_id": j.id})));
@@ -60,16 +66,23 @@ pub async fn reindex(
     );
     state.catalog.enqueue_job(&job).await?;
     tracing::info!(job_id = %job.id, tenant = ?tenant, "reindex enqueued");
-    Ok((StatusCode::ACCEPTED, Json(json!({"job_id": job.id}))))
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id: job.id })))
 }
 
 /// `GET /v1/admin/vectors?tenant=` → the vector index's backend, dimension
 /// and point count (of one tenant, or all).
+#[utoipa::path(
+    get, path = "/v1/admin/vectors", operation_id = "vectors", tag = "admin",
+    params(("tenant" = Option<String>, Query, description = "Count one tenant's vectors",
+        pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    responses((status = 200, description = "The vector index", body = VectorsView)),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn vectors(
     State(state): State<AppState>,
     principal: Principal,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VectorsView>> {
     principal.require_admin()?;
     let q = StrictQuery::parse(query.as_deref(), &["tenant"])?;
     let tenant = q.get("tenant").map(str::to_owned);
@@ -84,10 +97,10 @@ pub async fn vectors(
         tracing::warn!(error = %e, "vector count failed");
         ApiError::unavailable("vector index")
     })?;
-    Ok(Json(json!({
-        "backend": index.backend(),
-        "dims": index.dims(),
-        "tenant": tenant,
-        "count": count,
-    })))
+    Ok(Json(VectorsView {
+        backend: index.backend().to_owned(),
+        dims: index.dims(),
+        tenant,
+        count,
+    }))
 }

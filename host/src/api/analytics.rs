@@ -4,25 +4,34 @@
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::Principal;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{StrictQuery, TenantPath};
 use super::tenants::authorize_tenant_read;
+use super::types::{QueryStat, QueryStats};
 use crate::model::{format_time, now};
 use crate::store::QueryStatsKind;
 
 /// Default window: the last 7 days.
 const DEFAULT_WINDOW_DAYS: i64 = 7;
 
+#[utoipa::path(
+    get, path = "/v1/tenants/{t}/analytics/queries", operation_id = "query_analytics", tag = "analytics",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
+        ("kind" = Option<super::types::QueryStatsKind>, Query, description = "`top` (default) or `zero_results`"),
+        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; default 7 days ago"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 10", minimum = 1, maximum = 100)),
+    responses((status = 200, description = "Queries by count", body = QueryStats)),
+    security(("bearer" = ["search"]), ("bearer" = ["write"]))
+)]
 pub async fn queries(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
     RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QueryStats>> {
     authorize_tenant_read(&state, &principal, &tenant).await?;
     let q = StrictQuery::parse(raw.as_deref(), &["kind", "since", "limit"])?;
     let kind = match q.get("kind").unwrap_or("top") {
@@ -31,7 +40,7 @@ pub async fn queries(
         other => {
             return Err(ApiError::invalid_field(
                 "kind",
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 format!("`kind` must be `top` or `zero_results`, not {other:?}"),
             ));
         }
@@ -43,21 +52,24 @@ pub async fn queries(
             .map_err(|_| {
                 ApiError::invalid_field(
                     "since",
-                    "invalid_parameter",
+                    ErrorCode::InvalidParameter,
                     "`since` must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z",
                 )
             })?,
     };
     let limit = q.int("limit", 1, 100, 10)?;
     let stats = state.catalog.query_stats(&tenant, kind, since, limit).await?;
-    Ok(Json(json!({
-        "kind": q.get("kind").unwrap_or("top"),
-        "since": format_time(&since),
-        "queries": stats.iter().map(|s| json!({
-            "query_text": s.query_text,
-            "count": s.count,
-            "avg_results": (s.avg_results * 1000.0).round() / 1000.0,
-            "p95_ms": (s.p95_ms * 1000.0).round() / 1000.0,
-        })).collect::<Vec<_>>(),
-    })))
+    Ok(Json(QueryStats {
+        kind: q.get("kind").unwrap_or("top").to_owned(),
+        since: format_time(&since),
+        queries: stats
+            .iter()
+            .map(|s| QueryStat {
+                query_text: s.query_text.clone(),
+                count: s.count,
+                avg_results: (s.avg_results * 1000.0).round() / 1000.0,
+                p95_ms: (s.p95_ms * 1000.0).round() / 1000.0,
+            })
+            .collect(),
+    }))
 }

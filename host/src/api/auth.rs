@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::model::now;
 use crate::store::ApiKeyRecord;
 
@@ -71,7 +71,7 @@ impl Principal {
             } => {
                 if own != tenant {
                     return Err(ApiError::forbidden(
-                        "tenant_forbidden",
+                        ErrorCode::TenantForbidden,
                         "this key does not belong to the requested tenant",
                     ));
                 }
@@ -79,7 +79,7 @@ impl Principal {
                     Ok(())
                 } else {
                     Err(ApiError::forbidden(
-                        "insufficient_scope",
+                        ErrorCode::InsufficientScope,
                         format!("this key lacks the `{}` scope", scope.as_str()),
                     ))
                 }
@@ -90,7 +90,7 @@ impl Principal {
     /// Reads (products, jobs) are allowed with a `search` or a `write` key.
     pub fn require_read(&self, tenant: &str) -> Result<(), ApiError> {
         match self.require(tenant, Scope::Search) {
-            Err(e) if e.code == "insufficient_scope" => self.require(tenant, Scope::Write),
+            Err(e) if e.code == ErrorCode::InsufficientScope => self.require(tenant, Scope::Write),
             other => other,
         }
     }
@@ -100,7 +100,7 @@ impl Principal {
         match self {
             Principal::Admin => Ok(()),
             Principal::Tenant { .. } => Err(ApiError::forbidden(
-                "admin_required",
+                ErrorCode::AdminRequired,
                 "this operation needs the admin key",
             )),
         }

@@ -1,16 +1,18 @@
 //! `POST /v1/embed`: a text or an image in, its CLIP vector out.
 
+use super::types::ErrorBody;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::Limits;
 use super::auth::{Principal, Scope};
-use super::error::{ApiError, ApiResult};
-use super::extract::{Fields, JsonObject};
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::Body;
+use super::types::{EmbedRequest, Embedding};
 use crate::encoder::service::{EmbedError, EncoderService};
 use crate::encoder::{DecodedImage, EncoderError};
 use crate::media::decode::DecodeError;
@@ -32,20 +34,26 @@ pub fn multipart_body_limit(max_image_bytes: usize) -> usize {
 /// tokenizing text nobody would type.
 pub const MAX_TEXT_CHARS: usize = 4096;
 
+#[utoipa::path(
+    post, path = "/v1/embed", operation_id = "embed", tag = "search",
+    request_body = EmbedRequest,
+    responses((status = 200, description = "The CLIP vector", body = Embedding),
+        (status = 422, description = "The image cannot be used", body = ErrorBody)),
+    security(("bearer" = ["search"]))
+)]
 pub async fn embed(
     State(state): State<AppState>,
     principal: Principal,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+    Body(EmbedRequest {
+        text,
+        image_base64: image,
+    }): Body<EmbedRequest>,
+) -> ApiResult<Json<Embedding>> {
     // Any tenant key with the search scope may embed; no tenant data is read.
     match &principal {
         Principal::Admin => {}
         Principal::Tenant { tenant, .. } => principal.require(tenant, Scope::Search)?,
     }
-    let mut f = Fields(body);
-    let text = f.optional_str("text")?;
-    let image = f.optional_str("image_base64")?;
-    f.finish()?;
     let encoder = encoder(&state)?;
     let vector = match (text, image) {
         (Some(t), None) => {
@@ -58,19 +66,18 @@ pub async fn embed(
         }
         _ => {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "send exactly one of `text` or `image_base64`",
             )
             .with_details(json!({"field": "text"})));
         }
     }
     .map_err(embed_error)?;
-    Ok(Json(json!({
-        "model": encoder.model_id(),
-        "dims": encoder.dims(),
-        "vector": vector,
-    })))
+    Ok(Json(Embedding {
+        model: encoder.model_id().to_string(),
+        dims: encoder.dims(),
+        vector,
+    }))
 }
 
 pub fn encoder(state: &AppState) -> ApiResult<EncoderService> {
@@ -84,14 +91,14 @@ pub fn validate_text(t: String) -> ApiResult<String> {
     if t.trim().is_empty() {
         return Err(ApiError::invalid_field(
             "text",
-            "invalid_text",
+            ErrorCode::InvalidText,
             "text must not be empty",
         ));
     }
     if t.chars().count() > MAX_TEXT_CHARS {
         return Err(ApiError::invalid_field(
             "text",
-            "invalid_text",
+            ErrorCode::InvalidText,
             format!("text must be at most {MAX_TEXT_CHARS} characters"),
         ));
     }
@@ -110,7 +117,7 @@ pub async fn decode_image_base64(limits: &Limits, b64: &str, field: &str) -> Api
         .map_err(|e| {
             ApiError::invalid_field(
                 field,
-                "invalid_base64",
+                ErrorCode::InvalidBase64,
                 format!("{field} is not valid base64: {e}"),
             )
         })?;
@@ -122,8 +129,7 @@ pub async fn decode_image_base64(limits: &Limits, b64: &str, field: &str) -> Api
 pub async fn decode_image_bytes(limits: &Limits, bytes: Vec<u8>, field: &str) -> ApiResult<DecodedImage> {
     if bytes.len() > limits.max_image_bytes {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the image is larger than {} bytes", limits.max_image_bytes),
         )
         .with_details(json!({"field": field, "limit_bytes": limits.max_image_bytes})));
@@ -134,8 +140,7 @@ pub async fn decode_image_bytes(limits: &Limits, bytes: Vec<u8>, field: &str) ->
         .map_err(|e| match e {
             DecodeError::Busy => {
                 let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
+                    ErrorCode::Overloaded,
                     "the image decoder is busy with other large images; retry shortly",
                 );
                 e.retry_after = Some(1);
@@ -144,22 +149,19 @@ pub async fn decode_image_bytes(limits: &Limits, bytes: Vec<u8>, field: &str) ->
             DecodeError::Image(e) => image_error(&e, field),
             // The decoder gave up on this image in a way it should not
             // have: still a property of the image.
-            DecodeError::Crashed => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_image",
-                "the image could not be decoded",
-            )
-            .with_details(json!({"field": field})),
+            DecodeError::Crashed => ApiError::new(ErrorCode::InvalidImage, "the image could not be decoded")
+                .with_details(json!({"field": field})),
         })
 }
 
 fn image_error(e: &EncoderError, field: &str) -> ApiError {
-    let (status, code) = match e {
-        EncoderError::UnsupportedImageFormat(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image"),
-        EncoderError::ImageTooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
-        _ => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+    let e = match e {
+        EncoderError::UnsupportedImageFormat(_) => ApiError::new(ErrorCode::UnsupportedImage, e.to_string())
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        EncoderError::ImageTooLarge { .. } => ApiError::new(ErrorCode::ImageTooLarge, e.to_string()),
+        _ => ApiError::new(ErrorCode::InvalidImage, e.to_string()),
     };
-    ApiError::new(status, code, e.to_string()).with_details(json!({"field": field}))
+    e.with_details(json!({"field": field}))
 }
 
 pub fn embed_error(e: EmbedError) -> ApiError {

@@ -7,13 +7,16 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::types::{ErrorBody, ErrorObject};
 use crate::model::FieldError;
 use crate::store::StoreError;
+
+pub use crate::error_code::ErrorCode;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Boxed: errors travel in every `Result` of the API layer, and a
     /// JSON value is large.
@@ -23,14 +26,21 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An answer with `code` and its usual status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
+            status: code.status(),
             code,
             message: message.into(),
             details: None,
             retry_after: None,
         }
+    }
+
+    /// The same answer with another status than the code's usual one.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -39,89 +49,93 @@ impl ApiError {
     }
 
     /// 400 naming the offending field in `details.field`.
-    pub fn invalid_field(field: &str, code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message).with_details(json!({ "field": field }))
+    pub fn invalid_field(field: &str, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code, message)
+            .with_status(StatusCode::BAD_REQUEST)
+            .with_details(json!({ "field": field }))
     }
 
     /// 400 for a document with one or more invalid fields: the first one is
     /// named in `details.field`, all of them in `details.errors`.
     pub fn from_field_errors(errors: &[FieldError]) -> Self {
         let Some(first) = errors.first() else {
-            return Self::new(StatusCode::BAD_REQUEST, "invalid_request", "invalid request");
+            return Self::new(ErrorCode::InvalidRequest, "invalid request");
         };
         let message = if errors.len() == 1 {
             first.message.clone()
         } else {
             format!("{} (and {} more problems)", first.message, errors.len() - 1)
         };
-        Self::new(StatusCode::BAD_REQUEST, first.code, message).with_details(json!({
-            "field": first.field,
-            "errors": errors
-                .iter()
-                .map(|e| json!({"field": e.field, "code": e.code, "message": e.message}))
-                .collect::<Vec<_>>(),
-        }))
+        Self::new(first.code, message)
+            .with_status(StatusCode::BAD_REQUEST)
+            .with_details(json!({
+                "field": first.field,
+                "errors": errors
+                    .iter()
+                    .map(|e| json!({"field": e.field, "code": e.code, "message": e.message}))
+                    .collect::<Vec<_>>(),
+            }))
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, message)
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code, message).with_status(StatusCode::FORBIDDEN)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code, message).with_status(StatusCode::NOT_FOUND)
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(ErrorCode::Conflict, message)
     }
 
     pub fn internal() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "an internal error occurred; the request id identifies it in the server logs",
         )
     }
 
     /// The encoder queue is full (503, retry in a second).
     pub fn overloaded() -> Self {
-        let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "the encoder queue is full; retry shortly",
-        );
+        let mut e = Self::new(ErrorCode::Overloaded, "the encoder queue is full; retry shortly");
         e.retry_after = Some(1);
         e
     }
 
     pub fn unavailable(what: &str) -> Self {
         let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             format!("the {what} is unavailable; retry shortly"),
         );
         e.retry_after = Some(1);
         e
     }
 
-    /// The JSON body, also used for per-item errors in batch responses.
-    pub fn body(&self) -> Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(d) = &self.details {
-            error["details"] = (**d).clone();
+    /// The `error` object, also used for per-item errors in batch
+    /// responses.
+    pub fn object(&self) -> ErrorObject {
+        ErrorObject {
+            code: self.code,
+            message: self.message.clone(),
+            details: self.details.as_deref().cloned(),
         }
-        json!({ "error": error })
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { error: self.object() }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound => Self::not_found("not_found", "not found"),
+            StoreError::NotFound => Self::not_found(ErrorCode::NotFound, "not found"),
             // Written for people (they name the duplicate id or the stale
             // version) and never contain internals.
             StoreError::Conflict(m) => Self::conflict(m),
@@ -146,6 +160,10 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, axum::Json(self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

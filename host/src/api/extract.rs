@@ -8,108 +8,31 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::model;
 
-/// A JSON object request body.
-pub struct JsonObject(pub Map<String, Value>);
+/// A request body of type `T`, read as a JSON object: content type, size
+/// limit and syntax are checked, then `T` is deserialized with every error
+/// naming its field (`details.field`, as a path such as `filters.tags.0`)
+/// and carrying a code from its kind (a missing, unknown or mistyped
+/// field), never from an error's text.
+pub struct Body<T>(pub T);
 
-impl<S: Send + Sync> FromRequest<S> for JsonObject {
+impl<S: Send + Sync, T: RequestBody> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        require_json_content_type(req.headers())?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than this endpoint accepts",
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    "the request body could not be read",
-                )
-            }
-        })?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(m)) => {
-                refuse_nul_in_object(&m, "")?;
-                Ok(Self(m))
-            }
-            Ok(_) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                "the request body must be a JSON object",
-            )),
-            Err(e) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the request body is not valid JSON: {e}"),
-            )
-            .with_details(serde_json::json!({"line": e.line(), "column": e.column()}))),
-        }
+        let bytes = json_bytes(req, state).await?;
+        typed(json_object(&bytes)?, "").map(Self)
     }
 }
 
-/// Refuses a NUL character in any string or key of a JSON document: no
-/// catalog stores one (PostgreSQL text cannot hold it), and no field of the
-/// API has a use for it. `details.field` names where it was, as a JSON
-/// path (`metadata.a.0`).
-pub fn refuse_nul_in_object(m: &Map<String, Value>, prefix: &str) -> Result<(), ApiError> {
-    fn object(m: &Map<String, Value>, path: &mut String) -> Result<(), ApiError> {
-        for (k, item) in m {
-            let len = path.len();
-            push_segment(path, k);
-            if k.contains('\0') {
-                return Err(nul_error(path));
-            }
-            value(item, path)?;
-            path.truncate(len);
-        }
-        Ok(())
-    }
-    fn value(v: &Value, path: &mut String) -> Result<(), ApiError> {
-        match v {
-            Value::String(s) if s.contains('\0') => Err(nul_error(path)),
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let len = path.len();
-                    push_segment(path, &i.to_string());
-                    value(item, path)?;
-                    path.truncate(len);
-                }
-                Ok(())
-            }
-            Value::Object(m) => object(m, path),
-            _ => Ok(()),
-        }
-    }
-    fn push_segment(path: &mut String, segment: &str) {
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(&segment.replace('\0', "\\u0000"));
-    }
-    fn nul_error(path: &str) -> ApiError {
-        ApiError::invalid_field(
-            path,
-            "invalid_character",
-            format!("`{path}` contains a NUL character (\\u0000), which no field accepts"),
-        )
-    }
-    object(m, &mut prefix.to_owned())
-}
+/// A body that may be left out entirely (no body, no content type), which
+/// reads as `{}`.
+pub struct OptionalBody<T>(pub T);
 
-/// A JSON object body that may be left out entirely (no body, no content
-/// type), which reads as `{}`.
-pub struct OptionalJsonObject(pub Map<String, Value>);
-
-impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
+impl<S: Send + Sync, T: RequestBody> FromRequest<S> for OptionalBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -120,11 +43,256 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
         let no_type = !req.headers().contains_key(header::CONTENT_TYPE);
         let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
         if no_type && (declared_empty || (!chunked && !req.headers().contains_key(header::CONTENT_LENGTH))) {
-            return Ok(Self(Map::new()));
+            return typed(serde_value::Value::Map(Default::default()), "").map(Self);
         }
-        JsonObject::from_request(req, state)
-            .await
-            .map(|JsonObject(m)| Self(m))
+        let bytes = json_bytes(req, state).await?;
+        // An empty body, or `null`, is the same as no body.
+        if bytes.trim_ascii().is_empty() || bytes.trim_ascii() == b"null" {
+            return typed(serde_value::Value::Map(Default::default()), "").map(Self);
+        }
+        typed(json_object(&bytes)?, "").map(Self)
+    }
+}
+
+/// The bytes of a JSON body (its content type checked, its size limited).
+async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    require_json_content_type(req.headers())?;
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body is larger than this endpoint accepts",
+            )
+        } else {
+            ApiError::new(ErrorCode::InvalidBody, "the request body could not be read")
+        }
+    })
+}
+
+/// A request document: deserialized from JSON, with per-field codes where
+/// a field's rule has its own (`scopes` → `invalid_scopes`).
+pub trait RequestBody: serde::de::DeserializeOwned {
+    /// The code for an error of `kind` at `field` (a top-level field
+    /// name), when the field has its own; otherwise the kind is the code.
+    fn field_code(_field: &str, _kind: ErrorCode) -> Option<ErrorCode> {
+        None
+    }
+}
+
+/// Reads a JSON document that must be an object, as a value tree.
+pub fn json_object(bytes: &[u8]) -> Result<serde_value::Value, ApiError> {
+    match serde_json::from_slice::<serde_value::Value>(bytes) {
+        Ok(v @ serde_value::Value::Map(_)) => {
+            refuse_nul(&v, &mut String::new())?;
+            Ok(v)
+        }
+        Ok(_) => Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("the request body is not valid JSON: {e}"),
+        )
+        .with_details(serde_json::json!({"line": e.line(), "column": e.column()}))),
+    }
+}
+
+/// Deserializes `T` from a value tree; `prefix` goes in front of the field
+/// paths of errors (`params` for a multipart part).
+pub fn typed<T: RequestBody>(tree: serde_value::Value, prefix: &str) -> Result<T, ApiError> {
+    let de = serde_value::ValueDeserializer::<FieldDeError>::new(tree);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut path = String::new();
+        for segment in e.path().iter() {
+            let name = match segment {
+                serde_path_to_error::Segment::Seq { index } => {
+                    path.push_str(&format!("[{index}]"));
+                    continue;
+                }
+                serde_path_to_error::Segment::Map { key }
+                | serde_path_to_error::Segment::Enum { variant: key } => key.clone(),
+                serde_path_to_error::Segment::Unknown => continue,
+            };
+            push_segment(&mut path, &name);
+        }
+        let inner = e.into_inner();
+        // A missing field is reported at its parent; an unknown one may be
+        // too: name the field itself.
+        if let Some(field) = &inner.field
+            && path.rsplit(['.', ']']).next() != Some(field.as_str())
+        {
+            push_segment(&mut path, field);
+        }
+        let top = path.split(['.', '[']).next().unwrap_or_default().to_owned();
+        let code = T::field_code(&top, inner.code).unwrap_or(inner.code);
+        let mut full = prefix.to_owned();
+        if !path.is_empty() {
+            push_segment(&mut full, &path);
+        }
+        let field = if full.is_empty() { "body".to_owned() } else { full };
+        let message = if field == "body" {
+            inner.message
+        } else {
+            format!("`{field}`: {}", inner.message)
+        };
+        ApiError::invalid_field(&field, code, message)
+    })
+}
+
+/// One problem found while deserializing a request document: its kind
+/// comes from the serde hook that raised it, not from its text.
+#[derive(Debug)]
+pub struct FieldDeError {
+    code: ErrorCode,
+    message: String,
+    /// The field a missing/unknown-field error is about.
+    field: Option<String>,
+}
+
+impl FieldDeError {
+    fn new(code: ErrorCode, message: String) -> Self {
+        Self {
+            code,
+            message,
+            field: None,
+        }
+    }
+}
+
+impl std::fmt::Display for FieldDeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FieldDeError {}
+
+impl serde::de::Error for FieldDeError {
+    fn custom<M: std::fmt::Display>(msg: M) -> Self {
+        Self::new(ErrorCode::InvalidValue, msg.to_string())
+    }
+
+    fn invalid_type(unexp: serde::de::Unexpected<'_>, exp: &dyn serde::de::Expected) -> Self {
+        Self::new(
+            ErrorCode::InvalidType,
+            format!("expected {exp}, got {}", describe(unexp)),
+        )
+    }
+
+    fn invalid_value(unexp: serde::de::Unexpected<'_>, exp: &dyn serde::de::Expected) -> Self {
+        Self::new(
+            ErrorCode::InvalidValue,
+            format!("expected {exp}, got {}", describe(unexp)),
+        )
+    }
+
+    fn invalid_length(len: usize, exp: &dyn serde::de::Expected) -> Self {
+        Self::new(
+            ErrorCode::InvalidValue,
+            format!("expected {exp}, got {len} items"),
+        )
+    }
+
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        Self::new(
+            ErrorCode::InvalidValue,
+            format!(
+                "unknown value {variant:?}; expected one of: {}",
+                expected.join(", ")
+            ),
+        )
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        Self {
+            code: ErrorCode::UnknownField,
+            message: format!("unknown field; allowed: {}", expected.join(", ")),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        Self {
+            code: ErrorCode::MissingField,
+            message: "this field is required".to_owned(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    fn duplicate_field(field: &'static str) -> Self {
+        Self {
+            code: ErrorCode::InvalidValue,
+            message: "this field is given twice".to_owned(),
+            field: Some(field.to_owned()),
+        }
+    }
+}
+
+/// A JSON reading of serde's `Unexpected` (`a string`, not `string "x"`:
+/// no value is echoed back).
+fn describe(u: serde::de::Unexpected<'_>) -> &'static str {
+    use serde::de::Unexpected as U;
+    match u {
+        U::Bool(_) => "a boolean",
+        U::Unsigned(_) | U::Signed(_) | U::Float(_) => "a number",
+        U::Char(_) | U::Str(_) => "a string",
+        U::Bytes(_) => "bytes",
+        U::Unit | U::Option => "null",
+        U::Seq => "a list",
+        U::Map => "an object",
+        _ => "another type",
+    }
+}
+
+fn push_segment(path: &mut String, segment: &str) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(&segment.replace('\0', "\\u0000"));
+}
+
+/// Refuses a NUL character in any string or key of a JSON document: no
+/// catalog stores one (PostgreSQL text cannot hold it), and no field of the
+/// API has a use for it. `details.field` names where it was, as a path
+/// (`metadata.a[0]`).
+fn refuse_nul(v: &serde_value::Value, path: &mut String) -> Result<(), ApiError> {
+    use serde_value::Value as V;
+    let nul = |path: &str| {
+        ApiError::invalid_field(
+            path,
+            ErrorCode::InvalidCharacter,
+            format!("`{path}` contains a NUL character (\\u0000), which no field accepts"),
+        )
+    };
+    match v {
+        V::String(s) if s.contains('\0') => Err(nul(path)),
+        V::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                refuse_nul(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        V::Map(m) => {
+            for (k, item) in m {
+                let len = path.len();
+                let key = match k {
+                    V::String(k) => k.as_str(),
+                    _ => "",
+                };
+                push_segment(path, key);
+                if key.contains('\0') {
+                    return Err(nul(path));
+                }
+                refuse_nul(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -153,11 +321,7 @@ pub fn binary_body(
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large()
         } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("unreadable body: {e}"),
-            )
+            ApiError::new(ErrorCode::InvalidBody, format!("unreadable body: {e}"))
         }
     })?;
     if body.len() > limit {
@@ -174,13 +338,11 @@ fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiE
         Some("application/json") => Ok(()),
         Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(()),
         Some(t) => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("expected a JSON body (Content-Type: application/json), got {t:?}"),
         )),
         None => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected a JSON body: set Content-Type: application/json",
         )),
     }
@@ -191,11 +353,7 @@ fn path_rejection(e: axum::extract::rejection::PathRejection) -> ApiError {
 }
 
 fn path_rejection_text(why: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_path",
-        format!("invalid path: {why}"),
-    )
+    ApiError::new(ErrorCode::InvalidPath, format!("invalid path: {why}"))
 }
 
 /// The `{t}` path segment, validated as a tenant id.
@@ -252,14 +410,14 @@ impl StrictQuery {
             if !allowed.contains(&k.as_ref()) {
                 return Err(ApiError::invalid_field(
                     &k,
-                    "unknown_parameter",
+                    ErrorCode::UnknownParameter,
                     format!("unknown query parameter `{k}`; allowed: {}", allowed.join(", ")),
                 ));
             }
             if out.insert(k.to_string(), v.to_string()).is_some() {
                 return Err(ApiError::invalid_field(
                     &k,
-                    "duplicate_parameter",
+                    ErrorCode::DuplicateParameter,
                     format!("query parameter `{k}` is given more than once"),
                 ));
             }
@@ -278,7 +436,7 @@ impl StrictQuery {
                 .ok_or_else(|| {
                     ApiError::invalid_field(
                         name,
-                        "invalid_parameter",
+                        ErrorCode::InvalidParameter,
                         format!("`{name}` must be an integer from {min} to {max}"),
                     )
                 }),
@@ -287,44 +445,5 @@ impl StrictQuery {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
-    }
-}
-
-/// Reads the remaining keys of a small request document, rejecting unknown
-/// ones by name.
-pub struct Fields(pub Map<String, Value>);
-
-impl Fields {
-    pub fn optional_str(&mut self, name: &str) -> Result<Option<String>, ApiError> {
-        match self.0.remove(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ApiError::invalid_field(
-                name,
-                "invalid_type",
-                format!("{name} must be a string"),
-            )),
-        }
-    }
-
-    pub fn required_str(&mut self, name: &str) -> Result<String, ApiError> {
-        self.optional_str(name)?
-            .ok_or_else(|| ApiError::invalid_field(name, "missing_field", format!("{name} is required")))
-    }
-
-    pub fn take(&mut self, name: &str) -> Option<Value> {
-        self.0.remove(name).filter(|v| !v.is_null())
-    }
-
-    /// Fails on the first key nobody asked for.
-    pub fn finish(self) -> Result<(), ApiError> {
-        match self.0.keys().next() {
-            None => Ok(()),
-            Some(k) => Err(ApiError::invalid_field(
-                k,
-                "unknown_field",
-                format!("unknown field `{k}`"),
-            )),
-        }
     }
 }

@@ -1,22 +1,31 @@
 //! Liveness, readiness, dependency report and Prometheus metrics.
 
+use super::types::ErrorBody;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::types::{Dependencies, Dependency, Live, Ready};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// A dependency slower than this to answer a probe counts as down: a
 /// readiness probe must answer quickly even when the database hangs.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn live() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get, path = "/health/live", operation_id = "live", tag = "health",
+    responses((status = 200, description = "The process runs", body = Live))
+)]
+pub async fn live() -> Json<Live> {
+    Json(Live { status: "ok".into() })
 }
 
 struct Probe {
@@ -107,32 +116,41 @@ async fn probe_vectors(state: &AppState) -> Probe {
     }
 }
 
-fn probe_json(p: &Probe) -> Value {
-    let mut v = json!({
-        "status": if p.ok { "ok" } else { "unavailable" },
-        "backend": p.backend,
-        "latency_ms": (p.latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-    });
-    if let Some(e) = &p.error {
-        v["error"] = json!(e);
+fn probe_view(p: &Probe) -> Dependency {
+    Dependency {
+        status: if p.ok { "ok" } else { "unavailable" }.to_owned(),
+        backend: p.backend.to_string(),
+        latency_ms: (p.latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        error: p.error.as_ref().map(ToString::to_string),
     }
-    v
 }
 
 /// 200 only when every dependency answers; 503 naming the failing ones.
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get, path = "/health/ready", operation_id = "ready", tag = "health",
+    responses((status = 200, description = "Catalog, vectors and encoder usable", body = Ready),
+        (status = 503, description = "Not ready; `details.failing` names what", body = ErrorBody))
+)]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let probes = probe_all(&state).await;
-    let checks: serde_json::Map<String, Value> = probes
+    let checks: BTreeMap<String, String> = probes
         .iter()
-        .map(|p| (p.name.to_owned(), json!(if p.ok { "ok" } else { "unavailable" })))
+        .map(|p| {
+            (
+                p.name.to_owned(),
+                if p.ok { "ok" } else { "unavailable" }.to_owned(),
+            )
+        })
         .collect();
     let failing: Vec<&str> = probes.iter().filter(|p| !p.ok).map(|p| p.name).collect();
     if failing.is_empty() {
-        Ok(Json(json!({"status": "ready", "checks": checks})))
+        Ok(Json(Ready {
+            status: "ready".into(),
+            checks,
+        }))
     } else {
         let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             format!("not ready: {} unavailable", failing.join(", ")),
         )
         .with_details(json!({"failing": failing, "checks": checks}));
@@ -142,15 +160,24 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 }
 
 /// Every dependency with its status and probe latency; always 200.
-pub async fn dependencies(State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(
+    get, path = "/health/dependencies", operation_id = "dependencies", tag = "health",
+    responses((status = 200, description = "Each dependency's status and probe latency", body = Dependencies))
+)]
+pub async fn dependencies(State(state): State<AppState>) -> Json<Dependencies> {
     let probes = probe_all(&state).await;
-    let deps: serde_json::Map<String, Value> = probes
-        .iter()
-        .map(|p| (p.name.to_owned(), probe_json(p)))
-        .collect();
-    Json(json!({"dependencies": deps}))
+    Json(Dependencies {
+        dependencies: probes
+            .iter()
+            .map(|p| (p.name.to_owned(), probe_view(p)))
+            .collect(),
+    })
 }
 
+#[utoipa::path(
+    get, path = "/metrics", operation_id = "metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     refresh_gauges(&state).await;
     (

@@ -8,6 +8,7 @@
 //! (`?size=N`, N one of [`THUMBNAIL_EDGES`]) made once and kept in a
 //! bounded cache.
 
+use super::types::ErrorBody;
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,14 +18,15 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use image::ImageFormat;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::{Principal, Scope};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{StrictQuery, TenantItemPath, binary_body, media_type};
 use super::products::{index_job, not_found, validate_path_id};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
+use super::types::ProductWritten;
 use crate::media::decode::DecodeError;
 use crate::media::fetch::{hex_sha256, inspect};
 use crate::media::{BlobError, BlobStore, FetchedImage, MediaError};
@@ -59,21 +61,22 @@ impl ImageStore {
 
 fn no_image(p: &Product) -> ApiError {
     ApiError::not_found(
-        "image_not_found",
+        ErrorCode::ImageNotFound,
         format!("product `{}` has no uploaded image", p.external_id),
     )
     .with_details(json!({"external_id": p.external_id, "image_url": p.fields.image_url}))
 }
 
 fn media_error(e: MediaError) -> ApiError {
-    let (status, code) = match &e {
-        MediaError::UnsupportedType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_image"),
+    let err = match &e {
+        MediaError::UnsupportedType(_) => ApiError::new(ErrorCode::UnsupportedImage, e.to_string())
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
         MediaError::TooLarge { .. } | MediaError::TooManyPixels { .. } => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large")
+            ApiError::new(ErrorCode::ImageTooLarge, e.to_string())
         }
-        _ => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+        _ => ApiError::new(ErrorCode::InvalidImage, e.to_string()),
     };
-    ApiError::new(status, code, e.to_string()).with_details(json!({"field": "image"}))
+    err.with_details(json!({"field": "image"}))
 }
 
 fn blob_error(e: BlobError) -> ApiError {
@@ -81,7 +84,9 @@ fn blob_error(e: BlobError) -> ApiError {
     match e {
         // The product names an image the store no longer has: retrying
         // will not bring it back.
-        BlobError::NotFound(_) => ApiError::not_found("image_not_found", "the stored image is missing"),
+        BlobError::NotFound(_) => {
+            ApiError::not_found(ErrorCode::ImageNotFound, "the stored image is missing")
+        }
         _ => ApiError::unavailable("blob store"),
     }
 }
@@ -103,31 +108,47 @@ async fn product(state: &AppState, tenant: &str, id: &str) -> ApiResult<Product>
         .ok_or_else(|| not_found(tenant, id))
 }
 
-async fn set_image(state: &AppState, tenant: &str, id: &str, key: Option<&str>) -> ApiResult<Json<Value>> {
+async fn set_image(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+    key: Option<&str>,
+) -> ApiResult<Json<ProductWritten>> {
     let job = index_job(tenant, vec![id.to_owned()]);
     match state.catalog.set_product_image(tenant, id, key, &job).await {
-        Ok(product) => Ok(Json(json!({"product": product.to_json(), "job_id": job.id}))),
+        Ok(product) => Ok(Json(ProductWritten {
+            product: product.view(),
+            job_id: Some(job.id),
+            warnings: None,
+        })),
         Err(StoreError::NotFound) => Err(not_found(tenant, id)),
         Err(e) => Err(e.into()),
     }
 }
 
 /// `PUT .../image`: a binary body (JPEG, PNG, WebP or GIF).
+#[utoipa::path(
+    put, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "put_product_image", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
+    request_body(content = Vec<u8>, content_type = "image/*", description = "JPEG, PNG, WebP or GIF bytes"),
+    responses((status = 200, description = "Stored; the product is re-indexed with it", body = ProductWritten),
+        (status = 422, description = "The image does not decode or is too large", body = ErrorBody)),
+    security(("bearer" = ["write"]))
+)]
 pub async fn put(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, id): TenantItemPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProductWritten>> {
     validate_path_id(&id)?;
     authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
     if let Some(t) =
         media_type(&headers).filter(|t| !t.starts_with("image/") && t != "application/octet-stream")
     {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!(
                 "send the image's bytes (Content-Type: image/jpeg, image/png, image/webp or image/gif), not {t:?}"
             ),
@@ -136,8 +157,7 @@ pub async fn put(
     let limit = state.limits.max_image_bytes;
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the image is larger than {limit} bytes"),
         )
         .with_details(json!({"field": "image", "limit_bytes": limit}))
@@ -146,7 +166,7 @@ pub async fn put(
     if body.is_empty() {
         return Err(ApiError::invalid_field(
             "image",
-            "missing_field",
+            ErrorCode::MissingField,
             "the body must be the image's bytes",
         ));
     }
@@ -169,11 +189,17 @@ pub async fn put(
 
 /// `DELETE .../image`: the product goes back to its `image_url` (or its
 /// text) and is re-indexed. The blob stays: other products may share it.
+#[utoipa::path(
+    delete, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "delete_product_image", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
+    responses((status = 200, description = "Removed; the product is re-indexed without it", body = ProductWritten)),
+    security(("bearer" = ["write"]))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, id): TenantItemPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProductWritten>> {
     validate_path_id(&id)?;
     authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
     let p = product(&state, &tenant, &id).await?;
@@ -187,6 +213,14 @@ pub async fn delete(
 /// edge is at most `N` pixels (PNG when the image has transparency, JPEG
 /// otherwise). Revalidated by `ETag` on every use: the image of a product
 /// can change under the same URL.
+#[utoipa::path(
+    get, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "get_product_image", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$"),
+        ("size" = Option<super::types::ThumbnailEdge>, Query, description = "A thumbnail's longest edge")),
+    responses((status = 200, description = "The image (or its thumbnail)", content_type = "image/*", body = Vec<u8>),
+        (status = 304, description = "Not modified (`If-None-Match`)")),
+    security(("bearer" = ["search"]), ("bearer" = ["write"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -205,7 +239,7 @@ pub async fn get(
                 .ok_or_else(|| {
                     ApiError::invalid_field(
                         "size",
-                        "invalid_parameter",
+                        ErrorCode::InvalidParameter,
                         format!("size must be one of {THUMBNAIL_EDGES:?}"),
                     )
                     .with_details(json!({"field": "size", "allowed": THUMBNAIL_EDGES}))
@@ -293,11 +327,7 @@ async fn make_cached(state: &AppState, key: &str, edge: u32) -> ApiResult<(&'sta
         })?
         .map_err(|e| {
             tracing::error!(error = %e, key, "cannot make a thumbnail");
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_image",
-                "the stored image does not decode",
-            )
+            ApiError::new(ErrorCode::InvalidImage, "the stored image does not decode")
         })?;
     Ok(made)
 }

@@ -1,39 +1,43 @@
 //! Job status, listing and cancellation (API.md "Jobs and admin").
 
+use super::types::ErrorBody;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{Principal, Scope};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{StrictQuery, TenantPath};
 use super::tenants::authorize_tenant_read;
+use super::types::{JobList, JobProgress, JobView};
 use crate::model::{format_time, now};
 use crate::store::{Job, JobStatus, StoreError};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-pub fn job_json(j: &Job) -> Value {
-    json!({
-        "id": j.id,
-        "kind": j.kind,
-        "tenant": j.tenant,
-        "status": j.status.as_str(),
-        "attempts": j.attempts,
-        "max_attempts": j.max_attempts,
-        "progress": {"done": j.progress_done, "total": j.progress_total},
-        "last_error": j.last_error,
-        "result": j.result,
-        "run_after": format_time(&j.run_after),
-        "created_at": format_time(&j.created_at),
-        "updated_at": format_time(&j.updated_at),
-    })
+pub fn job_view(j: &Job) -> JobView {
+    JobView {
+        id: j.id.clone(),
+        kind: j.kind.clone(),
+        tenant: j.tenant.clone(),
+        status: j.status.as_str().to_owned(),
+        attempts: j.attempts,
+        max_attempts: j.max_attempts,
+        progress: JobProgress {
+            done: j.progress_done,
+            total: j.progress_total,
+        },
+        last_error: j.last_error.clone(),
+        result: j.result.clone(),
+        run_after: format_time(&j.run_after),
+        created_at: format_time(&j.created_at),
+        updated_at: format_time(&j.updated_at),
+    }
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::not_found("job_not_found", format!("there is no job `{id}`"))
+    ApiError::not_found(ErrorCode::JobNotFound, format!("there is no job `{id}`"))
 }
 
 /// Loads a job the caller may see with `scope`. Another tenant's job is
@@ -55,37 +59,56 @@ async fn visible_job(state: &AppState, principal: &Principal, id: &str, scope: S
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/jobs/{job_id}", operation_id = "get_job", tag = "jobs",
+    params(("job_id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "The job", body = JobView)),
+    security(("bearer" = ["search"]), ("bearer" = ["write"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobView>> {
     let job = visible_job(&state, &principal, &id, Scope::Search).await?;
-    Ok(Json(job_json(&job)))
+    Ok(Json(job_view(&job)))
 }
 
+#[utoipa::path(
+    post, path = "/v1/jobs/{job_id}/cancel", operation_id = "cancel_job", tag = "jobs",
+    params(("job_id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "Cancelled", body = JobView),
+        (status = 409, description = "The job has finished", body = ErrorBody)),
+    security(("bearer" = ["write"]))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobView>> {
     visible_job(&state, &principal, &id, Scope::Write).await?;
     match state.catalog.cancel_job(&id, now()).await {
-        Ok(job) => Ok(Json(job_json(&job))),
+        Ok(job) => Ok(Json(job_view(&job))),
         Err(StoreError::NotFound) => Err(not_found(&id)),
-        Err(StoreError::Conflict(m)) => {
-            Err(ApiError::new(axum::http::StatusCode::CONFLICT, "job_finished", m))
-        }
+        Err(StoreError::Conflict(m)) => Err(ApiError::new(ErrorCode::JobFinished, m)),
         Err(e) => Err(e.into()),
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants/{t}/jobs", operation_id = "list_jobs", tag = "jobs",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
+        ("status" = Option<super::types::JobStatusName>, Query, description = "Only jobs in this state"),
+        ("limit" = Option<u32>, Query, description = "1 to 500, default 50", minimum = 1, maximum = 500)),
+    responses((status = 200, description = "Newest first", body = JobList)),
+    security(("bearer" = ["search"]), ("bearer" = ["write"]))
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
     RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobList>> {
     let q = StrictQuery::parse(raw.as_deref(), &["status", "limit"])?;
     let limit = q.int("limit", 1, MAX_PAGE, DEFAULT_PAGE)?;
     let status = q
@@ -94,7 +117,7 @@ pub async fn list(
             JobStatus::parse(s).map_err(|_| {
                 ApiError::invalid_field(
                     "status",
-                    "invalid_parameter",
+                    ErrorCode::InvalidParameter,
                     "status must be one of queued, running, succeeded, failed, cancelled",
                 )
             })
@@ -102,7 +125,7 @@ pub async fn list(
         .transpose()?;
     authorize_tenant_read(&state, &principal, &tenant).await?;
     let jobs = state.catalog.list_jobs(Some(&tenant), status, limit).await?;
-    Ok(Json(
-        json!({"jobs": jobs.iter().map(job_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(job_view).collect(),
+    }))
 }

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -28,6 +27,7 @@ use crate::telemetry::{HTTP_DURATION, HTTP_REQUESTS};
 pub mod admin;
 pub mod analytics;
 pub mod auth;
+pub mod doc;
 pub mod embed;
 pub mod error;
 pub mod extract;
@@ -39,11 +39,12 @@ pub mod plugins;
 pub mod products;
 pub mod search;
 pub mod tenants;
+pub mod types;
 
 #[cfg(test)]
 mod tests;
 
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 
 /// Everything a handler may use. Cheap to clone.
 #[derive(Clone)]
@@ -89,67 +90,68 @@ impl Limits {
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Every route with its document: the router is built from the handlers'
+/// `#[utoipa::path]` annotations, so it serves exactly what `/openapi.json`
+/// describes.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let router = OpenApiRouter::with_openapi(doc::base())
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(tenants::create_key))
+        .routes(routes!(tenants::delete_key))
+        .routes(routes!(products::create, products::list))
+        // `batch` is also an external id: its GET, PUT, PATCH and DELETE
+        // reach that product.
+        .routes(routes!(
+            products::batch,
+            products::get_named_batch,
+            products::put_named_batch,
+            products::patch_named_batch,
+            products::delete_named_batch
+        ))
+        .routes(routes!(
+            products::get,
+            products::put,
+            products::patch,
+            products::delete
+        ))
+        .routes(routes!(images::get, images::put, images::delete))
+        .routes(routes!(embed::embed))
+        .routes(routes!(search::search))
+        .routes(routes!(search::search_image))
+        .routes(routes!(analytics::queries))
+        .routes(routes!(plugins::list))
+        .routes(routes!(plugins::upload, plugins::get, plugins::delete))
+        .routes(routes!(plugins::activate))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(admin::reindex))
+        .routes(routes!(admin::vectors))
+        .routes(routes!(page::index))
+        .routes(routes!(page::script))
+        .routes(routes!(page::style))
+        .routes(routes!(doc::openapi))
+        .routes(routes!(doc::docs))
+        .routes(routes!(doc::docs_init))
+        .routes(routes!(doc::docs_script))
+        .routes(routes!(doc::docs_style))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::dependencies))
+        .routes(routes!(health::metrics));
+    let (router, mut document) = router.split_for_parts();
+    doc::finish(&mut document);
+    (router, document)
+}
+
 /// The whole application: routes plus middleware.
 pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
-    let v1 = Router::new()
-        .route(
-            "/tenants",
-            post(tenants::create_tenant).get(tenants::list_tenants),
-        )
-        .route("/tenants/{t}", get(tenants::get_tenant))
-        .route("/tenants/{t}/keys", post(tenants::create_key))
-        .route("/tenants/{t}/keys/{key_id}", delete(tenants::delete_key))
-        .route(
-            "/tenants/{t}/products",
-            post(products::create).get(products::list),
-        )
-        // `batch` is also an external id like any other: GET, PUT, PATCH
-        // and DELETE reach that product.
-        .route(
-            "/tenants/{t}/products/batch",
-            post(products::batch)
-                .get(products::get)
-                .put(products::put)
-                .patch(products::patch)
-                .delete(products::delete),
-        )
-        .route("/embed", post(embed::embed))
-        .route("/tenants/{t}/search", post(search::search))
-        .route("/tenants/{t}/search/image", post(search::search_image))
-        .route("/tenants/{t}/analytics/queries", get(analytics::queries))
-        .route("/tenants/{t}/plugins", get(plugins::list))
-        .route(
-            "/tenants/{t}/plugins/{name}",
-            put(plugins::upload).get(plugins::get).delete(plugins::delete),
-        )
-        .route("/tenants/{t}/plugins/{name}/activate", post(plugins::activate))
-        .route("/tenants/{t}/jobs", get(jobs::list))
-        .route("/jobs/{job_id}", get(jobs::get))
-        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
-        .route("/admin/reindex", post(admin::reindex))
-        .route("/admin/vectors", get(admin::vectors))
-        .route(
-            "/tenants/{t}/products/{id}/image",
-            get(images::get).put(images::put).delete(images::delete),
-        )
-        .route(
-            "/tenants/{t}/products/{id}",
-            get(products::get)
-                .put(products::put)
-                .patch(products::patch)
-                .delete(products::delete),
-        );
-
-    Router::new()
-        .nest("/v1", v1)
-        .route("/", get(page::index))
-        .route("/page.js", get(page::script))
-        .route("/page.css", get(page::style))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/health/dependencies", get(health::dependencies))
-        .route("/metrics", get(health::metrics))
+    routes()
+        .0
         .route_layer(middleware::from_fn_with_state(limits.clone(), limit_body))
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
@@ -229,8 +231,7 @@ async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Re
         Ok(res) => res,
         Err(_) => {
             let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
+                ErrorCode::Timeout,
                 format!("the request did not finish within {} s", limit.as_secs()),
             );
             e.retry_after = Some(1);
@@ -313,8 +314,7 @@ async fn limit_body(State(limits): State<Limits>, req: Request, next: Next) -> R
         // never see this answer. hyper reads on (discarding) or closes;
         // the connection layer's timeouts bound how long.
         return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the request body is larger than this endpoint accepts ({limit} bytes)"),
         )
         .with_details(serde_json::json!({"limit_bytes": limit}))
@@ -363,13 +363,8 @@ fn decoded(part: &str) -> Result<String, OddBytes> {
 
 fn check_uri(uri: &axum::http::Uri) -> Result<(), ApiError> {
     for segment in uri.path().split('/') {
-        decoded(segment).map_err(|odd| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                format!("a path segment {}", odd.what()),
-            )
-        })?;
+        decoded(segment)
+            .map_err(|odd| ApiError::new(ErrorCode::InvalidPath, format!("a path segment {}", odd.what())))?;
     }
     for pair in uri.query().unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -386,7 +381,7 @@ fn check_uri(uri: &axum::http::Uri) -> Result<(), ApiError> {
             };
             return Err(ApiError::invalid_field(
                 &field,
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 format!("a query parameter {}", odd.what()),
             ));
         }
@@ -395,13 +390,12 @@ fn check_uri(uri: &axum::http::Uri) -> Result<(), ApiError> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("route_not_found", "no such endpoint")
+    ApiError::not_found(ErrorCode::RouteNotFound, "no such endpoint")
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this endpoint does not accept that method",
     )
 }

@@ -32,14 +32,26 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     res
 }
 
+#[utoipa::path(
+    get, path = "/", operation_id = "search_page", tag = "page",
+    responses((status = 200, description = "The search page", content_type = "text/html", body = String))
+)]
 pub async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
+#[utoipa::path(
+    get, path = "/page.js", operation_id = "search_page_script", tag = "page",
+    responses((status = 200, description = "The page's script", content_type = "text/javascript", body = String))
+)]
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", PAGE_JS)
 }
 
+#[utoipa::path(
+    get, path = "/page.css", operation_id = "search_page_style", tag = "page",
+    responses((status = 200, description = "The page's style sheet", content_type = "text/css", body = String))
+)]
 pub async fn style() -> Response {
     asset("text/css; charset=utf-8", PAGE_CSS)
 }

@@ -2,6 +2,7 @@
 //! activate (or roll back to) a version, delete. Everything is scoped to
 //! the key's tenant and needs the `plugins` scope.
 
+use super::types::ErrorBody;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -9,10 +10,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
+use super::types::{ActivateRequest, ParamValue, PluginList, PluginVersionView, PluginView};
+
 use super::AppState;
 use super::auth::{Principal, Scope};
-use super::error::{ApiError, ApiResult};
-use super::extract::{JsonObject, StrictQuery, TenantItemPath, TenantPath, binary_body, media_type};
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::{Body, StrictQuery, TenantItemPath, TenantPath, binary_body, media_type};
 use super::tenants::authorize_tenant;
 use crate::plugins::{MAX_UPLOAD_BYTES, UploadError, World, blob_key};
 use crate::store::{NewPluginVersion, PluginRecord, StoreError};
@@ -22,7 +25,7 @@ const MAX_PARAMS: usize = 64;
 const MAX_PARAM_KEY_CHARS: usize = 64;
 const MAX_PARAM_VALUE_CHARS: usize = 1024;
 
-fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> ApiError {
+fn invalid(field: &str, code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::invalid_field(field, code, message)
 }
 
@@ -32,14 +35,14 @@ fn validate_name(name: &str) -> ApiResult<()> {
     crate::model::validate_tenant_id(name).map_err(|_| {
         invalid(
             "name",
-            "invalid_plugin_name",
+            ErrorCode::InvalidPluginName,
             "a plugin name is 1 to 63 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit",
         )
     })?;
     if name == "none" {
         return Err(invalid(
             "name",
-            "invalid_plugin_name",
+            ErrorCode::InvalidPluginName,
             "`none` is reserved: it turns plugins off in searches",
         ));
     }
@@ -48,36 +51,37 @@ fn validate_name(name: &str) -> ApiResult<()> {
 
 fn not_found(tenant: &str, name: &str) -> ApiError {
     ApiError::not_found(
-        "plugin_not_found",
+        ErrorCode::PluginNotFound,
         format!("tenant `{tenant}` has no plugin `{name}`"),
     )
     .with_details(json!({"name": name}))
 }
 
-fn version_json(r: &PluginRecord) -> Value {
-    json!({
-        "name": r.name,
-        "version": r.version,
-        "digest": r.digest,
-        "world": r.world,
-        "active": r.active,
-        "size_bytes": r.size_bytes,
-        "params": r.params,
-        "memory_mb": r.memory_mb,
-        "created_at": crate::model::format_time(&r.created_at),
-        "activated_at": r.activated_at.as_ref().map(crate::model::format_time),
-    })
+fn version_view(r: &PluginRecord) -> PluginVersionView {
+    PluginVersionView {
+        name: r.name.clone(),
+        version: r.version,
+        digest: r.digest.clone(),
+        world: r.world.clone(),
+        active: r.active,
+        size_bytes: r.size_bytes,
+        params: r.params.clone(),
+        memory_mb: r.memory_mb,
+        created_at: crate::model::format_time(&r.created_at),
+        activated_at: r.activated_at.as_ref().map(crate::model::format_time),
+    }
 }
 
-/// One plugin with all its versions (records of one name, oldest first).
-fn plugin_json(versions: &[PluginRecord]) -> Value {
-    let first = &versions[0];
-    json!({
-        "name": first.name,
-        "world": first.world,
-        "active_version": versions.iter().find(|v| v.active).map(|v| v.version),
-        "latest_version": versions.last().map(|v| v.version),
-        "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
+/// One plugin with all its versions (records of one name, oldest first);
+/// `None` for no records.
+fn plugin_view(versions: &[PluginRecord]) -> Option<PluginView> {
+    let first = versions.first()?;
+    Some(PluginView {
+        name: first.name.clone(),
+        world: first.world.clone(),
+        active_version: versions.iter().find(|v| v.active).map(|v| v.version),
+        latest_version: versions.last().map(|v| v.version),
+        versions: versions.iter().map(version_view).collect(),
     })
 }
 
@@ -88,13 +92,23 @@ fn upload_error(e: UploadError) -> ApiError {
             ApiError::internal()
         }
         UploadError::Busy => ApiError::unavailable("plugin compiler"),
-        other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.code(), other.to_string())
-            .with_details(json!({"field": "body"})),
+        other => ApiError::new(other.code(), other.to_string()).with_details(json!({"field": "body"})),
     }
 }
 
 /// `PUT /v1/tenants/{t}/plugins/{name}?world=ranker|filter|ingest`, body
 /// `application/wasm`.
+#[utoipa::path(
+    put, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "upload_plugin", tag = "plugins",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("name" = String, Path, description = "Plugin name (not `none`)", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
+        ("world" = String, Query, description = "`ranker`, `filter` or `ingest`")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "A WebAssembly component (sent as `application/wasm` or `application/octet-stream`)"),
+    responses((status = 201, description = "A new version (not active yet)", body = PluginVersionView),
+        (status = 409, description = "The name belongs to a plugin of another world", body = ErrorBody),
+        (status = 422, description = "Not a component of the world", body = ErrorBody)),
+    security(("bearer" = ["plugins"]))
+)]
 pub async fn upload(
     State(state): State<AppState>,
     principal: Principal,
@@ -102,21 +116,21 @@ pub async fn upload(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<PluginVersionView>)> {
     validate_name(&name)?;
     let q = StrictQuery::parse(raw.as_deref(), &["world"])?;
     let world = match q.get("world") {
         None => {
             return Err(invalid(
                 "world",
-                "missing_field",
+                ErrorCode::MissingField,
                 "`world` is required: ranker, filter or ingest",
             ));
         }
         Some(w) => World::parse(w).ok_or_else(|| {
             invalid(
                 "world",
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 "`world` must be ranker, filter or ingest",
             )
         })?,
@@ -126,15 +140,13 @@ pub async fn upload(
         media_type(&headers).filter(|t| t != "application/wasm" && t != "application/octet-stream")
     {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("expected a WebAssembly component (Content-Type: application/wasm), got {t:?}"),
         ));
     }
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("a plugin is at most {MAX_UPLOAD_BYTES} bytes"),
         )
         .with_details(json!({"max_bytes": MAX_UPLOAD_BYTES}))
@@ -169,82 +181,92 @@ pub async fn upload(
         })
         .await?;
     tracing::info!(tenant, plugin = %record.name, version = record.version, world = %record.world, "plugin uploaded");
-    Ok((StatusCode::CREATED, Json(version_json(&record))))
+    Ok((StatusCode::CREATED, Json(version_view(&record))))
 }
 
 /// `GET /v1/tenants/{t}/plugins`.
+#[utoipa::path(
+    get, path = "/v1/tenants/{t}/plugins", operation_id = "list_plugins", tag = "plugins",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    responses((status = 200, description = "The tenant's plugins", body = PluginList)),
+    security(("bearer" = ["plugins"]))
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PluginList>> {
     authorize_tenant(&state, &principal, &tenant, Scope::Plugins).await?;
     let records = state.catalog.list_plugins(&tenant).await?;
-    let mut plugins = Vec::new();
-    for group in records.chunk_by(|a, b| a.name == b.name) {
-        plugins.push(plugin_json(group));
-    }
-    Ok(Json(json!({"plugins": plugins})))
+    Ok(Json(PluginList {
+        plugins: records
+            .chunk_by(|a, b| a.name == b.name)
+            .filter_map(plugin_view)
+            .collect(),
+    }))
 }
 
 /// `GET /v1/tenants/{t}/plugins/{name}`: all versions.
+#[utoipa::path(
+    get, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "get_plugin", tag = "plugins",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("name" = String, Path, description = "Plugin name (not `none`)", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    responses((status = 200, description = "The plugin and its versions", body = PluginView)),
+    security(("bearer" = ["plugins"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, name): TenantItemPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PluginView>> {
     validate_name(&name)?;
     authorize_tenant(&state, &principal, &tenant, Scope::Plugins).await?;
     let versions = state.catalog.get_plugin(&tenant, &name).await?;
-    if versions.is_empty() {
-        return Err(not_found(&tenant, &name));
-    }
-    Ok(Json(plugin_json(&versions)))
+    plugin_view(&versions)
+        .map(Json)
+        .ok_or_else(|| not_found(&tenant, &name))
 }
 
 /// `POST /v1/tenants/{t}/plugins/{name}/activate`
 /// `{"version", "params"?: {..}, "memory_mb"?}`: makes that version the
 /// tenant's one active plugin of its world (activating an older version is
 /// the rollback).
+#[utoipa::path(
+    post, path = "/v1/tenants/{t}/plugins/{name}/activate", operation_id = "activate_plugin", tag = "plugins",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("name" = String, Path, description = "Plugin name (not `none`)", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = ActivateRequest,
+    responses((status = 200, description = "The active version", body = PluginVersionView)),
+    security(("bearer" = ["plugins"]))
+)]
 pub async fn activate(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, name): TenantItemPath,
-    JsonObject(mut body): JsonObject,
-) -> ApiResult<Json<Value>> {
+    Body(body): Body<ActivateRequest>,
+) -> ApiResult<Json<PluginVersionView>> {
     validate_name(&name)?;
-    if let Some(k) = body
-        .keys()
-        .find(|k| !["version", "params", "memory_mb"].contains(&k.as_str()))
-    {
-        return Err(invalid(k, "unknown_field", format!("unknown field `{k}`")));
+    let version = body.version;
+    if version < 1 {
+        return Err(invalid(
+            "version",
+            ErrorCode::InvalidParameter,
+            "`version` must be a version number (≥ 1)",
+        ));
     }
-    let version = match body.remove("version") {
-        Some(v) => v.as_i64().filter(|v| *v >= 1).ok_or_else(|| {
-            invalid(
-                "version",
-                "invalid_parameter",
-                "`version` must be a version number (≥ 1)",
-            )
-        })?,
-        None => return Err(invalid("version", "missing_field", "`version` is required")),
-    };
-    let params = parse_params(body.remove("params"))?;
+    let params = parse_params(body.params)?;
     let max_mb = state.search.plugins().host().config().max_memory_bytes / (1024 * 1024);
-    let memory_mb = match body.remove("memory_mb") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_i64()
-                .filter(|m| *m >= 1 && (*m as u64) <= max_mb)
-                .ok_or_else(|| {
-                    invalid(
-                        "memory_mb",
-                        "invalid_parameter",
-                        format!("`memory_mb` must be an integer from 1 to {max_mb}"),
-                    )
-                })?,
-        ),
-    };
+    let memory_mb = body
+        .memory_mb
+        .map(|m| {
+            if m >= 1 && (m as u64) <= max_mb {
+                Ok(m)
+            } else {
+                Err(invalid(
+                    "memory_mb",
+                    ErrorCode::InvalidParameter,
+                    format!("`memory_mb` must be an integer from 1 to {max_mb}"),
+                ))
+            }
+        })
+        .transpose()?;
     authorize_tenant(&state, &principal, &tenant, Scope::Plugins).await?;
     match state
         .catalog
@@ -260,14 +282,14 @@ pub async fn activate(
                 tracing::warn!(tenant, plugin = %name, version, error = %e, "plugins: the activated version is not ready");
             }
             tracing::info!(tenant, plugin = %name, version, "plugin activated");
-            Ok(Json(version_json(&record)))
+            Ok(Json(version_view(&record)))
         }
         Err(StoreError::NotFound) => {
             if state.catalog.get_plugin(&tenant, &name).await?.is_empty() {
                 Err(not_found(&tenant, &name))
             } else {
                 Err(ApiError::not_found(
-                    "plugin_version_not_found",
+                    ErrorCode::PluginVersionNotFound,
                     format!("plugin `{name}` has no version {version}"),
                 )
                 .with_details(json!({"field": "version"})))
@@ -279,51 +301,32 @@ pub async fn activate(
 
 /// `params`: an object of short strings (numbers and booleans are taken
 /// as their text).
-fn parse_params(v: Option<Value>) -> ApiResult<Map<String, Value>> {
-    let m = match v {
-        None | Some(Value::Null) => return Ok(Map::new()),
-        Some(Value::Object(m)) => m,
-        Some(_) => {
-            return Err(invalid(
-                "params",
-                "invalid_parameter",
-                "`params` must be an object",
-            ));
-        }
+/// The parameters as the strings a plugin receives.
+fn parse_params(v: Option<std::collections::BTreeMap<String, ParamValue>>) -> ApiResult<Map<String, Value>> {
+    let Some(m) = v else {
+        return Ok(Map::new());
     };
     if m.len() > MAX_PARAMS {
         return Err(invalid(
             "params",
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             format!("at most {MAX_PARAMS} parameters"),
         ));
     }
     let mut out = Map::new();
-    for (k, v) in m {
+    for (k, ParamValue(text)) in m {
         let field = format!("params.{k}");
         if k.is_empty() || k.chars().count() > MAX_PARAM_KEY_CHARS {
             return Err(invalid(
                 &field,
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 format!("parameter names are 1 to {MAX_PARAM_KEY_CHARS} characters"),
             ));
         }
-        let text = match v {
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => {
-                return Err(invalid(
-                    &field,
-                    "invalid_parameter",
-                    "parameter values are strings, numbers or booleans",
-                ));
-            }
-        };
         if text.chars().count() > MAX_PARAM_VALUE_CHARS {
             return Err(invalid(
                 &field,
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 format!("parameter values are at most {MAX_PARAM_VALUE_CHARS} characters"),
             ));
         }
@@ -334,6 +337,12 @@ fn parse_params(v: Option<Value>) -> ApiResult<Map<String, Value>> {
 
 /// `DELETE /v1/tenants/{t}/plugins/{name}`: deactivates, then removes every
 /// version and the components no other version of the tenant uses.
+#[utoipa::path(
+    delete, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "delete_plugin", tag = "plugins",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("name" = String, Path, description = "Plugin name (not `none`)", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    responses((status = 204, description = "Every version removed")),
+    security(("bearer" = ["plugins"]))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,

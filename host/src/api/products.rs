@@ -1,20 +1,25 @@
 //! Product CRUD, batch import and listing (API.md "Products"). Handlers
 //! parse and authorise; the rules live in `model`, the storage in `store`.
 
+use super::types::ErrorBody;
+use crate::model::ProductView;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::{Principal, Scope};
-use super::error::{ApiError, ApiResult};
-use super::extract::{Fields, JsonObject, StrictQuery, TenantItemPath, TenantPath};
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::{Body, RequestBody, StrictQuery, TenantItemPath, TenantPath, typed};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
+use super::types::{
+    BatchRequest, BatchResult, IngestWarning, ProductPage, ProductPatch, ProductWritten, RejectedItem,
+};
 use crate::jobs::kinds::JobSpec;
-use crate::model::{self, FieldError, Product, ProductFields, parse_product};
+use crate::model::{self, FieldError, Product, ProductDocument, ProductFields, parse_product};
 use crate::plugins::{IngestOutcome, PluginWarning};
 use crate::store::{NewJob, StoreError};
 
@@ -26,13 +31,26 @@ const MAX_PAGE: u32 = 1000;
 /// Attempts of a read-modify-write (PATCH, PUT) racing other writers.
 const UPDATE_ATTEMPTS: usize = 5;
 
+/// A price or a currency of the wrong JSON type gets the field's own code,
+/// as any other bad price or currency does.
+impl RequestBody for ProductDocument {
+    fn field_code(field: &str, kind: ErrorCode) -> Option<ErrorCode> {
+        match (field, kind) {
+            (_, ErrorCode::UnknownField | ErrorCode::MissingField) => None,
+            ("price", _) => Some(ErrorCode::InvalidPrice),
+            ("currency", _) => Some(ErrorCode::InvalidCurrency),
+            _ => None,
+        }
+    }
+}
+
 pub(super) fn index_job(tenant: &str, external_ids: Vec<String>) -> NewJob {
     NewJob::of(&JobSpec::index(external_ids), Some(tenant))
 }
 
 pub(super) fn not_found(tenant: &str, id: &str) -> ApiError {
     ApiError::not_found(
-        "product_not_found",
+        ErrorCode::ProductNotFound,
         format!("tenant `{tenant}` has no product `{id}`"),
     )
     .with_details(json!({"external_id": id}))
@@ -42,63 +60,63 @@ pub(super) fn validate_path_id(id: &str) -> ApiResult<()> {
     model::validate_external_id(id).map_err(|e| ApiError::invalid_field("external_id", e.code, e.message))
 }
 
+#[utoipa::path(
+    post, path = "/v1/tenants/{t}/products", operation_id = "create_product", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = ProductDocument,
+    responses((status = 201, description = "Stored; an index job follows", body = ProductWritten),
+        (status = 409, description = "The external id exists", body = ErrorBody),
+        (status = 422, description = "The ingest plugin rejected it", body = ErrorBody)),
+    security(("bearer" = ["write"]))
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
-    JsonObject(body): JsonObject,
+    Body(body): Body<ProductDocument>,
 ) -> ApiResult<impl IntoResponse> {
     authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
     let input = parse_product(&body).map_err(|e| ApiError::from_field_errors(&e))?;
-    let external_id = input
-        .external_id
-        .ok_or_else(|| ApiError::invalid_field("external_id", "missing_field", "external_id is required"))?;
+    let external_id = input.external_id.ok_or_else(|| {
+        ApiError::invalid_field("external_id", ErrorCode::MissingField, "external_id is required")
+    })?;
     let (fields, warning) = ingest(&state, &tenant, &external_id, input.fields).await?;
     let job = index_job(&tenant, vec![external_id.clone()]);
     let product = state
         .catalog
         .create_product(&tenant, &external_id, &fields, &job)
         .await?;
-    let mut body = json!({"product": product.to_json(), "job_id": job.id});
-    add_warnings(&mut body, warning.iter().map(|w| w.to_json()).collect());
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((
+        StatusCode::CREATED,
+        Json(ProductWritten {
+            product: product.view(),
+            job_id: Some(job.id),
+            warnings: warnings(warning.iter().map(|w| w.view(None)).collect()),
+        }),
+    ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/tenants/{t}/products/batch", operation_id = "batch_products", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = BatchRequest,
+    responses((status = 202, description = "Valid items stored (upserted), the rest listed in `rejected`", body = BatchResult)),
+    security(("bearer" = ["write"]))
+)]
 pub async fn batch(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
-    JsonObject(body): JsonObject,
+    Body(BatchRequest { products: items }): Body<BatchRequest>,
 ) -> ApiResult<impl IntoResponse> {
     authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
-    let mut f = Fields(body);
-    let items = match f.take("products") {
-        Some(Value::Array(items)) => items,
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "products",
-                "invalid_type",
-                "products must be a list of product objects",
-            ));
-        }
-        None => {
-            return Err(ApiError::invalid_field(
-                "products",
-                "missing_field",
-                "products is required",
-            ));
-        }
-    };
-    f.finish()?;
     if items.len() > MAX_BATCH {
         return Err(ApiError::invalid_field(
             "products",
-            "too_many_products",
+            ErrorCode::TooManyProducts,
             format!("a batch holds at most {MAX_BATCH} products; got {}", items.len()),
         )
         .with_details(json!({"field": "products", "max": MAX_BATCH, "got": items.len()})));
     }
-    let (accepted, mut rejected) = validate_batch(&items);
+    let (accepted, mut rejected) = validate_batch(items);
     let mut warnings = Vec::new();
     let accepted = ingest_batch(&state, &tenant, accepted, &mut rejected, &mut warnings).await?;
     let job_id = if accepted.is_empty() {
@@ -108,48 +126,62 @@ pub async fn batch(
         state.catalog.upsert_products(&tenant, &accepted, &job).await?;
         Some(job.id)
     };
-    let mut body = json!({
-        "job_id": job_id,
-        "accepted": accepted.len(),
-        "rejected": rejected,
-    });
-    add_warnings(&mut body, warnings);
-    Ok((StatusCode::ACCEPTED, Json(body)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BatchResult {
+            job_id,
+            accepted: accepted.len(),
+            rejected,
+            warnings: self::warnings(warnings),
+        }),
+    ))
 }
 
 /// Splits a batch into valid items and `{"index", "error"}` rejections. A
 /// repeated external id keeps its first occurrence.
-fn validate_batch(items: &[Value]) -> (Vec<(usize, String, ProductFields)>, Vec<Value>) {
+fn validate_batch(
+    items: Vec<serde_value::Value>,
+) -> (Vec<(usize, String, ProductFields)>, Vec<RejectedItem>) {
     let mut accepted: Vec<(usize, String, ProductFields)> = Vec::with_capacity(items.len());
     let mut seen = std::collections::HashSet::new();
     let mut rejected = Vec::new();
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in items.into_iter().enumerate() {
         let result = match item {
-            Value::Object(doc) => parse_product(doc).and_then(|p| match p.external_id {
+            serde_value::Value::Map(_) => match typed::<ProductDocument>(item, "") {
+                Err(e) => {
+                    rejected.push(RejectedItem {
+                        index,
+                        error: e.object(),
+                    });
+                    continue;
+                }
+                Ok(doc) => parse_product(&doc),
+            }
+            .and_then(|p| match p.external_id {
                 None => Err(vec![FieldError::new(
                     "external_id",
-                    "missing_field",
+                    ErrorCode::MissingField,
                     "external_id is required",
                 )]),
                 Some(id) if !seen.insert(id.clone()) => Err(vec![FieldError::new(
                     "external_id",
-                    "duplicate_in_batch",
+                    ErrorCode::DuplicateInBatch,
                     format!("external_id `{id}` appears earlier in this batch"),
                 )]),
                 Some(id) => Ok((index, id, p.fields)),
             }),
             _ => Err(vec![FieldError::new(
                 format!("products[{index}]"),
-                "invalid_type",
+                ErrorCode::InvalidType,
                 "each product must be a JSON object",
             )]),
         };
         match result {
             Ok(item) => accepted.push(item),
-            Err(errors) => rejected.push(json!({
-                "index": index,
-                "error": ApiError::from_field_errors(&errors).body()["error"],
-            })),
+            Err(errors) => rejected.push(RejectedItem {
+                index,
+                error: ApiError::from_field_errors(&errors).object(),
+            }),
         }
     }
     (accepted, rejected)
@@ -158,8 +190,7 @@ fn validate_batch(items: &[Value]) -> (Vec<(usize, String, ProductFields)>, Vec<
 /// The 422 of a product the tenant's ingest plugin rejected.
 fn rejected_by_plugin(plugin: &str, version: i64, message: &str) -> ApiError {
     ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "rejected_by_plugin",
+        ErrorCode::RejectedByPlugin,
         format!("the ingest plugin `{plugin}` rejected the product: {message}"),
     )
     .with_details(json!({"plugin": plugin, "version": version, "reason": message}))
@@ -167,10 +198,8 @@ fn rejected_by_plugin(plugin: &str, version: i64, message: &str) -> ApiError {
 
 /// `warnings` (API.md): set only when there is something to say, so that
 /// responses keep their shape otherwise.
-fn add_warnings(body: &mut Value, warnings: Vec<Value>) {
-    if !warnings.is_empty() {
-        body["warnings"] = Value::Array(warnings);
-    }
+pub(super) fn warnings(warnings: Vec<IngestWarning>) -> Option<Vec<IngestWarning>> {
+    (!warnings.is_empty()).then_some(warnings)
 }
 
 /// Runs the tenant's ingest plugin (if one is active) on a product about
@@ -199,8 +228,8 @@ async fn ingest_batch(
     state: &AppState,
     tenant: &str,
     items: Vec<(usize, String, ProductFields)>,
-    rejected: &mut Vec<Value>,
-    warnings: &mut Vec<Value>,
+    rejected: &mut Vec<RejectedItem>,
+    warnings: &mut Vec<IngestWarning>,
 ) -> ApiResult<Vec<(String, ProductFields)>> {
     use futures::StreamExt;
     let registry = state.search.plugins();
@@ -224,9 +253,7 @@ async fn ingest_batch(
         match outcome {
             IngestOutcome::Store(fields, warning) => {
                 if let Some(w) = warning {
-                    let mut entry = w.to_json();
-                    entry["index"] = json!(index);
-                    warnings.push(entry);
+                    warnings.push(w.view(Some(index)));
                 }
                 accepted.push((id, fields));
             }
@@ -234,22 +261,31 @@ async fn ingest_batch(
                 plugin,
                 version,
                 message,
-            } => rejected.push(json!({
-                "index": index,
-                "error": rejected_by_plugin(&plugin, version, &message).body()["error"],
-            })),
+            } => rejected.push(RejectedItem {
+                index,
+                error: rejected_by_plugin(&plugin, version, &message).object(),
+            }),
         }
     }
-    rejected.sort_by_key(|r| r["index"].as_u64());
+    rejected.sort_by_key(|r| r.index);
     Ok(accepted)
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants/{t}/products", operation_id = "list_products", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
+        ("category" = Option<String>, Query, description = "Only this category"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "A page of products", body = ProductPage)),
+    security(("bearer" = ["search"]), ("bearer" = ["write"]))
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
     RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProductPage>> {
     let q = StrictQuery::parse(raw.as_deref(), &["category", "limit", "cursor"])?;
     let limit = q.int("limit", 1, MAX_PAGE, DEFAULT_PAGE)?;
     let after = q.get("cursor").map(decode_cursor).transpose()?;
@@ -259,10 +295,10 @@ pub async fn list(
         .catalog
         .list_products(&tenant, category, after, limit)
         .await?;
-    Ok(Json(json!({
-        "products": page.products.iter().map(Product::to_json).collect::<Vec<_>>(),
-        "next_cursor": page.next.map(encode_cursor),
-    })))
+    Ok(Json(ProductPage {
+        products: page.products.iter().map(Product::view).collect(),
+        next_cursor: page.next.map(encode_cursor),
+    }))
 }
 
 /// Cursors are opaque to clients: a versioned position, base64url-encoded.
@@ -280,17 +316,23 @@ fn decode_cursor(cursor: &str) -> ApiResult<i64> {
         .ok_or_else(|| {
             ApiError::invalid_field(
                 "cursor",
-                "invalid_cursor",
+                ErrorCode::InvalidCursor,
                 "cursor is not one this service returned; pass next_cursor unchanged",
             )
         })
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants/{t}/products/{id}", operation_id = "get_product", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
+    responses((status = 200, description = "The product", body = ProductView)),
+    security(("bearer" = ["search"]), ("bearer" = ["write"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, id): TenantItemPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<model::ProductView>> {
     validate_path_id(&id)?;
     authorize_tenant_read(&state, &principal, &tenant).await?;
     let product = state
@@ -298,15 +340,23 @@ pub async fn get(
         .get_product(&tenant, &id)
         .await?
         .ok_or_else(|| not_found(&tenant, &id))?;
-    Ok(Json(product.to_json()))
+    Ok(Json(product.view()))
 }
 
+#[utoipa::path(
+    put, path = "/v1/tenants/{t}/products/{id}", operation_id = "replace_product", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")), request_body = ProductDocument,
+    responses((status = 200, description = "Replaced", body = ProductWritten),
+        (status = 409, description = "Changed by other requests meanwhile; retry", body = ErrorBody),
+        (status = 422, description = "The ingest plugin rejected it", body = ErrorBody)),
+    security(("bearer" = ["write"]))
+)]
 pub async fn put(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, id): TenantItemPath,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+    Body(body): Body<ProductDocument>,
+) -> ApiResult<Json<ProductWritten>> {
     validate_path_id(&id)?;
     authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
     let input = parse_product(&body).map_err(|e| ApiError::from_field_errors(&e))?;
@@ -314,24 +364,33 @@ pub async fn put(
     update_with_retry(&state, &tenant, &id, |_| Ok(input.fields.clone())).await
 }
 
+#[utoipa::path(
+    patch, path = "/v1/tenants/{t}/products/{id}", operation_id = "patch_product", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
+    request_body(content = ProductPatch, content_type = "application/merge-patch+json",
+        description = "An RFC 7396 merge patch (`application/json` is taken too)"),
+    responses((status = 200, description = "Patched", body = ProductWritten),
+        (status = 409, description = "Changed by other requests meanwhile; retry", body = ErrorBody),
+        (status = 422, description = "The ingest plugin rejected it", body = ErrorBody)),
+    security(("bearer" = ["write"]))
+)]
 pub async fn patch(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, id): TenantItemPath,
-    JsonObject(body): JsonObject,
-) -> ApiResult<Json<Value>> {
+    Body(ProductPatch(patch)): Body<ProductPatch>,
+) -> ApiResult<Json<ProductWritten>> {
     validate_path_id(&id)?;
     authorize_tenant(&state, &principal, &tenant, Scope::Write).await?;
-    let patch = Value::Object(body);
+    let patch = serde_json::Value::Object(patch);
     update_with_retry(&state, &tenant, &id, |current| {
         // RFC 7396 JSON merge patch over the product's editable document:
-        // `null` removes an optional field, objects (metadata) merge.
-        let mut doc = Value::Object(current.input_document());
+        // `null` removes an optional field, objects (metadata) merge. The
+        // result is read as any product document is.
+        let mut doc = serde_json::to_value(current.input_document()).map_err(|_| ApiError::internal())?;
         json_patch::merge(&mut doc, &patch);
-        let doc: Map<String, Value> = match doc {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
+        let tree = serde_value::to_value(doc).map_err(|_| ApiError::internal())?;
+        let doc = typed::<ProductDocument>(tree, "")?;
         let input = parse_product(&doc).map_err(|e| ApiError::from_field_errors(&e))?;
         check_same_id(input.external_id.as_deref(), &id)?;
         Ok(input.fields)
@@ -343,7 +402,7 @@ fn check_same_id(body_id: Option<&str>, path_id: &str) -> ApiResult<()> {
     match body_id {
         Some(b) if b != path_id => Err(ApiError::invalid_field(
             "external_id",
-            "external_id_mismatch",
+            ErrorCode::ExternalIdMismatch,
             "external_id in the body differs from the one in the path; external ids cannot be changed",
         )),
         _ => Ok(()),
@@ -357,7 +416,7 @@ async fn update_with_retry(
     tenant: &str,
     id: &str,
     next_fields: impl Fn(&Product) -> ApiResult<ProductFields>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProductWritten>> {
     for _ in 0..UPDATE_ATTEMPTS {
         let current = state
             .catalog
@@ -376,12 +435,11 @@ async fn update_with_retry(
             .await
         {
             Ok(product) => {
-                let mut body = json!({
-                    "product": product.to_json(),
-                    "job_id": job.map(|j| j.id),
-                });
-                add_warnings(&mut body, warning.iter().map(|w| w.to_json()).collect());
-                return Ok(Json(body));
+                return Ok(Json(ProductWritten {
+                    product: product.view(),
+                    job_id: job.map(|j| j.id),
+                    warnings: warnings(warning.iter().map(|w| w.view(None)).collect()),
+                }));
             }
             Err(StoreError::Conflict(_)) => continue,
             Err(StoreError::NotFound) => return Err(not_found(tenant, id)),
@@ -393,6 +451,12 @@ async fn update_with_retry(
     ))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/tenants/{t}/products/{id}", operation_id = "delete_product", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
+    responses((status = 204, description = "Deleted; its vector goes with the next index job")),
+    security(("bearer" = ["write"]))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
@@ -409,6 +473,73 @@ pub async fn delete(
     }
 }
 
+// `batch` is also an external id like any other: GET, PUT, PATCH and
+// DELETE on `.../products/batch` reach that product. The path's POST is
+// the batch import, so these four are routed (and documented) on it.
+
+#[utoipa::path(
+    get, path = "/v1/tenants/{t}/products/batch", operation_id = "get_product_named_batch", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    responses((status = 200, description = "The product whose external id is `batch`", body = ProductView)),
+    security(("bearer" = ["search"]), ("bearer" = ["write"]))
+)]
+pub async fn get_named_batch(
+    state: State<AppState>,
+    principal: Principal,
+    path: TenantItemPath,
+) -> ApiResult<Json<model::ProductView>> {
+    get(state, principal, path).await
+}
+
+#[utoipa::path(
+    put, path = "/v1/tenants/{t}/products/batch", operation_id = "replace_product_named_batch", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = ProductDocument,
+    responses((status = 200, description = "Replaced", body = ProductWritten),
+        (status = 409, description = "Changed by other requests meanwhile; retry", body = ErrorBody),
+        (status = 422, description = "The ingest plugin rejected it", body = ErrorBody)),
+    security(("bearer" = ["write"]))
+)]
+pub async fn put_named_batch(
+    state: State<AppState>,
+    principal: Principal,
+    path: TenantItemPath,
+    body: Body<ProductDocument>,
+) -> ApiResult<Json<ProductWritten>> {
+    put(state, principal, path, body).await
+}
+
+#[utoipa::path(
+    patch, path = "/v1/tenants/{t}/products/batch", operation_id = "patch_product_named_batch", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    request_body(content = ProductPatch, content_type = "application/merge-patch+json"),
+    responses((status = 200, description = "Patched", body = ProductWritten),
+        (status = 409, description = "Changed by other requests meanwhile; retry", body = ErrorBody),
+        (status = 422, description = "The ingest plugin rejected it", body = ErrorBody)),
+    security(("bearer" = ["write"]))
+)]
+pub async fn patch_named_batch(
+    state: State<AppState>,
+    principal: Principal,
+    path: TenantItemPath,
+    body: Body<ProductPatch>,
+) -> ApiResult<Json<ProductWritten>> {
+    patch(state, principal, path, body).await
+}
+
+#[utoipa::path(
+    delete, path = "/v1/tenants/{t}/products/batch", operation_id = "delete_product_named_batch", tag = "products",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    responses((status = 204, description = "Deleted")),
+    security(("bearer" = ["write"]))
+)]
+pub async fn delete_named_batch(
+    state: State<AppState>,
+    principal: Principal,
+    path: TenantItemPath,
+) -> ApiResult<StatusCode> {
+    delete(state, principal, path).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,13 +548,17 @@ mod tests {
     fn cursors_round_trip_and_reject_tampering() {
         assert_eq!(decode_cursor(&encode_cursor(42)).unwrap(), 42);
         for bad in ["", "!!", "cDE6LTE", "eHl6", "p1:5"] {
-            assert_eq!(decode_cursor(bad).unwrap_err().code, "invalid_cursor", "{bad}");
+            assert_eq!(
+                decode_cursor(bad).unwrap_err().code,
+                ErrorCode::InvalidCursor,
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn batch_validation_keeps_valid_items_and_lists_the_rest() {
-        let items = vec![
+        let items = [
             json!({"external_id": "a", "title": "A"}),
             json!({"title": "no id"}),
             json!({"external_id": "a", "title": "again"}),
@@ -431,15 +566,17 @@ mod tests {
             json!({"external_id": "b", "title": "B", "price": -1}),
             json!({"external_id": "c", "title": "C"}),
         ];
-        let (ok, rejected) = validate_batch(&items);
+        let items = items.iter().map(|v| serde_value::to_value(v).unwrap()).collect();
+        let (ok, rejected) = validate_batch(items);
         assert_eq!(
             ok.iter().map(|(_, id, _)| id.as_str()).collect::<Vec<_>>(),
             ["a", "c"]
         );
-        let idx: Vec<u64> = rejected.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+        let idx: Vec<usize> = rejected.iter().map(|r| r.index).collect();
         assert_eq!(idx, [1, 2, 3, 4]);
-        assert_eq!(rejected[0]["error"]["details"]["field"], "external_id");
-        assert_eq!(rejected[1]["error"]["code"], "duplicate_in_batch");
-        assert_eq!(rejected[3]["error"]["details"]["field"], "price");
+        let field = |i: usize| rejected[i].error.details.as_ref().unwrap()["field"].clone();
+        assert_eq!(field(0), "external_id");
+        assert_eq!(rejected[1].error.code, ErrorCode::DuplicateInBatch);
+        assert_eq!(field(3), "price");
     }
 }

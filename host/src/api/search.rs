@@ -2,23 +2,30 @@
 //! (multipart): parse and validate the request, run the query pipeline,
 //! shape the response (API.md "Search").
 
+use super::types::{ErrorBody, ImageSearchForm};
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::auth::{Principal, Scope};
 use super::embed::{decode_image_base64, decode_image_bytes, validate_text};
-use super::error::{ApiError, ApiResult};
-use super::extract::{JsonObject, TenantPath};
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::{Body, TenantPath, json_object, typed};
 use super::tenants::authorize_tenant;
+use super::types::{
+    PluginReport, PluginReports, SearchFilters, SearchHit, SearchOptions, SearchRequest, SearchResponse,
+};
 use crate::media::MediaError;
 use crate::model;
-use crate::plugins::{PluginChoice, ResolveError};
-use crate::search::{PluginReport, PluginSelection, QuerySource, SearchError, SearchRequest, SearchResponse};
+use crate::model::Price;
+use crate::plugins::{PluginChoice, ResolveError, World};
+use crate::search::{
+    PluginReport as PluginRun, PluginSelection, QuerySource, SearchError, SearchResponse as SearchOutcome,
+};
 use crate::store::vectors::VectorFilter;
 
 pub const DEFAULT_LIMIT: u64 = 10;
@@ -29,17 +36,6 @@ const MAX_FILTER_VALUES: usize = 100;
 /// Longest `user_id` / `session_id`.
 const MAX_ID_CHARS: usize = 256;
 const MAX_URL_CHARS: usize = 2048;
-
-const SOURCES: [&str; 4] = ["text", "image_url", "image_base64", "like"];
-const OPTIONS: [&str; 7] = [
-    "filters",
-    "limit",
-    "offset",
-    "min_score",
-    "plugins",
-    "user_id",
-    "session_id",
-];
 
 /// The options every search takes, whatever its query source.
 struct Options {
@@ -52,252 +48,208 @@ struct Options {
     session_id: Option<String>,
 }
 
-fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> ApiError {
+fn invalid(field: &str, code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::invalid_field(field, code, message)
 }
 
-fn int_in(v: &Value, field: &str, min: u64, max: u64) -> ApiResult<u64> {
-    v.as_u64().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
-        invalid(
-            field,
-            "invalid_parameter",
-            format!("`{field}` must be an integer from {min} to {max}"),
-        )
-    })
-}
-
-fn string_list(v: Value, field: &str) -> ApiResult<Vec<String>> {
-    let Value::Array(items) = v else {
-        return Err(invalid(
-            field,
-            "invalid_filter",
-            format!("`{field}` must be a list of strings"),
-        ));
-    };
+fn string_list(items: Vec<String>, field: &str) -> ApiResult<Vec<String>> {
     if items.len() > MAX_FILTER_VALUES {
         return Err(invalid(
             field,
-            "invalid_filter",
+            ErrorCode::InvalidFilter,
             format!("`{field}` may hold at most {MAX_FILTER_VALUES} values"),
         ));
     }
-    items
-        .into_iter()
-        .map(|i| match i {
-            Value::String(s) if !s.is_empty() => Ok(s),
-            _ => Err(invalid(
-                field,
-                "invalid_filter",
-                format!("`{field}` must hold non-empty strings"),
-            )),
-        })
-        .collect()
+    if items.iter().any(String::is_empty) {
+        return Err(invalid(
+            field,
+            ErrorCode::InvalidFilter,
+            format!("`{field}` must hold non-empty strings"),
+        ));
+    }
+    Ok(items)
 }
 
 /// A price bound: a number or a decimal string, ≥ 0.
-fn price(v: Value, field: &str) -> ApiResult<f64> {
-    let n = match &v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
-    n.filter(|x| x.is_finite() && *x >= 0.0)
-        .ok_or_else(|| invalid(field, "invalid_filter", format!("`{field}` must be a price ≥ 0")))
+fn price(v: &Price, field: &str) -> ApiResult<f64> {
+    let (Price::Number(s) | Price::Text(s)) = v;
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x >= 0.0)
+        .ok_or_else(|| {
+            invalid(
+                field,
+                ErrorCode::InvalidFilter,
+                format!("`{field}` must be a price ≥ 0"),
+            )
+        })
 }
 
-fn parse_filters(v: Value) -> ApiResult<VectorFilter> {
-    let Value::Object(m) = v else {
-        return Err(invalid(
-            "filters",
-            "invalid_filter",
-            "`filters` must be an object",
-        ));
-    };
-    let mut f = VectorFilter::default();
-    for (k, v) in m {
-        let field = format!("filters.{k}");
-        if v.is_null() {
-            continue;
+fn parse_filters(f: SearchFilters) -> ApiResult<VectorFilter> {
+    let mut out = VectorFilter::default();
+    if let Some(c) = f.category {
+        if c.is_empty() {
+            return Err(invalid(
+                "filters.category",
+                ErrorCode::InvalidFilter,
+                "`filters.category` must be a non-empty string",
+            ));
         }
-        match k.as_str() {
-            "category" => match v {
-                Value::String(s) if !s.is_empty() => f.categories.push(s),
-                _ => {
-                    return Err(invalid(
-                        &field,
-                        "invalid_filter",
-                        "`filters.category` must be a non-empty string",
-                    ));
-                }
-            },
-            "categories" => f.categories.extend(string_list(v, &field)?),
-            "tags" => f.tags = string_list(v, &field)?,
-            "price_min" => f.price_min = Some(price(v, &field)?),
-            "price_max" => f.price_max = Some(price(v, &field)?),
-            "in_stock" => match v {
-                Value::Bool(b) => f.in_stock = Some(b),
-                _ => {
-                    return Err(invalid(
-                        &field,
-                        "invalid_filter",
-                        "`filters.in_stock` must be true or false",
-                    ));
-                }
-            },
-            _ => {
-                return Err(invalid(
-                    &field,
-                    "unknown_field",
-                    format!(
-                        "unknown filter `{k}`; allowed: category, categories, price_min, price_max, tags, in_stock"
-                    ),
-                ));
-            }
-        }
+        out.categories.push(c);
     }
-    f.categories.sort();
-    f.categories.dedup();
-    if let (Some(lo), Some(hi)) = (f.price_min, f.price_max)
+    if let Some(c) = f.categories {
+        out.categories.extend(string_list(c, "filters.categories")?);
+    }
+    if let Some(t) = f.tags {
+        out.tags = string_list(t, "filters.tags")?;
+    }
+    out.price_min = f
+        .price_min
+        .as_ref()
+        .map(|p| price(p, "filters.price_min"))
+        .transpose()?;
+    out.price_max = f
+        .price_max
+        .as_ref()
+        .map(|p| price(p, "filters.price_max"))
+        .transpose()?;
+    out.in_stock = f.in_stock;
+    out.categories.sort();
+    out.categories.dedup();
+    if let (Some(lo), Some(hi)) = (out.price_min, out.price_max)
         && lo > hi
     {
         return Err(invalid(
             "filters.price_max",
-            "invalid_filter",
+            ErrorCode::InvalidFilter,
             "`filters.price_max` must not be below `filters.price_min`",
         ));
     }
-    Ok(f)
+    Ok(out)
 }
 
-/// Reads the options out of `body` (what remains must be one query source).
-fn parse_options(body: &mut Map<String, Value>) -> ApiResult<Options> {
-    let mut o = Options {
-        filter: VectorFilter::default(),
-        limit: DEFAULT_LIMIT as usize,
-        offset: 0,
-        min_score: None,
-        plugins: PluginSelection::default(),
-        user_id: None,
-        session_id: None,
-    };
-    if let Some(v) = body.remove("filters").filter(|v| !v.is_null()) {
-        o.filter = parse_filters(v)?;
+fn plugin_choice(v: Option<String>, field: &str) -> ApiResult<PluginChoice> {
+    match v {
+        None => Ok(PluginChoice::Active),
+        Some(name) if name == "none" => Ok(PluginChoice::Off),
+        Some(name) if crate::model::validate_tenant_id(&name).is_ok() => Ok(PluginChoice::Named(name)),
+        Some(_) => Err(invalid(
+            field,
+            ErrorCode::InvalidParameter,
+            format!("`{field}` must be a plugin name or \"none\""),
+        )),
     }
-    if let Some(v) = body.remove("limit").filter(|v| !v.is_null()) {
-        o.limit = int_in(&v, "limit", 1, MAX_LIMIT)? as usize;
+}
+
+fn bounded_id(v: Option<String>, field: &str) -> ApiResult<Option<String>> {
+    match v {
+        Some(s) if s.is_empty() || s.chars().count() > MAX_ID_CHARS => Err(invalid(
+            field,
+            ErrorCode::InvalidParameter,
+            format!("`{field}` must be a string of 1 to {MAX_ID_CHARS} characters"),
+        )),
+        other => Ok(other),
     }
-    if let Some(v) = body.remove("offset").filter(|v| !v.is_null()) {
-        o.offset = int_in(&v, "offset", 0, MAX_OFFSET)? as usize;
-    }
-    if let Some(v) = body.remove("min_score").filter(|v| !v.is_null()) {
-        let s = v.as_f64().filter(|s| (-1.0..=1.0).contains(s)).ok_or_else(|| {
-            invalid(
-                "min_score",
-                "invalid_parameter",
-                "`min_score` must be a number from -1 to 1",
-            )
-        })?;
-        o.min_score = Some(s as f32);
-    }
-    if let Some(v) = body.remove("plugins").filter(|v| !v.is_null()) {
-        let Value::Object(m) = v else {
-            return Err(invalid(
-                "plugins",
-                "invalid_parameter",
-                "`plugins` must be an object",
-            ));
-        };
-        for (k, v) in m {
-            let field = format!("plugins.{k}");
-            if k != "filter" && k != "ranker" {
-                return Err(invalid(
-                    &field,
-                    "unknown_field",
-                    "`plugins` takes `filter` and `ranker`",
-                ));
-            }
-            let choice = match v {
-                Value::Null => PluginChoice::Active,
-                Value::String(name) if name == "none" => PluginChoice::Off,
-                Value::String(name) if crate::model::validate_tenant_id(&name).is_ok() => {
-                    PluginChoice::Named(name)
-                }
-                _ => {
-                    return Err(invalid(
-                        &field,
-                        "invalid_parameter",
-                        format!("`{field}` must be a plugin name or \"none\""),
-                    ));
-                }
-            };
-            if k == "filter" {
-                o.plugins.filter = choice;
+}
+
+/// Checks the options' ranges and turns them into the pipeline's terms.
+fn parse_options(o: SearchOptions) -> ApiResult<Options> {
+    let limit = o.limit.map_or(Ok(DEFAULT_LIMIT), |n| {
+        let n = u64::from(n);
+        if (1..=MAX_LIMIT).contains(&n) {
+            Ok(n)
+        } else {
+            Err(invalid(
+                "limit",
+                ErrorCode::InvalidParameter,
+                format!("`limit` must be an integer from 1 to {MAX_LIMIT}"),
+            ))
+        }
+    })?;
+    let offset = o.offset.map_or(Ok(0), |n| {
+        let n = u64::from(n);
+        if n <= MAX_OFFSET {
+            Ok(n)
+        } else {
+            Err(invalid(
+                "offset",
+                ErrorCode::InvalidParameter,
+                format!("`offset` must be an integer from 0 to {MAX_OFFSET}"),
+            ))
+        }
+    })?;
+    let min_score = o
+        .min_score
+        .map(|s| {
+            if (-1.0..=1.0).contains(&s) {
+                Ok(s as f32)
             } else {
-                o.plugins.ranker = choice;
+                Err(invalid(
+                    "min_score",
+                    ErrorCode::InvalidParameter,
+                    "`min_score` must be a number from -1 to 1",
+                ))
             }
-        }
-    }
-    for field in ["user_id", "session_id"] {
-        match body.remove(field) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS => {
-                if field == "user_id" {
-                    o.user_id = Some(s);
-                } else {
-                    o.session_id = Some(s);
-                }
-            }
-            Some(_) => {
-                return Err(invalid(
-                    field,
-                    "invalid_parameter",
-                    format!("`{field}` must be a string of 1 to {MAX_ID_CHARS} characters"),
-                ));
-            }
-        }
-    }
-    Ok(o)
+        })
+        .transpose()?;
+    let plugins = o.plugins.unwrap_or_default();
+    Ok(Options {
+        filter: o.filters.map(parse_filters).transpose()?.unwrap_or_default(),
+        limit: limit as usize,
+        offset: offset as usize,
+        min_score,
+        plugins: PluginSelection {
+            filter: plugin_choice(plugins.filter, "plugins.filter")?,
+            ranker: plugin_choice(plugins.ranker, "plugins.ranker")?,
+        },
+        user_id: bounded_id(o.user_id, "user_id")?,
+        session_id: bounded_id(o.session_id, "session_id")?,
+    })
 }
 
 fn media_error(e: MediaError) -> ApiError {
     let code = match &e {
         MediaError::InvalidUrl(_) | MediaError::Forbidden(_) => {
-            return invalid("image_url", "invalid_image_url", e.to_string());
+            return invalid("image_url", ErrorCode::InvalidImageUrl, e.to_string());
         }
-        MediaError::UnsupportedType(_) => "unsupported_image",
-        MediaError::TooLarge { .. } | MediaError::TooManyPixels { .. } => "image_too_large",
-        MediaError::Corrupt(_) => "invalid_image",
-        _ => "image_unreachable",
+        MediaError::UnsupportedType(_) => ErrorCode::UnsupportedImage,
+        MediaError::TooLarge { .. } | MediaError::TooManyPixels { .. } => ErrorCode::ImageTooLarge,
+        MediaError::Corrupt(_) => ErrorCode::InvalidImage,
+        _ => ErrorCode::ImageUnreachable,
     };
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+    ApiError::new(code, e.to_string())
+        .with_status(StatusCode::UNPROCESSABLE_ENTITY)
         .with_details(json!({"field": "image_url"}))
 }
 
-async fn source_from(state: &AppState, body: &mut Map<String, Value>) -> ApiResult<QuerySource> {
-    let given: Vec<&str> = SOURCES
-        .iter()
-        .copied()
-        .filter(|k| body.contains_key(*k))
+async fn source_from(state: &AppState, body: &mut SearchRequest) -> ApiResult<QuerySource> {
+    let sources = [
+        ("text", body.text.take()),
+        ("image_url", body.image_url.take()),
+        ("image_base64", body.image_base64.take()),
+        ("like", body.like.take()),
+    ];
+    let given: Vec<(&str, String)> = sources
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
     if given.len() != 1 {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!(
                 "send exactly one query source: `text`, `image_url`, `image_base64` or `like` (got {})",
                 if given.is_empty() {
                     "none".to_owned()
                 } else {
-                    given.join(", ")
+                    given.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
                 }
             ),
         )
-        .with_details(json!({"field": given.first().copied().unwrap_or("text")})));
+        .with_details(json!({"field": given.first().map_or("text", |(k, _)| *k)})));
     }
-    let key = given[0];
-    let value = body.remove(key).unwrap_or(Value::Null);
-    let Value::String(s) = value else {
-        return Err(invalid(key, "invalid_query", format!("`{key}` must be a string")));
+    let Some((key, s)) = given.into_iter().next() else {
+        return Err(ApiError::internal());
     };
     Ok(match key {
         "text" => QuerySource::Text(validate_text(s)?),
@@ -309,7 +261,7 @@ async fn source_from(state: &AppState, body: &mut Map<String, Value>) -> ApiResu
             if s.chars().count() > MAX_URL_CHARS {
                 return Err(invalid(
                     "image_url",
-                    "invalid_image_url",
+                    ErrorCode::InvalidImageUrl,
                     format!("`image_url` is longer than {MAX_URL_CHARS} characters"),
                 ));
             }
@@ -341,12 +293,11 @@ async fn source_from(state: &AppState, body: &mut Map<String, Value>) -> ApiResu
 fn search_error(e: SearchError) -> ApiError {
     match e {
         SearchError::ProductNotFound(id) => {
-            ApiError::not_found("product_not_found", format!("there is no product `{id}`"))
+            ApiError::not_found(ErrorCode::ProductNotFound, format!("there is no product `{id}`"))
                 .with_details(json!({"field": "like"}))
         }
         SearchError::ProductNotIndexed(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "product_not_indexed",
+            ErrorCode::ProductNotIndexed,
             format!("product `{id}` is not indexed yet, so there is nothing to compare with"),
         )
         .with_details(json!({"field": "like"})),
@@ -354,8 +305,7 @@ fn search_error(e: SearchError) -> ApiError {
         SearchError::Unavailable(what) => ApiError::unavailable(what),
         SearchError::ModelMismatch => {
             let mut err = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "reindex_required",
+                ErrorCode::ReindexRequired,
                 "the index was built with another model; searches work again once the reindex finishes",
             );
             err.retry_after = Some(30);
@@ -372,8 +322,10 @@ fn search_error(e: SearchError) -> ApiError {
                 format!("plugins.{world}")
             };
             match e {
-                ResolveError::WrongWorld { .. } => invalid(&field, "wrong_plugin_world", e.to_string()),
-                _ => ApiError::not_found("plugin_not_found", e.to_string())
+                ResolveError::WrongWorld { .. } => {
+                    invalid(&field, ErrorCode::WrongPluginWorld, e.to_string())
+                }
+                _ => ApiError::not_found(ErrorCode::PluginNotFound, e.to_string())
                     .with_details(json!({"field": field})),
             }
         }
@@ -384,39 +336,53 @@ fn search_error(e: SearchError) -> ApiError {
     }
 }
 
-fn response_json(r: SearchResponse) -> Value {
-    json!({
-        "hits": r.hits.iter().map(|h| json!({"product": h.product.to_json(), "score": h.score})).collect::<Vec<_>>(),
-        "took_ms": (r.took_ms * 1000.0).round() / 1000.0,
-        "query_type": r.query_type,
-        "plugins": plugin_reports(&r.plugins),
-    })
-}
-
-/// `{"filter"?: {...}, "ranker"?: {...}}`: what each plugin did.
-pub fn plugin_reports(reports: &[PluginReport]) -> Value {
-    let mut out = Map::new();
-    for r in reports {
-        let mut entry = json!({
-            "name": r.name,
-            "version": r.version,
-            "outcome": if r.error.is_none() { "ok" } else { "fallback" },
-            "elapsed_ms": (r.elapsed_ms * 1000.0).round() / 1000.0,
-        });
-        if let Some(e) = &r.error {
-            // A fixed sentence: what the guest wrote goes to the log only.
-            entry["error"] = json!(e.public_message());
-            entry["error_kind"] = json!(e.kind());
-        }
-        out.insert(r.world.as_str().to_owned(), entry);
+fn response(r: SearchOutcome) -> SearchResponse {
+    SearchResponse {
+        hits: r
+            .hits
+            .iter()
+            .map(|h| SearchHit {
+                product: h.product.view(),
+                score: h.score,
+            })
+            .collect(),
+        took_ms: (r.took_ms * 1000.0).round() / 1000.0,
+        query_type: r.query_type.to_string(),
+        plugins: plugin_reports(&r.plugins),
     }
-    Value::Object(out)
 }
 
-async fn run(state: &AppState, tenant: String, source: QuerySource, o: Options) -> ApiResult<Json<Value>> {
+/// What each plugin did.
+pub fn plugin_reports(reports: &[PluginRun]) -> PluginReports {
+    let mut out = PluginReports::default();
+    for r in reports {
+        let entry = PluginReport {
+            name: r.name.clone(),
+            version: r.version,
+            outcome: if r.error.is_none() { "ok" } else { "fallback" }.to_owned(),
+            elapsed_ms: (r.elapsed_ms * 1000.0).round() / 1000.0,
+            // A fixed sentence: what the guest wrote goes to the log only.
+            error: r.error.as_ref().map(|e| e.public_message().to_owned()),
+            error_kind: r.error.as_ref().map(|e| e.kind().to_owned()),
+        };
+        match r.world {
+            World::Filter => out.filter = Some(entry),
+            World::Ranker => out.ranker = Some(entry),
+            World::Ingest => {}
+        }
+    }
+    out
+}
+
+async fn run(
+    state: &AppState,
+    tenant: String,
+    source: QuerySource,
+    o: Options,
+) -> ApiResult<Json<SearchResponse>> {
     let response = state
         .search
-        .search(SearchRequest {
+        .search(crate::search::SearchRequest {
             tenant,
             source,
             filter: o.filter,
@@ -429,68 +395,66 @@ async fn run(state: &AppState, tenant: String, source: QuerySource, o: Options) 
         })
         .await
         .map_err(search_error)?;
-    Ok(Json(response_json(response)))
+    Ok(Json(self::response(response)))
 }
 
 /// `POST /v1/tenants/{t}/search`.
+#[utoipa::path(
+    post, path = "/v1/tenants/{t}/search", operation_id = "search", tag = "search",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = SearchRequest,
+    responses((status = 200, description = "Hits, best first", body = SearchResponse),
+        (status = 409, description = "`like` names a product not indexed yet", body = ErrorBody),
+        (status = 422, description = "The image cannot be used", body = ErrorBody)),
+    security(("bearer" = ["search"]))
+)]
 pub async fn search(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
-    JsonObject(mut body): JsonObject,
-) -> ApiResult<Json<Value>> {
+    Body(mut body): Body<SearchRequest>,
+) -> ApiResult<Json<SearchResponse>> {
     authorize_tenant(&state, &principal, &tenant, Scope::Search).await?;
-    if let Some(k) = body
-        .keys()
-        .find(|k| !SOURCES.contains(&k.as_str()) && !OPTIONS.contains(&k.as_str()))
-    {
-        return Err(invalid(k, "unknown_field", format!("unknown field `{k}`")));
-    }
-    let options = parse_options(&mut body)?;
+    let options = parse_options(body.options())?;
     let source = source_from(&state, &mut body).await?;
     run(&state, tenant, source, options).await
 }
 
 /// `POST /v1/tenants/{t}/search/image`: multipart with an `image` part and
 /// an optional `params` part holding the JSON options.
+#[utoipa::path(
+    post, path = "/v1/tenants/{t}/search/image", operation_id = "search_image", tag = "search",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    request_body(content = ImageSearchForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "Hits, best first", body = SearchResponse),
+        (status = 422, description = "The image cannot be used", body = ErrorBody)),
+    security(("bearer" = ["search"]))
+)]
 pub async fn search_image(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SearchResponse>> {
     authorize_tenant(&state, &principal, &tenant, Scope::Search).await?;
     let mut multipart = multipart.map_err(|e| {
         ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("expected a multipart/form-data body: {e}"),
         )
     })?;
     let (mut image, mut params) = (None, None);
     loop {
-        let field = multipart.next_field().await.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("unreadable multipart body: {e}"),
-            )
-        })?;
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("unreadable multipart body: {e}")))?;
         let Some(field) = field else { break };
         let name = field.name().unwrap_or_default().to_owned();
         let bytes = field.bytes().await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the image is larger than allowed",
-                )
+                ApiError::new(ErrorCode::PayloadTooLarge, "the image is larger than allowed")
             } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    format!("unreadable multipart part: {e}"),
-                )
+                ApiError::new(ErrorCode::InvalidBody, format!("unreadable multipart part: {e}"))
             }
         })?;
         match name.as_str() {
@@ -499,44 +463,40 @@ pub async fn search_image(
             "image" | "params" => {
                 return Err(invalid(
                     &name,
-                    "duplicate_part",
+                    ErrorCode::DuplicatePart,
                     format!("part `{name}` is given more than once"),
                 ));
             }
             other => {
                 return Err(invalid(
                     other,
-                    "unknown_field",
+                    ErrorCode::UnknownField,
                     format!("unknown part `{other}`; send `image` and optionally `params`"),
                 ));
             }
         }
     }
-    let image = image.ok_or_else(|| invalid("image", "missing_field", "the `image` part is required"))?;
-    let mut body = match params {
-        None => Map::new(),
-        Some(p) => match serde_json::from_slice::<Value>(&p) {
-            Ok(Value::Object(m)) => {
-                super::extract::refuse_nul_in_object(&m, "params")?;
-                m
-            }
-            _ => {
-                return Err(invalid(
-                    "params",
-                    "invalid_body",
-                    "the `params` part must be a JSON object",
-                ));
-            }
-        },
+    let image =
+        image.ok_or_else(|| invalid("image", ErrorCode::MissingField, "the `image` part is required"))?;
+    let options = match params {
+        None => SearchOptions::default(),
+        Some(p) => {
+            let tree = json_object(&p).map_err(|e| {
+                let mut e = e.with_status(StatusCode::BAD_REQUEST);
+                // Where the problem is: the part itself, or a field in it.
+                let field = e
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.get("field"))
+                    .and_then(|f| f.as_str())
+                    .map_or_else(|| "params".to_owned(), |f| format!("params.{f}"));
+                e.details = Some(Box::new(json!({"field": field})));
+                e
+            })?;
+            typed::<SearchOptions>(tree, "params")?
+        }
     };
-    if let Some(k) = body.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
-        return Err(invalid(
-            &format!("params.{k}"),
-            "unknown_field",
-            format!("unknown option `{k}` (the query is the `image` part)"),
-        ));
-    }
-    let options = parse_options(&mut body)?;
+    let options = parse_options(options)?;
     let source = QuerySource::Image {
         image: decode_image_bytes(&state.limits, image.to_vec(), "image").await?,
         url: None,

@@ -1,23 +1,28 @@
 //! Tenants and their API keys.
 
+use super::types::ErrorBody;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{Principal, Scope, generate_key};
-use super::error::{ApiError, ApiResult};
-use super::extract::{Fields, JsonObject, TenantItemPath, TenantPath};
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::extract::{Body, TenantItemPath, TenantPath};
+use super::types::{CreateKey, CreateTenant, KeyCreated, TenantList, TenantView};
 use crate::model::{self, MAX_TENANT_NAME_CHARS, format_time};
 use crate::store::Tenant;
 
 /// Longest key label.
 const MAX_LABEL_CHARS: usize = 200;
 
-fn tenant_json(t: &Tenant) -> Value {
-    json!({"id": t.id, "name": t.name, "created_at": format_time(&t.created_at)})
+fn tenant_view(t: &Tenant) -> TenantView {
+    TenantView {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        created_at: format_time(&t.created_at),
+    }
 }
 
 /// Checks the caller may act on `tenant` with `scope`, then that the tenant
@@ -43,22 +48,25 @@ async fn tenant_exists(state: &AppState, tenant: &str) -> ApiResult<()> {
     match state.catalog.get_tenant(tenant).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found(
-            "tenant_not_found",
+            ErrorCode::TenantNotFound,
             format!("there is no tenant `{tenant}`"),
         )),
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/tenants", operation_id = "create_tenant", tag = "tenants",
+    request_body = CreateTenant,
+    responses((status = 201, description = "Created", body = TenantView),
+        (status = 409, description = "The tenant exists", body = ErrorBody)),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn create_tenant(
     State(state): State<AppState>,
     principal: Principal,
-    JsonObject(body): JsonObject,
+    Body(CreateTenant { id, name }): Body<CreateTenant>,
 ) -> ApiResult<impl IntoResponse> {
     principal.require_admin()?;
-    let mut f = Fields(body);
-    let id = f.required_str("id")?;
-    let name = f.optional_str("name")?;
-    f.finish()?;
     model::validate_tenant_id(&id).map_err(|e| ApiError::invalid_field("id", e.code, e.message))?;
     let name = name.unwrap_or_else(|| id.clone());
     if name.trim().is_empty()
@@ -67,55 +75,74 @@ pub async fn create_tenant(
     {
         return Err(ApiError::invalid_field(
             "name",
-            "invalid_name",
+            ErrorCode::InvalidName,
             format!("name must be 1 to {MAX_TENANT_NAME_CHARS} printable characters"),
         ));
     }
     let tenant = state.catalog.create_tenant(&id, &name).await?;
     tracing::info!(tenant = %tenant.id, "tenant created");
-    Ok((StatusCode::CREATED, Json(tenant_json(&tenant))))
+    Ok((StatusCode::CREATED, Json(tenant_view(&tenant))))
 }
 
-pub async fn list_tenants(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get, path = "/v1/tenants", operation_id = "list_tenants", tag = "tenants",
+    responses((status = 200, description = "Every tenant", body = TenantList)),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<TenantList>> {
     principal.require_admin()?;
     let tenants = state.catalog.list_tenants().await?;
-    Ok(Json(
-        json!({"tenants": tenants.iter().map(tenant_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(TenantList {
+        tenants: tenants.iter().map(tenant_view).collect(),
+    }))
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants/{t}", operation_id = "get_tenant", tag = "tenants",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    responses((status = 200, description = "The tenant", body = TenantView)),
+    security(("bearer" = ["search"]), ("bearer" = ["write"]))
+)]
 pub async fn get_tenant(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TenantView>> {
     principal
         .require(&tenant, Scope::Search)
         .or_else(|_| principal.require(&tenant, Scope::Write))?;
-    let t =
-        state.catalog.get_tenant(&tenant).await?.ok_or_else(|| {
-            ApiError::not_found("tenant_not_found", format!("there is no tenant `{tenant}`"))
-        })?;
-    Ok(Json(tenant_json(&t)))
+    let t = state.catalog.get_tenant(&tenant).await?.ok_or_else(|| {
+        ApiError::not_found(
+            ErrorCode::TenantNotFound,
+            format!("there is no tenant `{tenant}`"),
+        )
+    })?;
+    Ok(Json(tenant_view(&t)))
 }
 
+#[utoipa::path(
+    post, path = "/v1/tenants/{t}/keys", operation_id = "create_key", tag = "tenants",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = CreateKey,
+    responses((status = 201, description = "The key; `key` is shown only now", body = KeyCreated)),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
-    JsonObject(body): JsonObject,
+    Body(CreateKey { scopes, label }): Body<CreateKey>,
 ) -> ApiResult<impl IntoResponse> {
     authorize_tenant(&state, &principal, &tenant, Scope::Admin).await?;
-    let mut f = Fields(body);
-    let scopes = parse_scopes(f.take("scopes"))?;
-    let label = f.optional_str("label")?;
-    f.finish()?;
+    let scopes = parse_scopes(&scopes)?;
     if let Some(l) = &label
         && (l.chars().count() > MAX_LABEL_CHARS || l.chars().any(char::is_control))
     {
         return Err(ApiError::invalid_field(
             "label",
-            "invalid_label",
+            ErrorCode::InvalidLabel,
             format!("label must be at most {MAX_LABEL_CHARS} printable characters"),
         ));
     }
@@ -124,25 +151,20 @@ pub async fn create_key(
     tracing::info!(tenant = %tenant, key_id = %record.id, "api key created");
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": record.id,
-            "key": token,
-            "scopes": record.scopes,
-            "label": record.label,
-            "tenant": record.tenant,
-            "created_at": format_time(&record.created_at),
-        })),
+        Json(KeyCreated {
+            created_at: format_time(&record.created_at),
+            id: record.id,
+            key: token,
+            scopes: record.scopes,
+            label: record.label,
+            tenant: record.tenant,
+        }),
     ))
 }
 
-fn parse_scopes(v: Option<Value>) -> ApiResult<Vec<String>> {
-    let invalid = |msg: String| ApiError::invalid_field("scopes", "invalid_scopes", msg);
+fn parse_scopes(items: &[String]) -> ApiResult<Vec<String>> {
+    let invalid = |msg: String| ApiError::invalid_field("scopes", ErrorCode::InvalidScopes, msg);
     let allowed = Scope::ALL.map(Scope::as_str).join(", ");
-    let Some(Value::Array(items)) = v else {
-        return Err(invalid(format!(
-            "scopes must be a non-empty list drawn from: {allowed}"
-        )));
-    };
     if items.is_empty() {
         return Err(invalid(format!(
             "scopes must be a non-empty list drawn from: {allowed}"
@@ -150,10 +172,8 @@ fn parse_scopes(v: Option<Value>) -> ApiResult<Vec<String>> {
     }
     let mut scopes = Vec::new();
     for item in items {
-        let scope = item
-            .as_str()
-            .and_then(Scope::parse)
-            .ok_or_else(|| invalid(format!("unknown scope {item}; allowed: {allowed}")))?;
+        let scope = Scope::parse(item)
+            .ok_or_else(|| invalid(format!("unknown scope {item:?}; allowed: {allowed}")))?;
         if !scopes.contains(&scope) {
             scopes.push(scope);
         }
@@ -162,6 +182,12 @@ fn parse_scopes(v: Option<Value>) -> ApiResult<Vec<String>> {
     Ok(scopes.into_iter().map(|s| s.as_str().to_owned()).collect())
 }
 
+#[utoipa::path(
+    delete, path = "/v1/tenants/{t}/keys/{key_id}", operation_id = "delete_key", tag = "tenants",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("key_id" = String, Path, description = "Key id")),
+    responses((status = 204, description = "Revoked")),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn delete_key(
     State(state): State<AppState>,
     principal: Principal,
@@ -173,7 +199,7 @@ pub async fn delete_key(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(
-            "key_not_found",
+            ErrorCode::KeyNotFound,
             format!("tenant `{tenant}` has no key `{key_id}`"),
         ))
     }

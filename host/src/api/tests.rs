@@ -1568,3 +1568,101 @@ async fn the_search_page_is_served_with_its_assets_under_a_strict_policy() {
         assert!(r.body.as_str().unwrap().contains(marker), "{path}");
     }
 }
+
+/// The document served at `/openapi.json` is OpenAPI 3.1 and describes
+/// every route the router serves: each documented operation is routed
+/// (not 404 `route_not_found`, not 405), and no method answers on a
+/// documented path unless the document lists it.
+#[tokio::test]
+async fn the_openapi_document_and_the_router_describe_the_same_routes() {
+    let app = app().await;
+    let r = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 30, "{}", paths.len());
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    let mut checked = 0;
+    for (template, item) in paths {
+        let path = template
+            .replace("{t}", "default")
+            .replace("{id}", "p1")
+            .replace("{name}", "plug")
+            .replace("{key_id}", "k1")
+            .replace("{job_id}", "j1");
+        assert!(!path.contains('{'), "an unfilled parameter in {template}");
+        for m in &methods {
+            let documented = item.get(m.as_str().to_ascii_lowercase()).is_some();
+            let r = app.admin(m.clone(), &path, None).await;
+            let routed = r.status != StatusCode::METHOD_NOT_ALLOWED && r.code() != "route_not_found";
+            assert_eq!(
+                routed, documented,
+                "{m} {template}: routed {routed}, documented {documented} ({:?})",
+                r.body
+            );
+            checked += 1;
+        }
+        // Every operation names its errors, and every error is the
+        // contract's body.
+        for (method, op) in item.as_object().unwrap() {
+            let Some(responses) = op["responses"].as_object() else {
+                continue;
+            };
+            if template.starts_with("/v1/") {
+                for status in ["400", "401", "403", "429", "503"] {
+                    assert_eq!(
+                        responses[status]["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {template} {status}"
+                    );
+                }
+                assert!(op["security"].is_array(), "{method} {template}");
+            }
+        }
+    }
+    assert!(checked >= 150);
+    // The bearer scheme, the error codes and the links between operations.
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .unwrap();
+    assert_eq!(codes.len(), crate::error_code::ErrorCode::ALL.len());
+    assert!(codes.contains(&json!("unsupported_image")));
+    let created = &doc["paths"]["/v1/tenants"]["post"]["responses"]["201"]["links"];
+    assert_eq!(created["CreateProduct"]["operationId"], "create_product");
+    assert_eq!(created["CreateProduct"]["parameters"]["t"], "$response.body#/id");
+}
+
+/// `/docs` works offline: its page, script and styles come from this
+/// server, under a CSP that allows nothing else.
+#[tokio::test]
+async fn the_reference_is_served_from_the_binary() {
+    let app = app().await;
+    let page = app.call(Method::GET, "/docs", None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.body.as_str().unwrap().to_owned();
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    for asset in [
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/docs/init.js",
+    ] {
+        assert!(html.contains(asset), "{asset} is not linked from /docs");
+        let r = app.call(Method::GET, asset, None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{asset}");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+    let init = app.call(Method::GET, "/docs/init.js", None, None).await;
+    assert!(init.body.as_str().unwrap().contains("/openapi.json"));
+}

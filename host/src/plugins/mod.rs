@@ -199,15 +199,16 @@ pub enum UploadError {
 
 impl UploadError {
     /// The API error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::error_code::ErrorCode {
+        use crate::error_code::ErrorCode;
         match self {
-            UploadError::NotWasm => "not_wasm",
-            UploadError::CoreModule => "not_a_component",
-            UploadError::Invalid(_) => "invalid_component",
-            UploadError::WrongWorld { .. } => "wrong_world",
-            UploadError::CompileTimeout(_) => "compile_timeout",
-            UploadError::Busy => "busy",
-            UploadError::Internal(_) => "internal",
+            UploadError::NotWasm => ErrorCode::NotWasm,
+            UploadError::CoreModule => ErrorCode::NotAComponent,
+            UploadError::Invalid(_) => ErrorCode::InvalidComponent,
+            UploadError::WrongWorld { .. } => ErrorCode::WrongWorld,
+            UploadError::CompileTimeout(_) => ErrorCode::CompileTimeout,
+            UploadError::Busy => ErrorCode::Busy,
+            UploadError::Internal(_) => ErrorCode::InternalError,
         }
     }
 }

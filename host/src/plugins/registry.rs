@@ -9,7 +9,7 @@ use moka::future::Cache;
 use serde_json::{Map, Value};
 
 use super::{CallError, PluginHost, PluginProduct, PluginRef, World};
-use crate::model::{ProductFields, parse_product};
+use crate::model::{Price, ProductDocument, ProductFields, parse_product};
 use crate::store::{Catalog, PluginRecord, StoreError, StoreResult};
 
 /// Which plugin of a world a search wants.
@@ -84,15 +84,16 @@ impl PluginWarning {
         }
     }
 
-    /// `{"plugin", "version", "world": "ingest", "outcome", "message"}`.
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "plugin": self.plugin,
-            "version": self.version,
-            "world": World::Ingest.as_str(),
-            "outcome": self.outcome,
-            "message": self.message,
-        })
+    /// The response's warning; `index` is the item of a batch.
+    pub fn view(&self, index: Option<usize>) -> crate::api::types::IngestWarning {
+        crate::api::types::IngestWarning {
+            plugin: self.plugin.clone(),
+            version: self.version,
+            world: World::Ingest.as_str().to_owned(),
+            outcome: self.outcome.to_owned(),
+            message: self.message.to_owned(),
+            index,
+        }
     }
 }
 
@@ -291,29 +292,19 @@ fn from_plugin_product(
         Ok(Value::Object(m)) => m,
         _ => return Err("`metadata` is not a JSON object".into()),
     };
-    let mut doc = Map::new();
-    doc.insert("external_id".into(), Value::from(external_id));
-    doc.insert("title".into(), Value::from(out.title));
-    doc.insert(
-        "description".into(),
-        out.description.map_or(Value::Null, Value::from),
-    );
-    doc.insert("category".into(), out.category.map_or(Value::Null, Value::from));
-    doc.insert(
-        "price".into(),
-        original.price.map_or(Value::Null, |p| Value::from(p.to_string())),
-    );
-    doc.insert(
-        "currency".into(),
-        original.currency.clone().map_or(Value::Null, Value::from),
-    );
-    doc.insert(
-        "image_url".into(),
-        original.image_url.clone().map_or(Value::Null, Value::from),
-    );
-    doc.insert("tags".into(), Value::from(out.tags));
-    doc.insert("in_stock".into(), Value::from(original.in_stock));
-    doc.insert("metadata".into(), Value::Object(metadata));
+    let doc = ProductDocument {
+        external_id: Some(external_id.to_owned()),
+        title: Some(out.title),
+        description: out.description,
+        category: out.category,
+        price: original.price.map(|p| Price::Text(p.to_string())),
+        currency: original.currency.clone(),
+        image_url: original.image_url.clone(),
+        tags: Some(out.tags),
+        in_stock: Some(original.in_stock),
+        metadata: Some(metadata),
+        ..ProductDocument::default()
+    };
     parse_product(&doc).map(|p| p.fields).map_err(|errors| {
         errors
             .iter()

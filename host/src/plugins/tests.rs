@@ -390,7 +390,7 @@ async fn an_upload_that_compiles_too_long_is_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, UploadError::CompileTimeout(_)), "{err}");
-    assert_eq!(err.code(), "compile_timeout");
+    assert_eq!(err.code(), crate::error_code::ErrorCode::CompileTimeout);
     let digest = sha256_hex(&bytes);
     assert!(host.blobs().get(&blob_key("t1", &digest)).await.is_err());
     // The abandoned compilation ends on its own and keeps nothing.

@@ -1,0 +1,653 @@
+//! The API's request and response bodies (API.md), one definition shared by
+//! the server, the CLI and the tests. Requests refuse unknown fields;
+//! `/openapi.json` is generated from these types (`api::doc`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::error::ErrorCode;
+use super::extract::RequestBody;
+use crate::model::{Price, ProductView};
+
+// ---------------------------------------------------------------- errors
+
+/// Every error answer: `{"error": {"code", "message", "details"?}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "missing_field", "message": "`title`: this field is required",
+    "details": {"field": "title"}}}))]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorObject {
+    pub code: ErrorCode,
+    /// For a person; never holds internals.
+    pub message: String,
+    /// `field` names the offending field (a path such as `filters.tags.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+// ---------------------------------------------------------------- tenants
+
+/// `POST /v1/tenants`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "shop", "name": "The Shop"}))]
+pub struct CreateTenant {
+    /// `[a-z0-9][a-z0-9_-]{0,62}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub id: String,
+    /// 1 to 200 printable characters, not all blank; defaults to the id.
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub name: Option<String>,
+}
+impl RequestBody for CreateTenant {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantList {
+    pub tenants: Vec<TenantView>,
+}
+
+/// `POST /v1/tenants/{t}/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"scopes": ["search"], "label": "storefront"}))]
+pub struct CreateKey {
+    /// A non-empty list drawn from `search`, `write`, `plugins`, `admin`.
+    #[schema(min_items = 1, value_type = Vec<KeyScope>)]
+    pub scopes: Vec<String>,
+    /// At most 200 printable characters.
+    #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    pub label: Option<String>,
+}
+impl RequestBody for CreateKey {
+    fn field_code(field: &str, _kind: ErrorCode) -> Option<ErrorCode> {
+        (field == "scopes").then_some(ErrorCode::InvalidScopes)
+    }
+}
+
+/// What a key may do (documentation of `scopes`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyScope {
+    Search,
+    Write,
+    Plugins,
+    Admin,
+}
+
+/// A new key: `key` is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyCreated {
+    pub id: String,
+    pub key: String,
+    pub scopes: Vec<String>,
+    pub label: Option<String>,
+    pub tenant: String,
+    pub created_at: String,
+}
+
+// ---------------------------------------------------------------- products
+
+/// A warning about an ingest plugin that failed: the product was stored
+/// as sent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IngestWarning {
+    pub plugin: String,
+    pub version: i64,
+    pub world: String,
+    pub outcome: String,
+    pub message: String,
+    /// The item of a batch it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}
+
+/// A product written (create, PUT, PATCH, image upload).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProductWritten {
+    pub product: ProductView,
+    /// The index job, when the change needs one.
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<IngestWarning>>,
+}
+
+/// `POST /v1/tenants/{t}/products/batch`: each item is checked on its own.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 1,000 product documents.
+    #[schema(value_type = Vec<crate::model::ProductDocument>, max_items = 1000)]
+    pub products: Vec<serde_value::Value>,
+}
+impl RequestBody for BatchRequest {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchResult {
+    /// The index job of the accepted products (none when none was).
+    pub job_id: Option<String>,
+    pub accepted: usize,
+    pub rejected: Vec<RejectedItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<IngestWarning>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RejectedItem {
+    pub index: usize,
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProductPage {
+    pub products: Vec<ProductView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// An RFC 7396 merge patch of a product document: `null` removes an
+/// optional field, `metadata` merges key by key.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(value_type = crate::model::ProductDocument)]
+pub struct ProductPatch(pub Map<String, Value>);
+impl RequestBody for ProductPatch {}
+
+// ---------------------------------------------------------------- search
+
+/// `POST /v1/tenants/{t}/search`: exactly one of `text`, `image_url`,
+/// `image_base64`, `like`, and the options.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"text": "red leather ankle boots", "limit": 10,
+    "filters": {"category": "shoes", "price_max": 120, "in_stock": true}}))]
+pub struct SearchRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 4096)]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048)]
+    pub image_url: Option<String>,
+    /// An image as base64 (a `data:image/...;base64,` prefix is accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_base64: Option<String>,
+    /// The external id of a product to find similar ones to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub like: Option<String>,
+    // The options, as in [`SearchOptions`] (serde cannot refuse unknown
+    // fields through `flatten`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<SearchFilters>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000)]
+    pub offset: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -1.0, maximum = 1.0)]
+    pub min_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<PluginChoices>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub session_id: Option<String>,
+}
+
+impl SearchRequest {
+    /// The options, without the query source.
+    pub fn options(&mut self) -> SearchOptions {
+        SearchOptions {
+            filters: self.filters.take(),
+            limit: self.limit,
+            offset: self.offset,
+            min_score: self.min_score,
+            plugins: self.plugins.take(),
+            user_id: self.user_id.take(),
+            session_id: self.session_id.take(),
+        }
+    }
+}
+impl RequestBody for SearchRequest {
+    fn field_code(field: &str, kind: ErrorCode) -> Option<ErrorCode> {
+        search_field_code(field, kind).or(match field {
+            "text" | "image_url" | "image_base64" | "like" => Some(ErrorCode::InvalidQuery),
+            _ => None,
+        })
+    }
+}
+
+fn search_field_code(field: &str, kind: ErrorCode) -> Option<ErrorCode> {
+    match field {
+        "filters" if kind != ErrorCode::UnknownField => Some(ErrorCode::InvalidFilter),
+        "limit" | "offset" | "min_score" | "user_id" | "session_id" => Some(ErrorCode::InvalidParameter),
+        "plugins" if kind != ErrorCode::UnknownField => Some(ErrorCode::InvalidParameter),
+        _ => None,
+    }
+}
+
+/// The options of every search (also the `params` part of an image search).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<SearchFilters>,
+    /// 1 to 100; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// 0 to 1,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000)]
+    pub offset: Option<u32>,
+    /// Cosine similarity from -1 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -1.0, maximum = 1.0)]
+    pub min_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<PluginChoices>,
+    /// For the search log: 1 to 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub session_id: Option<String>,
+}
+impl RequestBody for SearchOptions {
+    fn field_code(field: &str, kind: ErrorCode) -> Option<ErrorCode> {
+        search_field_code(field, kind)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFilters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
+    pub category: Option<String>,
+    /// Any of these categories (at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 100)]
+    pub categories: Option<Vec<String>>,
+    /// Every one of these tags (at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 100)]
+    pub tags: Option<Vec<String>>,
+    /// A price ≥ 0, as a number or a decimal string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_min: Option<Price>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_max: Option<Price>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_stock: Option<bool>,
+}
+
+/// Which filter and ranker plugins run: a plugin name, `"none"`, or null
+/// (the tenant's active one, the default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginChoices {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub ranker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResponse {
+    pub hits: Vec<SearchHit>,
+    pub took_ms: f64,
+    /// `text`, `image` or `like`.
+    pub query_type: String,
+    pub plugins: PluginReports,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchHit {
+    pub product: ProductView,
+    pub score: f32,
+}
+
+/// What each plugin did in a search.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PluginReports {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<PluginReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranker: Option<PluginReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PluginReport {
+    pub name: String,
+    pub version: i64,
+    /// `ok`, or `fallback` when the plugin failed and the search went on
+    /// without it.
+    pub outcome: String,
+    pub elapsed_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+}
+
+/// The `multipart/form-data` body of `POST /v1/tenants/{t}/search/image`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ImageSearchForm {
+    /// The query image (JPEG, PNG, WebP or GIF).
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    /// The options as JSON.
+    params: Option<SearchOptions>,
+}
+
+// ---------------------------------------------------------------- embed
+
+/// `POST /v1/embed`: exactly one of `text` and `image_base64`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"text": "red leather ankle boots"}))]
+pub struct EmbedRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 4096)]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_base64: Option<String>,
+}
+impl RequestBody for EmbedRequest {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Embedding {
+    pub model: String,
+    pub dims: usize,
+    pub vector: Vec<f32>,
+}
+
+// ---------------------------------------------------------------- jobs and admin
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub id: String,
+    /// `index_product`, `reindex_all`, ...
+    pub kind: String,
+    /// Null for a job over every tenant.
+    pub tenant: Option<String>,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub progress: JobProgress,
+    pub last_error: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    pub run_after: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct JobProgress {
+    pub done: i64,
+    pub total: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+/// `POST /v1/admin/reindex`: every tenant, or one. The body may be left
+/// out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReindexRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub tenant: Option<String>,
+}
+impl RequestBody for ReindexRequest {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobAccepted {
+    pub job_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VectorsView {
+    /// `qdrant-edge` or `qdrant`.
+    pub backend: String,
+    pub dims: usize,
+    pub tenant: Option<String>,
+    pub count: u64,
+}
+
+// ---------------------------------------------------------------- analytics
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueryStats {
+    /// `top` or `zero_results`.
+    pub kind: String,
+    pub since: String,
+    pub queries: Vec<QueryStat>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueryStat {
+    pub query_text: String,
+    pub count: i64,
+    pub avg_results: f64,
+    pub p95_ms: f64,
+}
+
+// ---------------------------------------------------------------- plugins
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PluginVersionView {
+    pub name: String,
+    pub version: i64,
+    /// SHA-256 of the component.
+    pub digest: String,
+    /// `filter`, `ranker` or `ingest`.
+    pub world: String,
+    pub active: bool,
+    pub size_bytes: i64,
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+    pub memory_mb: Option<i64>,
+    pub created_at: String,
+    pub activated_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PluginView {
+    pub name: String,
+    pub world: String,
+    pub active_version: Option<i64>,
+    pub latest_version: Option<i64>,
+    pub versions: Vec<PluginVersionView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PluginList {
+    pub plugins: Vec<PluginView>,
+}
+
+/// `POST /v1/tenants/{t}/plugins/{name}/activate`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"version": 1, "params": {"reject_words": "replica"}}))]
+pub struct ActivateRequest {
+    #[schema(minimum = 1)]
+    pub version: i64,
+    /// Up to 64 parameters handed to the plugin as strings: names of 1 to
+    /// 64 characters, values (strings, numbers, booleans) of at most 1,024.
+    #[serde(default)]
+    #[schema(schema_with = plugin_params_schema)]
+    pub params: Option<std::collections::BTreeMap<String, ParamValue>>,
+    /// The plugin's memory limit in MiB, at most `plugins.max_memory_mb`
+    /// (256 unless the operator changed it).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 256)]
+    pub memory_mb: Option<i64>,
+}
+impl RequestBody for ActivateRequest {
+    fn field_code(field: &str, kind: ErrorCode) -> Option<ErrorCode> {
+        (kind != ErrorCode::MissingField && kind != ErrorCode::UnknownField && field != "body")
+            .then_some(ErrorCode::InvalidParameter)
+    }
+}
+
+/// `params`: up to 64 names of 1 to 64 characters, each with a string (at
+/// most 1,024 characters), a number or a boolean.
+fn plugin_params_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    let value = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(1024)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean));
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Object,
+            Type::Null,
+        ]))
+        .max_properties(Some(64))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(64)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            utoipa::openapi::schema::Schema::OneOf(value.build()).into(),
+        )))
+        .build()
+}
+
+/// A plugin parameter as sent: a string, number or boolean, which the
+/// plugin receives as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ParamValue(pub String);
+
+impl<'de> Deserialize<'de> for ParamValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ParamValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, a number or a boolean")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ParamValue, E> {
+                Ok(ParamValue(v.to_owned()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<ParamValue, E> {
+                Ok(ParamValue(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<ParamValue, E> {
+                Ok(ParamValue(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<ParamValue, E> {
+                Ok(ParamValue(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<ParamValue, E> {
+                Ok(ParamValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `status` of a job listing.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatusName {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// `kind` of query analytics.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryStatsKind {
+    Top,
+    ZeroResults,
+}
+
+/// The longest edge of a thumbnail, in pixels.
+pub struct ThumbnailEdge;
+
+impl utoipa::PartialSchema for ThumbnailEdge {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .enum_values(Some(super::images::THUMBNAIL_EDGES))
+            .into()
+    }
+}
+
+impl ToSchema for ThumbnailEdge {}
+
+// ---------------------------------------------------------------- health
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Live {
+    /// Always `ok`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    /// `ready`.
+    pub status: String,
+    /// Each part (`catalog`, `vectors`, `encoder`) and `ok` or
+    /// `unavailable`.
+    pub checks: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Dependencies {
+    /// By name: `catalog`, `vectors`, `encoder`.
+    pub dependencies: std::collections::BTreeMap<String, Dependency>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Dependency {
+    /// `ok` or `unavailable`.
+    pub status: String,
+    pub backend: String,
+    pub latency_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
