@@ -156,12 +156,9 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
     use std::sync::Arc;
 
     use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
-    use crate::indexing::IndexProducts;
-    use crate::jobs::{JobRunner, RunnerConfig};
-    use crate::media::{AddressPolicy, BlobStore, FetchConfig, ImageFetcher};
-    use crate::store::sqlite::SqliteCatalog;
-    use crate::store::vectors::{EdgeIndex, VectorIndex};
-    use crate::store::{Catalog, JobStatus, NewJob};
+    use crate::jobs::JobRunner;
+    use crate::media::{BlobStore, FetchConfig, ImageFetcher};
+    use crate::store::{JobStatus, NewJob};
 
     let work = tempfile::tempdir()?;
     let model_dir = model_or_random_vit_b32(o.model, work.path())?;
@@ -219,29 +216,29 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
     };
     let raw_before = raw(service.clone(), decoded.clone()).await?;
 
-    // End to end through the job runner.
-    let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(&work.path().join("c.sqlite3"), 4).await?);
-    let vectors: Arc<dyn VectorIndex> =
-        Arc::new(EdgeIndex::open_async(work.path().to_path_buf(), service.dims()).await?);
+    // End to end through the job runner, built as `vitrine serve` builds
+    // it from the defaults; the images come from a loopback server.
+    let mut settings = crate::config::Settings::defaults().clone();
+    settings.data_dir = work.path().to_path_buf();
+    settings.media.allow_private_networks = true;
+    settings.encoder.max_batch = max_batch;
+    settings.jobs.index_time_limit_secs = 3600;
+    settings.jobs.poll_interval_ms = 20;
+    let catalog = crate::server::open_catalog(&settings).await?;
+    let vectors = crate::server::open_vectors(&settings, service.dims())
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let shared = SharedEncoder::default();
     shared.set(EncoderState::Ready(service.clone()));
-    let fetcher = ImageFetcher::new(FetchConfig {
-        policy: AddressPolicy {
-            allow_private_networks: true,
-            allowed: Vec::new(),
-        },
-        ..FetchConfig::default()
-    })?;
-    let handler = Arc::new(IndexProducts {
-        catalog: catalog.clone(),
-        encoder: shared,
-        vectors: vectors.clone(),
-        fetcher: Arc::new(fetcher),
-        blobs: BlobStore::open(None, work.path())?,
-        time_limit: std::time::Duration::from_secs(3600),
-        max_coalesced: max_batch,
-        locks: Default::default(),
-    });
+    let fetcher = ImageFetcher::new(FetchConfig::from_settings(&settings.media))?;
+    let handler = Arc::new(crate::server::index_handler(
+        &settings,
+        catalog.clone(),
+        shared,
+        vectors.clone(),
+        Arc::new(fetcher),
+        BlobStore::open(None, work.path())?,
+    ));
     let product = |i: usize| -> anyhow::Result<(String, crate::model::ProductFields)> {
         let doc = json!({"title": format!("Product {i}"), "image_url": format!("http://{addr}/img/{i}")});
         let input = crate::model::parse_product(&serde_json::from_value(doc)?)
@@ -277,9 +274,7 @@ pub async fn index(o: &IndexBenchOptions<'_>) -> anyhow::Result<Value> {
         None
     };
     drop(job_tx);
-    let mut config = RunnerConfig::new("bench");
-    config.poll_interval = std::time::Duration::from_millis(20);
-    let mut runner = JobRunner::new(catalog.clone(), config);
+    let mut runner = JobRunner::new(catalog.clone(), crate::server::runner_config(&settings));
     runner.register(JobKind::BatchIndexProducts.as_str(), handler.clone());
     runner.register(JobKind::IndexProduct.as_str(), handler);
     let runner = Arc::new(runner);
@@ -551,9 +546,9 @@ pub async fn plugins(
     use std::sync::Arc;
 
     use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
-    use crate::plugins::{PluginChoice, PluginHost, PluginRegistry, PluginsConfig, World};
-    use crate::search::{PluginSelection, QuerySource, SearchConfig, SearchRequest, SearchService};
-    use crate::store::vectors::{EdgeIndex, SharedVectors, VectorFilter, VectorsState};
+    use crate::plugins::{PluginChoice, PluginRegistry, World};
+    use crate::search::{PluginSelection, QuerySource, SearchRequest};
+    use crate::store::vectors::{SharedVectors, VectorFilter, VectorsState};
 
     let dir = tempfile::tempdir()?;
     let populated = populate(dir.path(), model, products).await?;
@@ -569,13 +564,22 @@ pub async fn plugins(
     let dims = service.dims();
     let shared_encoder = SharedEncoder::default();
     shared_encoder.set(EncoderState::Ready(service));
-    let catalog = crate::store::open_catalog(None, dir.path(), 4).await?;
+    // The services as `vitrine serve` builds them from the defaults, with
+    // the result-page cache off (every query runs the pipeline) and the
+    // ranker seeing 100 candidates.
+    let mut settings = crate::config::Settings::defaults().clone();
+    settings.data_dir = dir.path().to_path_buf();
+    settings.search.page_cache_mb = 0;
+    settings.plugins.candidates = 100;
+    let catalog = crate::server::open_catalog(&settings).await?;
     let vectors = SharedVectors::default();
-    vectors.set(VectorsState::Ready(Arc::new(
-        EdgeIndex::open_async(dir.path().to_path_buf(), dims).await?,
-    )));
+    vectors.set(VectorsState::Ready(
+        crate::server::open_vectors(&settings, dims)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
+    ));
     let blobs = crate::media::BlobStore::open(None, dir.path())?;
-    let host = PluginHost::new(PluginsConfig::new(dir.path()), blobs).map_err(|e| anyhow::anyhow!(e))?;
+    let host = crate::server::plugin_host(&settings, blobs)?;
     let wasm = std::fs::read(plugin)?;
     let digest = host
         .upload("default", World::Ranker, bytes::Bytes::from(wasm))
@@ -595,20 +599,18 @@ pub async fn plugins(
     let plugin_ref =
         crate::plugins::registry::plugin_ref(&active).ok_or_else(|| anyhow::anyhow!("plugin ref"))?;
     let registry = Arc::new(PluginRegistry::new(host.clone(), catalog.clone()));
-    let (logger, _writer) =
-        crate::search::logs::SearchLogger::start(catalog.clone(), crate::search::logs::BUFFER);
-    let search = SearchService::new(
+    let fetcher = Arc::new(crate::media::ImageFetcher::new(
+        crate::media::FetchConfig::from_settings(&settings.media),
+    )?);
+    let search = crate::server::app_state(
+        &settings,
         catalog.clone(),
         shared_encoder,
         vectors,
-        logger,
+        fetcher,
         registry,
-        &SearchConfig {
-            page_cache_bytes: 0,
-            plugin_candidates: 100,
-            ..SearchConfig::default()
-        },
-    );
+    )
+    .search;
     let run = |text: String, ranker: PluginChoice| SearchRequest {
         tenant: "default".into(),
         source: QuerySource::Text(text),

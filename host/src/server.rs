@@ -299,6 +299,27 @@ pub async fn open_vectors(settings: &Settings, dims: usize) -> Result<Arc<dyn Ve
     }
 }
 
+/// The handler of the indexing jobs the settings describe.
+pub fn index_handler(
+    settings: &Settings,
+    catalog: Arc<dyn Catalog>,
+    encoder: SharedEncoder,
+    vectors: Arc<dyn VectorIndex>,
+    fetcher: Arc<ImageFetcher>,
+    blobs: BlobStore,
+) -> IndexProducts {
+    IndexProducts {
+        catalog,
+        encoder,
+        vectors,
+        fetcher,
+        blobs,
+        time_limit: Duration::from_secs(settings.jobs.index_time_limit_secs),
+        max_coalesced: settings.encoder.max_batch,
+        locks: Default::default(),
+    }
+}
+
 /// The job runner's settings.
 pub fn runner_config(settings: &Settings) -> RunnerConfig {
     let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
@@ -335,16 +356,14 @@ impl Indexing {
             "vector index ready"
         );
         let jobs = &self.settings.jobs;
-        let handler = Arc::new(IndexProducts {
-            catalog: self.catalog.clone(),
-            encoder: self.encoder.clone(),
+        let handler = Arc::new(index_handler(
+            &self.settings,
+            self.catalog.clone(),
+            self.encoder.clone(),
             vectors,
-            fetcher: self.fetcher,
-            blobs: self.blobs,
-            time_limit: Duration::from_secs(jobs.index_time_limit_secs),
-            max_coalesced: self.settings.encoder.max_batch,
-            locks: Default::default(),
-        });
+            self.fetcher,
+            self.blobs,
+        ));
         let reindex = Arc::new(Reindex {
             index: handler.clone(),
             time_limit: Duration::from_secs(jobs.reindex_time_limit_secs),

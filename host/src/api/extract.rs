@@ -24,7 +24,7 @@ impl<S: Send + Sync, T: RequestBody> FromRequest<S> for Body<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = json_bytes(req, state).await?;
-        typed(json_object(&bytes)?, "").map(Self)
+        typed(json_object(&bytes, "")?, "").map(Self)
     }
 }
 
@@ -50,7 +50,7 @@ impl<S: Send + Sync, T: RequestBody> FromRequest<S> for OptionalBody<T> {
         if bytes.trim_ascii().is_empty() || bytes.trim_ascii() == b"null" {
             return typed(serde_value::Value::Map(Default::default()), "").map(Self);
         }
-        typed(json_object(&bytes)?, "").map(Self)
+        typed(json_object(&bytes, "")?, "").map(Self)
     }
 }
 
@@ -79,22 +79,33 @@ pub trait RequestBody: serde::de::DeserializeOwned {
     }
 }
 
-/// Reads a JSON document that must be an object, as a value tree.
-pub fn json_object(bytes: &[u8]) -> Result<serde_value::Value, ApiError> {
+/// Reads a JSON document that must be an object, as a value tree. `at`
+/// names where the document is when it is not the body itself (the
+/// `params` part of a multipart request): errors name it as their field,
+/// and fields inside it as `at.field`.
+pub fn json_object(bytes: &[u8], at: &str) -> Result<serde_value::Value, ApiError> {
+    let (what, named) = if at.is_empty() {
+        ("the request body".to_owned(), None)
+    } else {
+        (format!("`{at}`"), Some(serde_json::json!({"field": at})))
+    };
     match serde_json::from_slice::<serde_value::Value>(bytes) {
         Ok(v @ serde_value::Value::Map(_)) => {
-            refuse_nul(&v, &mut String::new())?;
+            refuse_nul(&v, &mut at.to_owned())?;
             Ok(v)
         }
-        Ok(_) => Err(ApiError::new(
-            ErrorCode::InvalidBody,
-            "the request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            ErrorCode::MalformedJson,
-            format!("the request body is not valid JSON: {e}"),
-        )
-        .with_details(serde_json::json!({"line": e.line(), "column": e.column()}))),
+        Ok(_) => {
+            let e = ApiError::new(ErrorCode::InvalidBody, format!("{what} must be a JSON object"));
+            Err(match named {
+                Some(d) => e.with_details(d),
+                None => e,
+            })
+        }
+        Err(e) => Err(
+            ApiError::new(ErrorCode::MalformedJson, format!("{what} is not valid JSON: {e}")).with_details(
+                named.unwrap_or_else(|| serde_json::json!({"line": e.line(), "column": e.column()})),
+            ),
+        ),
     }
 }
 

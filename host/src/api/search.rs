@@ -481,18 +481,7 @@ pub async fn search_image(
     let options = match params {
         None => SearchOptions::default(),
         Some(p) => {
-            let tree = json_object(&p).map_err(|e| {
-                let mut e = e.with_status(StatusCode::BAD_REQUEST);
-                // Where the problem is: the part itself, or a field in it.
-                let field = e
-                    .details
-                    .as_ref()
-                    .and_then(|d| d.get("field"))
-                    .and_then(|f| f.as_str())
-                    .map_or_else(|| "params".to_owned(), |f| format!("params.{f}"));
-                e.details = Some(Box::new(json!({"field": field})));
-                e
-            })?;
+            let tree = json_object(&p, "params")?;
             typed::<SearchOptions>(tree, "params")?
         }
     };

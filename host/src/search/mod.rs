@@ -134,13 +134,13 @@ impl From<StoreError> for SearchError {
 }
 
 fn vector_error(e: VectorError) -> SearchError {
-    match e {
+    match &e {
         VectorError::DimensionMismatch { .. } => SearchError::ModelMismatch,
-        VectorError::Unavailable(why) => {
-            tracing::warn!(reason = %why, "vector index unavailable");
+        VectorError::Unavailable(..) => {
+            tracing::warn!(error = %e, "vector index unavailable");
             SearchError::Unavailable("vector index")
         }
-        VectorError::Other(why) => SearchError::Internal(why),
+        other => SearchError::Internal(other.to_string()),
     }
 }
 

@@ -109,7 +109,7 @@ impl EdgeIndex {
     /// and commits a generation of the new dimension.
     pub fn open(data_dir: &Path, dims: usize) -> Result<EdgeIndex, VectorError> {
         if dims == 0 {
-            return Err(VectorError::Other("vector dimension must be > 0".into()));
+            return Err(VectorError::other("vector dimension must be > 0"));
         }
         let root = data_dir.join(VECTORS_DIR);
         fs::create_dir_all(&root).map_err(|e| io_unavailable("create", &root, e))?;
@@ -123,7 +123,7 @@ impl EdgeIndex {
             Some(generation) => {
                 let path = generation_dir(&root, generation);
                 if !path.is_dir() {
-                    return Err(VectorError::Unavailable(format!(
+                    return Err(VectorError::unavailable(format!(
                         "{} names {GEN_PREFIX}{generation}, which does not exist",
                         root.join(CURRENT_FILE).display()
                     )));
@@ -441,7 +441,7 @@ impl VectorIndex for EdgeIndex {
 
     async fn begin_generation(&self, dims: usize) -> Result<Generation, VectorError> {
         if dims == 0 {
-            return Err(VectorError::Other("vector dimension must be > 0".into()));
+            return Err(VectorError::other("vector dimension must be > 0"));
         }
         self.blocking(move |inner| {
             let id = inner.next_generation.fetch_add(1, Ordering::AcqRel);
@@ -570,9 +570,9 @@ fn shard_dims(shard: &EdgeShard) -> Result<usize, VectorError> {
     let params = config
         .vectors
         .get(DEFAULT_VECTOR_NAME)
-        .ok_or_else(|| VectorError::Other("shard has no default dense vector; not a vitrine index".into()))?;
+        .ok_or_else(|| VectorError::other("shard has no default dense vector; not a vitrine index"))?;
     if params.distance != Distance::Cosine {
-        return Err(VectorError::Other(format!(
+        return Err(VectorError::other(format!(
             "shard uses {:?} distance, expected Cosine",
             params.distance
         )));
@@ -637,7 +637,7 @@ fn upsert_into(shard: &EdgeShard, dims: usize, points: Vec<VectorPoint>) -> Resu
     for p in &points {
         check_vector(&p.vector, dims)?;
         if p.payload.price.is_some_and(|x| !x.is_finite()) {
-            return Err(VectorError::Other(format!(
+            return Err(VectorError::other(format!(
                 "price of product {:?} is not finite",
                 p.product_id
             )));
@@ -664,7 +664,7 @@ fn take_pending(inner: &Inner, id: u64) -> Result<EdgeShard, VectorError> {
             // Only possible if an upsert_generation future was dropped while
             // its blocking task still runs; let the caller retry.
             pending.insert(id, (dims, shard));
-            Err(VectorError::Other(format!(
+            Err(VectorError::other(format!(
                 "generation {id} still has writes in flight"
             )))
         }
@@ -682,7 +682,7 @@ fn discard_shard(inner: &Inner, id: u64, shard: EdgeShard) {
 }
 
 fn unknown_generation(id: u64) -> VectorError {
-    VectorError::Other(format!("unknown or finished generation {id}"))
+    VectorError::other(format!("unknown or finished generation {id}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -721,7 +721,7 @@ fn read_current(root: &Path) -> Result<Option<u64>, VectorError> {
         .strip_prefix(GEN_PREFIX)
         .and_then(|n| n.parse::<u64>().ok())
         .map(Some)
-        .ok_or_else(|| VectorError::Unavailable(format!("corrupt {}: {text:?}", path.display())))
+        .ok_or_else(|| VectorError::unavailable(format!("corrupt {}: {text:?}", path.display())))
 }
 
 /// Atomically point CURRENT at `generation`: write a temp file, fsync it,
@@ -798,7 +798,7 @@ fn dense_default_vector(v: VectorStructInternal) -> Option<Vec<f32>> {
 
 fn json_path(name: &str) -> Result<JsonPath, VectorError> {
     name.parse()
-        .map_err(|()| VectorError::Other(format!("invalid payload key {name:?}")))
+        .map_err(|()| VectorError::other(format!("invalid payload key {name:?}")))
 }
 
 fn keyword_eq(field: &str, value: &str) -> Result<Condition, VectorError> {
@@ -824,7 +824,7 @@ fn build_filter(q: &VectorQuery) -> Result<Filter, VectorError> {
     }
     if f.price_min.is_some() || f.price_max.is_some() {
         if f.price_min.is_some_and(|x| !x.is_finite()) || f.price_max.is_some_and(|x| !x.is_finite()) {
-            return Err(VectorError::Other("price bounds must be finite".into()));
+            return Err(VectorError::other("price bounds must be finite"));
         }
         must.push(Condition::Field(FieldCondition::new_range(
             json_path(F_PRICE)?,
@@ -862,14 +862,14 @@ fn build_filter(q: &VectorQuery) -> Result<Filter, VectorError> {
 // Errors
 
 fn op_err(e: OperationError) -> VectorError {
-    VectorError::Other(e.to_string())
+    VectorError::other(e.to_string())
 }
 
 fn io_unavailable(what: &str, path: &Path, e: std::io::Error) -> VectorError {
-    VectorError::Unavailable(format!("{what} {}: {e}", path.display()))
+    VectorError::unavailable(format!("{what} {}: {e}", path.display()))
 }
 
 fn join_err(e: tokio::task::JoinError) -> VectorError {
     // A panic inside the engine (e.g. its flush `expect`s on IO failure).
-    VectorError::Other(format!("vector store task failed: {e}"))
+    VectorError::other(format!("vector store task failed: {e}"))
 }

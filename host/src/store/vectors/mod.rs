@@ -136,10 +136,28 @@ impl Generation {
 pub enum VectorError {
     #[error("vector dimension mismatch: expected {expected}, got {got}")]
     DimensionMismatch { expected: usize, got: usize },
+    /// The store cannot be reached or opened; retrying may help.
     #[error("vector store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(String, #[source] Option<crate::store::ErrorSource>),
+    /// What was to be created exists (a collection, by the server's own
+    /// status code).
+    #[error("vector store: already exists: {0}")]
+    AlreadyExists(String, #[source] Option<crate::store::ErrorSource>),
+    /// What was named does not exist (a collection, a generation).
+    #[error("vector store: not found: {0}")]
+    NotFound(String, #[source] Option<crate::store::ErrorSource>),
     #[error("vector store error: {0}")]
-    Other(String),
+    Other(String, #[source] Option<crate::store::ErrorSource>),
+}
+
+impl VectorError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable(message.into(), None)
+    }
+
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::Other(message.into(), None)
+    }
 }
 
 #[async_trait::async_trait]
@@ -253,7 +271,7 @@ pub(crate) fn check_vector(v: &[f32], dims: usize) -> Result<(), VectorError> {
         });
     }
     if v.iter().any(|x| !x.is_finite()) {
-        return Err(VectorError::Other("vector contains NaN or infinity".into()));
+        return Err(VectorError::other("vector contains NaN or infinity"));
     }
     Ok(())
 }
@@ -261,16 +279,16 @@ pub(crate) fn check_vector(v: &[f32], dims: usize) -> Result<(), VectorError> {
 /// Checks a query before it reaches a backend.
 pub(crate) fn check_query(q: &VectorQuery) -> Result<(), VectorError> {
     if q.offset.saturating_add(q.limit) > MAX_RESULT_WINDOW {
-        return Err(VectorError::Other(format!(
+        return Err(VectorError::other(format!(
             "offset + limit must be <= {MAX_RESULT_WINDOW}"
         )));
     }
     if q.min_score.is_some_and(|s| !s.is_finite()) {
-        return Err(VectorError::Other("min_score must be finite".into()));
+        return Err(VectorError::other("min_score must be finite"));
     }
     let f = &q.filter;
     if f.price_min.is_some_and(|x| !x.is_finite()) || f.price_max.is_some_and(|x| !x.is_finite()) {
-        return Err(VectorError::Other("price bounds must be finite".into()));
+        return Err(VectorError::other("price bounds must be finite"));
     }
     Ok(())
 }

@@ -82,7 +82,7 @@ impl QdrantIndex {
     /// generation keeps its own dimension (see [`super::EdgeIndex::open`]).
     pub async fn connect(config: ServerConfig, dims: usize) -> Result<QdrantIndex, VectorError> {
         if dims == 0 {
-            return Err(VectorError::Other("vector dimension must be > 0".into()));
+            return Err(VectorError::other("vector dimension must be > 0"));
         }
         let mut builder = Qdrant::from_url(&config.url)
             .timeout(config.timeout)
@@ -194,13 +194,13 @@ impl QdrantIndex {
         match params {
             Some(vectors_config::Config::Params(p)) => {
                 if p.distance != Distance::Cosine as i32 {
-                    return Err(VectorError::Other(format!(
+                    return Err(VectorError::other(format!(
                         "collection {name} does not use cosine distance; not a vitrine index"
                     )));
                 }
                 Ok(p.size as usize)
             }
-            _ => Err(VectorError::Other(format!(
+            _ => Err(VectorError::other(format!(
                 "collection {name} has no single unnamed vector; not a vitrine index"
             ))),
         }
@@ -243,10 +243,9 @@ impl QdrantIndex {
     /// at once; whoever loses the race uses the winner's generation.
     async fn create_first_generation(&self, dims: usize) -> Result<String, VectorError> {
         let name = self.generation_name(1);
-        if let Err(e) = self.create_collection(&name, dims).await
-            && !e.to_string().contains("already exists")
-        {
-            return Err(e);
+        match self.create_collection(&name, dims).await {
+            Ok(()) | Err(VectorError::AlreadyExists(..)) => {}
+            Err(e) => return Err(e),
         }
         if self.live_collection().await?.is_none() {
             self.client
@@ -256,7 +255,7 @@ impl QdrantIndex {
         }
         self.live_collection()
             .await?
-            .ok_or_else(|| VectorError::Unavailable(format!("alias {} was not created", self.alias)))
+            .ok_or_else(|| VectorError::unavailable(format!("alias {} was not created", self.alias)))
     }
 
     async fn upsert_into(
@@ -268,7 +267,7 @@ impl QdrantIndex {
         for p in points {
             check_vector(&p.vector, dims)?;
             if p.payload.price.is_some_and(|x| !x.is_finite()) {
-                return Err(VectorError::Other(format!(
+                return Err(VectorError::other(format!(
                     "price of product {:?} is not finite",
                     p.product_id
                 )));
@@ -348,14 +347,25 @@ fn build_filter(q: &VectorQuery) -> Filter {
     filter
 }
 
+/// A client error by what it is: the server's gRPC status code says
+/// whether it refused the request (a collection that exists or does not),
+/// and a transport failure (a status with a source, or no status at all)
+/// that it could not be reached. The error stays the source.
 fn client_err(e: QdrantError) -> VectorError {
-    match &e {
-        QdrantError::ResponseError { status } if status_means_unreachable(status) => {
-            VectorError::Unavailable(status.message().to_owned())
-        }
-        QdrantError::ResponseError { status } => VectorError::Other(status.message().to_owned()),
-        _ => VectorError::Unavailable(e.to_string()),
-    }
+    let message = match &e {
+        QdrantError::ResponseError { status } => status.message().to_owned(),
+        other => other.to_string(),
+    };
+    let kind = match &e {
+        QdrantError::ResponseError { status } => match status.code() {
+            tonic::Code::AlreadyExists => VectorError::AlreadyExists,
+            tonic::Code::NotFound => VectorError::NotFound,
+            _ if status_means_unreachable(status) => VectorError::Unavailable,
+            _ => VectorError::Other,
+        },
+        _ => VectorError::Unavailable,
+    };
+    kind(message, Some(std::sync::Arc::new(e)))
 }
 
 /// Whether a gRPC status says the server could not be reached (refused,
@@ -366,30 +376,17 @@ fn client_err(e: QdrantError) -> VectorError {
 fn status_means_unreachable(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => true,
-        tonic::Code::Internal | tonic::Code::Unknown => {
-            let message = status.message().to_ascii_lowercase();
-            std::error::Error::source(status).is_some()
-                || [
-                    "transport error",
-                    "connect",
-                    "connection",
-                    "broken pipe",
-                    "dns",
-                    "h2 protocol",
-                ]
-                .iter()
-                .any(|m| message.contains(m))
-        }
+        tonic::Code::Internal | tonic::Code::Unknown => std::error::Error::source(status).is_some(),
         _ => false,
     }
 }
 
 fn unavailable(e: QdrantError) -> VectorError {
-    VectorError::Unavailable(e.to_string())
+    VectorError::Unavailable(e.to_string(), Some(std::sync::Arc::new(e)))
 }
 
 fn unknown_generation(id: u64) -> VectorError {
-    VectorError::Other(format!("unknown or finished generation {id}"))
+    VectorError::other(format!("unknown or finished generation {id}"))
 }
 
 #[async_trait::async_trait]
@@ -403,7 +400,7 @@ impl VectorIndex for QdrantIndex {
         let live = self
             .live_collection()
             .await?
-            .ok_or_else(|| VectorError::Unavailable(format!("alias {} is missing", self.alias)))?;
+            .ok_or_else(|| VectorError::unavailable(format!("alias {} is missing", self.alias)))?;
         let dims = self.collection_dims(&live).await?;
         self.dims.store(dims, Ordering::Release);
         Ok(())
@@ -551,7 +548,7 @@ impl VectorIndex for QdrantIndex {
 
     async fn begin_generation(&self, dims: usize) -> Result<Generation, VectorError> {
         if dims == 0 {
-            return Err(VectorError::Other("vector dimension must be > 0".into()));
+            return Err(VectorError::other("vector dimension must be > 0"));
         }
         // Two reindexes racing for a number: the loser takes the next one.
         for _ in 0..8 {
@@ -562,13 +559,11 @@ impl VectorIndex for QdrantIndex {
                     tracing::info!(collection = %name, dims, "began vector index generation");
                     return Ok(Generation { id: next, dims });
                 }
-                Err(e) if e.to_string().contains("already exists") => continue,
+                Err(VectorError::AlreadyExists(..)) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(VectorError::Other(
-            "cannot allocate a new generation number".into(),
-        ))
+        Err(VectorError::other("cannot allocate a new generation number"))
     }
 
     async fn upsert_generation(
@@ -583,9 +578,7 @@ impl VectorIndex for QdrantIndex {
         self.upsert_into(&name, generation.dims, &points)
             .await
             .map_err(|e| match e {
-                VectorError::Other(m) if m.contains("doesn't exist") || m.contains("Not found") => {
-                    unknown_generation(generation.id)
-                }
+                VectorError::NotFound(..) => unknown_generation(generation.id),
                 other => other,
             })
     }
@@ -618,7 +611,7 @@ impl VectorIndex for QdrantIndex {
     async fn abort_generation(&self, generation: Generation) -> Result<(), VectorError> {
         let name = self.generation_name(generation.id);
         if self.live_collection().await?.as_deref() == Some(name.as_str()) {
-            return Err(VectorError::Other(format!(
+            return Err(VectorError::other(format!(
                 "generation {} is live and cannot be aborted",
                 generation.id
             )));
