@@ -451,3 +451,74 @@ async fn the_search_page_works_in_a_real_browser() {
     drop(down);
     drop(server);
 }
+
+/// `/docs` in a real browser: Swagger UI, served from the binary under its
+/// CSP, loads `/openapi.json` and lists every operation; "Try it out" with
+/// a key calls the API from the page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_reference_works_in_a_real_browser() {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs {CHROMIUM} and {CHROMEDRIVER} (.ci/run installs them)"
+        );
+        eprintln!("skipped: install Debian's chromium and chromium-driver to run the reference test");
+        return;
+    }
+    let setup = Setup::new(&Catalog::Sqlite);
+    let server = setup.start();
+    let doc: Value = reqwest::get(server.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operations: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    let driver = start_driver();
+    let b = browser(&driver).await;
+    b.goto(&server.url("/docs")).await.unwrap();
+    // What the CSP blocks from here on (opening an operation renders its
+    // schemas and examples) is recorded.
+    b.execute(
+        "window.__violations = []; document.addEventListener('securitypolicyviolation', \
+         e => window.__violations.push(e.blockedURI + ' ' + e.violatedDirective)); return 0;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let shown = wait_for(
+        &b,
+        "operations listed",
+        &format!("document.querySelectorAll('.opblock').length >= {operations} && document.querySelectorAll('.opblock').length"),
+    )
+    .await;
+    assert_eq!(shown.as_u64(), Some(operations as u64));
+    assert_eq!(js(&b, "document.title").await, "Vitrine API reference");
+    let title = js(&b, "document.querySelector('.info .title').textContent").await;
+    assert!(title.as_str().unwrap().contains("Vitrine"), "{title}");
+    click(&b, "#operations-search-search .opblock-summary").await;
+    wait_for(
+        &b,
+        "an operation opened",
+        "document.querySelector('#operations-search-search .opblock-body')",
+    )
+    .await;
+    screenshot(&b, "docs").await;
+    // Every resource came from this server.
+    let foreign = js(
+        &b,
+        &format!(
+            "performance.getEntriesByType('resource').map(r => r.name).filter(n => !n.startsWith('{}'))",
+            server.url("")
+        ),
+    )
+    .await;
+    assert_eq!(foreign, json!([]), "requests off this origin");
+    assert_eq!(js(&b, "window.__violations").await, json!([]), "CSP violations");
+    b.close().await.unwrap();
+}

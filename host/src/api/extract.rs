@@ -266,7 +266,7 @@ fn push_segment(path: &mut String, segment: &str) {
 /// Refuses a NUL character in any string or key of a JSON document: no
 /// catalog stores one (PostgreSQL text cannot hold it), and no field of the
 /// API has a use for it. `details.field` names where it was, as a path
-/// (`metadata.a[0]`).
+/// of names and indexes joined by dots (`metadata.a.0`, as it always was).
 fn refuse_nul(v: &serde_value::Value, path: &mut String) -> Result<(), ApiError> {
     use serde_value::Value as V;
     let nul = |path: &str| {
@@ -281,7 +281,7 @@ fn refuse_nul(v: &serde_value::Value, path: &mut String) -> Result<(), ApiError>
         V::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
-                path.push_str(&format!("[{i}]"));
+                push_segment(path, &i.to_string());
                 refuse_nul(item, path)?;
                 path.truncate(len);
             }
