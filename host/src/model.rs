@@ -121,6 +121,23 @@ pub struct ProductFields {
 }
 
 impl ProductFields {
+    /// The fields as the document a client would send for them.
+    pub fn document(&self, external_id: &str) -> ProductDocument {
+        ProductDocument {
+            external_id: Some(external_id.to_owned()),
+            title: Some(self.title.clone()),
+            description: self.description.clone(),
+            category: self.category.clone(),
+            price: self.price.map(|p| Price::Text(p.to_string())),
+            currency: self.currency.clone(),
+            image_url: self.image_url.clone(),
+            tags: Some(self.tags.clone()),
+            in_stock: Some(self.in_stock),
+            metadata: Some(self.metadata.clone()),
+            ..ProductDocument::default()
+        }
+    }
+
     /// Whether a change from `self` to `other` alters anything the vector
     /// index holds (the embedded text and image, and the filter payload).
     pub fn needs_reindex(&self, other: &ProductFields) -> bool {
@@ -219,20 +236,7 @@ impl Product {
     /// The editable fields as the document a client sends. PATCH applies
     /// a JSON merge patch to this document.
     pub fn input_document(&self) -> ProductDocument {
-        let f = &self.fields;
-        ProductDocument {
-            external_id: Some(self.external_id.clone()),
-            title: Some(f.title.clone()),
-            description: f.description.clone(),
-            category: f.category.clone(),
-            price: f.price.map(|p| Price::Text(p.to_string())),
-            currency: f.currency.clone(),
-            image_url: f.image_url.clone(),
-            tags: Some(f.tags.clone()),
-            in_stock: Some(f.in_stock),
-            metadata: Some(f.metadata.clone()),
-            ..ProductDocument::default()
-        }
+        self.fields.document(&self.external_id)
     }
 
     /// The public representation (API.md: price as an exact string).

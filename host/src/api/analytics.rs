@@ -20,7 +20,7 @@ const DEFAULT_WINDOW_DAYS: i64 = 7;
 #[utoipa::path(
     get, path = "/v1/tenants/{t}/analytics/queries", operation_id = "query_analytics", tag = "analytics",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
-        ("kind" = Option<super::types::QueryStatsKind>, Query, description = "`top` (default) or `zero_results`"),
+        ("kind" = Option<crate::store::QueryStatsKind>, Query, description = "`top` (default) or `zero_results`"),
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; default 7 days ago"),
         ("limit" = Option<u32>, Query, description = "1 to 100, default 10", minimum = 1, maximum = 100)),
     responses((status = 200, description = "Queries by count", body = QueryStats)),

@@ -44,8 +44,8 @@ use super::types::ErrorBody;
     components(schemas(
         ErrorBody,
         ErrorCode,
-        super::types::JobStatusName,
-        super::types::QueryStatsKind,
+        crate::store::JobStatus,
+        crate::store::QueryStatsKind,
         super::types::ThumbnailEdge
     ))
 )]
@@ -383,21 +383,7 @@ const DOCS_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'sel
                         form-action 'none'; frame-ancestors 'none'";
 
 fn docs_asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut res = body.into_response();
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(DOCS_CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    res
+    super::page::embedded(content_type, body, DOCS_CSP)
 }
 
 #[utoipa::path(

@@ -98,7 +98,7 @@ pub async fn cancel(
 #[utoipa::path(
     get, path = "/v1/tenants/{t}/jobs", operation_id = "list_jobs", tag = "jobs",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
-        ("status" = Option<super::types::JobStatusName>, Query, description = "Only jobs in this state"),
+        ("status" = Option<crate::store::JobStatus>, Query, description = "Only jobs in this state"),
         ("limit" = Option<u32>, Query, description = "1 to 500, default 50", minimum = 1, maximum = 500)),
     responses((status = 200, description = "Newest first", body = JobList)),
     security(("bearer" = ["search"]), ("bearer" = ["write"]))

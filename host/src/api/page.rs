@@ -17,10 +17,16 @@ const CSP: &str = "default-src 'self'; img-src 'self' blob: data: http: https:; 
                    form-action 'self'; frame-ancestors 'none'";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
+    embedded(content_type, body, CSP)
+}
+
+/// A file embedded in the binary, served under `csp` with the headers every
+/// page asset carries.
+pub(super) fn embedded(content_type: &'static str, body: &'static str, csp: &'static str) -> Response {
     let mut res = body.into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -586,25 +586,6 @@ impl<'de> Deserialize<'de> for ParamValue {
     }
 }
 
-/// `status` of a job listing.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatusName {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-/// `kind` of query analytics.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum QueryStatsKind {
-    Top,
-    ZeroResults,
-}
-
 /// The longest edge of a thumbnail, in pixels.
 pub struct ThumbnailEdge;
 

@@ -9,7 +9,7 @@ use moka::future::Cache;
 use serde_json::{Map, Value};
 
 use super::{CallError, PluginHost, PluginProduct, PluginRef, World};
-use crate::model::{Price, ProductDocument, ProductFields, parse_product};
+use crate::model::{ProductFields, parse_product};
 use crate::store::{Catalog, PluginRecord, StoreError, StoreResult};
 
 /// Which plugin of a world a search wants.
@@ -292,19 +292,16 @@ fn from_plugin_product(
         Ok(Value::Object(m)) => m,
         _ => return Err("`metadata` is not a JSON object".into()),
     };
-    let doc = ProductDocument {
-        external_id: Some(external_id.to_owned()),
-        title: Some(out.title),
+    // Checked as a client's document would be.
+    let doc = ProductFields {
+        title: out.title,
         description: out.description,
         category: out.category,
-        price: original.price.map(|p| Price::Text(p.to_string())),
-        currency: original.currency.clone(),
-        image_url: original.image_url.clone(),
-        tags: Some(out.tags),
-        in_stock: Some(original.in_stock),
-        metadata: Some(metadata),
-        ..ProductDocument::default()
-    };
+        tags: out.tags,
+        metadata,
+        ..original.clone()
+    }
+    .document(external_id);
     parse_product(&doc).map(|p| p.fields).map_err(|errors| {
         errors
             .iter()
