@@ -20,7 +20,7 @@ use crate::store::{JobStatus, NewJob};
 /// The job kind of a reindex (DESIGN.md).
 /// `POST /v1/admin/reindex` `{"tenant"?}` → 202 `{"job_id"}`.
 #[utoipa::path(
-    post, path = "/v1/admin/reindex", operation_id = "reindex", tag = "admin",
+    post, path = "/v1/admin/reindex", operation_id = "reindex", summary = "Reindex every tenant, or one", tag = "admin",
     request_body(content = Option<ReindexRequest>, description = "May be left out: every tenant"),
     responses((status = 202, description = "The reindex job", body = JobAccepted),
         (status = 404, description = "No such tenant", body = ErrorBody),
@@ -72,7 +72,7 @@ pub async fn reindex(
 /// `GET /v1/admin/vectors?tenant=` → the vector index's backend, dimension
 /// and point count (of one tenant, or all).
 #[utoipa::path(
-    get, path = "/v1/admin/vectors", operation_id = "vectors", tag = "admin",
+    get, path = "/v1/admin/vectors", operation_id = "vectors", summary = "Vector index state", tag = "admin",
     params(("tenant" = Option<String>, Query, description = "Count one tenant's vectors",
         pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, description = "The vector index", body = VectorsView)),

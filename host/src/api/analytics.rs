@@ -18,7 +18,7 @@ use crate::store::QueryStatsKind;
 const DEFAULT_WINDOW_DAYS: i64 = 7;
 
 #[utoipa::path(
-    get, path = "/v1/tenants/{t}/analytics/queries", operation_id = "query_analytics", tag = "analytics",
+    get, path = "/v1/tenants/{t}/analytics/queries", operation_id = "query_analytics", summary = "Top and zero-result queries", tag = "analytics",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
         ("kind" = Option<crate::store::QueryStatsKind>, Query, description = "`top` (default) or `zero_results`"),
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; default 7 days ago"),

@@ -359,7 +359,7 @@ pub fn finish(doc: &mut OpenApi) {
 }
 
 #[utoipa::path(
-    get, path = "/openapi.json", operation_id = "openapi", tag = "page",
+    get, path = "/openapi.json", operation_id = "openapi", summary = "This document", tag = "page",
     responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json",
         body = Object))
 )]
@@ -387,7 +387,7 @@ fn docs_asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 #[utoipa::path(
-    get, path = "/docs", operation_id = "docs", tag = "page",
+    get, path = "/docs", operation_id = "docs", summary = "The interactive API reference", tag = "page",
     responses((status = 200, description = "The interactive API reference", content_type = "text/html", body = String))
 )]
 pub async fn docs() -> Response {
@@ -395,7 +395,7 @@ pub async fn docs() -> Response {
 }
 
 #[utoipa::path(
-    get, path = "/docs/init.js", operation_id = "docs_init", tag = "page",
+    get, path = "/docs/init.js", operation_id = "docs_init", summary = "The reference's start-up script", tag = "page",
     responses((status = 200, description = "The reference's start-up script", content_type = "text/javascript",
         body = String))
 )]
@@ -404,7 +404,7 @@ pub async fn docs_init() -> Response {
 }
 
 #[utoipa::path(
-    get, path = "/docs/swagger-ui-bundle.js", operation_id = "docs_script", tag = "page",
+    get, path = "/docs/swagger-ui-bundle.js", operation_id = "docs_script", summary = "Swagger UI", tag = "page",
     responses((status = 200, description = "Swagger UI", content_type = "text/javascript", body = String))
 )]
 pub async fn docs_script() -> Response {
@@ -412,7 +412,7 @@ pub async fn docs_script() -> Response {
 }
 
 #[utoipa::path(
-    get, path = "/docs/swagger-ui.css", operation_id = "docs_style", tag = "page",
+    get, path = "/docs/swagger-ui.css", operation_id = "docs_style", summary = "Swagger UI's style sheet", tag = "page",
     responses((status = 200, description = "Swagger UI's style sheet", content_type = "text/css", body = String))
 )]
 pub async fn docs_style() -> Response {

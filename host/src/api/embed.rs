@@ -35,7 +35,7 @@ pub fn multipart_body_limit(max_image_bytes: usize) -> usize {
 pub const MAX_TEXT_CHARS: usize = 4096;
 
 #[utoipa::path(
-    post, path = "/v1/embed", operation_id = "embed", tag = "search",
+    post, path = "/v1/embed", operation_id = "embed", summary = "Embed a text or an image", tag = "search",
     request_body = EmbedRequest,
     responses((status = 200, description = "The CLIP vector", body = Embedding),
         (status = 422, description = "The image cannot be used", body = ErrorBody)),

@@ -14,7 +14,7 @@ use crate::model;
 
 /// A request body of type `T`, read as a JSON object: content type, size
 /// limit and syntax are checked, then `T` is deserialized with every error
-/// naming its field (`details.field`, as a path such as `filters.tags.0`)
+/// naming its field (`details.field`, as a path such as `filters.tags[0]`)
 /// and carrying a code from its kind (a missing, unknown or mistyped
 /// field), never from an error's text.
 pub struct Body<T>(pub T);

@@ -21,7 +21,7 @@ use super::error::{ApiError, ErrorCode};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[utoipa::path(
-    get, path = "/health/live", operation_id = "live", tag = "health",
+    get, path = "/health/live", operation_id = "live", summary = "Liveness", tag = "health",
     responses((status = 200, description = "The process runs", body = Live))
 )]
 pub async fn live() -> Json<Live> {
@@ -127,7 +127,7 @@ fn probe_view(p: &Probe) -> Dependency {
 
 /// 200 only when every dependency answers; 503 naming the failing ones.
 #[utoipa::path(
-    get, path = "/health/ready", operation_id = "ready", tag = "health",
+    get, path = "/health/ready", operation_id = "ready", summary = "Readiness", tag = "health",
     responses((status = 200, description = "Catalog, vectors and encoder usable", body = Ready),
         (status = 503, description = "Not ready; `details.failing` names what", body = ErrorBody))
 )]
@@ -161,7 +161,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiErro
 
 /// Every dependency with its status and probe latency; always 200.
 #[utoipa::path(
-    get, path = "/health/dependencies", operation_id = "dependencies", tag = "health",
+    get, path = "/health/dependencies", operation_id = "dependencies", summary = "Dependency status", tag = "health",
     responses((status = 200, description = "Each dependency's status and probe latency", body = Dependencies))
 )]
 pub async fn dependencies(State(state): State<AppState>) -> Json<Dependencies> {
@@ -175,7 +175,7 @@ pub async fn dependencies(State(state): State<AppState>) -> Json<Dependencies> {
 }
 
 #[utoipa::path(
-    get, path = "/metrics", operation_id = "metrics", tag = "health",
+    get, path = "/metrics", operation_id = "metrics", summary = "Prometheus metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -128,7 +128,7 @@ async fn set_image(
 
 /// `PUT .../image`: a binary body (JPEG, PNG, WebP or GIF).
 #[utoipa::path(
-    put, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "put_product_image", tag = "products",
+    put, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "put_product_image", summary = "Upload a product image", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
     request_body(content = Vec<u8>, content_type = "image/*", description = "JPEG, PNG, WebP or GIF bytes"),
     responses((status = 200, description = "Stored; the product is re-indexed with it", body = ProductWritten),
@@ -190,7 +190,7 @@ pub async fn put(
 /// `DELETE .../image`: the product goes back to its `image_url` (or its
 /// text) and is re-indexed. The blob stays: other products may share it.
 #[utoipa::path(
-    delete, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "delete_product_image", tag = "products",
+    delete, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "delete_product_image", summary = "Remove a product image", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
     responses((status = 200, description = "Removed; the product is re-indexed without it", body = ProductWritten)),
     security(("bearer" = ["write"]))
@@ -214,7 +214,7 @@ pub async fn delete(
 /// otherwise). Revalidated by `ETag` on every use: the image of a product
 /// can change under the same URL.
 #[utoipa::path(
-    get, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "get_product_image", tag = "products",
+    get, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "get_product_image", summary = "Get a product image or its thumbnail", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$"),
         ("size" = Option<super::types::ThumbnailEdge>, Query, description = "A thumbnail's longest edge")),
     responses((status = 200, description = "The image (or its thumbnail)", content_type = "image/*", body = Vec<u8>),

@@ -60,7 +60,7 @@ async fn visible_job(state: &AppState, principal: &Principal, id: &str, scope: S
 }
 
 #[utoipa::path(
-    get, path = "/v1/jobs/{job_id}", operation_id = "get_job", tag = "jobs",
+    get, path = "/v1/jobs/{job_id}", operation_id = "get_job", summary = "Get a job", tag = "jobs",
     params(("job_id" = String, Path, description = "Job id")),
     responses((status = 200, description = "The job", body = JobView)),
     security(("bearer" = ["search"]), ("bearer" = ["write"]))
@@ -75,7 +75,7 @@ pub async fn get(
 }
 
 #[utoipa::path(
-    post, path = "/v1/jobs/{job_id}/cancel", operation_id = "cancel_job", tag = "jobs",
+    post, path = "/v1/jobs/{job_id}/cancel", operation_id = "cancel_job", summary = "Cancel a job", tag = "jobs",
     params(("job_id" = String, Path, description = "Job id")),
     responses((status = 200, description = "Cancelled", body = JobView),
         (status = 409, description = "The job has finished", body = ErrorBody)),
@@ -96,7 +96,7 @@ pub async fn cancel(
 }
 
 #[utoipa::path(
-    get, path = "/v1/tenants/{t}/jobs", operation_id = "list_jobs", tag = "jobs",
+    get, path = "/v1/tenants/{t}/jobs", operation_id = "list_jobs", summary = "List jobs", tag = "jobs",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
         ("status" = Option<crate::store::JobStatus>, Query, description = "Only jobs in this state"),
         ("limit" = Option<u32>, Query, description = "1 to 500, default 50", minimum = 1, maximum = 500)),

@@ -39,7 +39,7 @@ pub(super) fn embedded(content_type: &'static str, body: &'static str, csp: &'st
 }
 
 #[utoipa::path(
-    get, path = "/", operation_id = "search_page", tag = "page",
+    get, path = "/", operation_id = "search_page", summary = "The search page", tag = "page",
     responses((status = 200, description = "The search page", content_type = "text/html", body = String))
 )]
 pub async fn index() -> Response {
@@ -47,7 +47,7 @@ pub async fn index() -> Response {
 }
 
 #[utoipa::path(
-    get, path = "/page.js", operation_id = "search_page_script", tag = "page",
+    get, path = "/page.js", operation_id = "search_page_script", summary = "The search page's script", tag = "page",
     responses((status = 200, description = "The page's script", content_type = "text/javascript", body = String))
 )]
 pub async fn script() -> Response {
@@ -55,7 +55,7 @@ pub async fn script() -> Response {
 }
 
 #[utoipa::path(
-    get, path = "/page.css", operation_id = "search_page_style", tag = "page",
+    get, path = "/page.css", operation_id = "search_page_style", summary = "The search page's style sheet", tag = "page",
     responses((status = 200, description = "The page's style sheet", content_type = "text/css", body = String))
 )]
 pub async fn style() -> Response {

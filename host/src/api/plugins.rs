@@ -99,7 +99,7 @@ fn upload_error(e: UploadError) -> ApiError {
 /// `PUT /v1/tenants/{t}/plugins/{name}?world=ranker|filter|ingest`, body
 /// `application/wasm`.
 #[utoipa::path(
-    put, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "upload_plugin", tag = "plugins",
+    put, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "upload_plugin", summary = "Upload a plugin version", tag = "plugins",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("name" = String, Path, description = "Plugin name (not `none`)", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
         ("world" = String, Query, description = "`ranker`, `filter` or `ingest`")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
@@ -186,7 +186,7 @@ pub async fn upload(
 
 /// `GET /v1/tenants/{t}/plugins`.
 #[utoipa::path(
-    get, path = "/v1/tenants/{t}/plugins", operation_id = "list_plugins", tag = "plugins",
+    get, path = "/v1/tenants/{t}/plugins", operation_id = "list_plugins", summary = "List plugins", tag = "plugins",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, description = "The tenant's plugins", body = PluginList)),
     security(("bearer" = ["plugins"]))
@@ -208,7 +208,7 @@ pub async fn list(
 
 /// `GET /v1/tenants/{t}/plugins/{name}`: all versions.
 #[utoipa::path(
-    get, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "get_plugin", tag = "plugins",
+    get, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "get_plugin", summary = "Get a plugin and its versions", tag = "plugins",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("name" = String, Path, description = "Plugin name (not `none`)", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, description = "The plugin and its versions", body = PluginView)),
     security(("bearer" = ["plugins"]))
@@ -231,7 +231,7 @@ pub async fn get(
 /// tenant's one active plugin of its world (activating an older version is
 /// the rollback).
 #[utoipa::path(
-    post, path = "/v1/tenants/{t}/plugins/{name}/activate", operation_id = "activate_plugin", tag = "plugins",
+    post, path = "/v1/tenants/{t}/plugins/{name}/activate", operation_id = "activate_plugin", summary = "Activate (or roll back to) a plugin version", tag = "plugins",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("name" = String, Path, description = "Plugin name (not `none`)", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = ActivateRequest,
     responses((status = 200, description = "The active version", body = PluginVersionView)),
     security(("bearer" = ["plugins"]))
@@ -338,7 +338,7 @@ fn parse_params(v: Option<std::collections::BTreeMap<String, ParamValue>>) -> Ap
 /// `DELETE /v1/tenants/{t}/plugins/{name}`: deactivates, then removes every
 /// version and the components no other version of the tenant uses.
 #[utoipa::path(
-    delete, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "delete_plugin", tag = "plugins",
+    delete, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "delete_plugin", summary = "Delete a plugin", tag = "plugins",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("name" = String, Path, description = "Plugin name (not `none`)", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 204, description = "Every version removed")),
     security(("bearer" = ["plugins"]))

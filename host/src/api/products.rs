@@ -61,7 +61,7 @@ pub(super) fn validate_path_id(id: &str) -> ApiResult<()> {
 }
 
 #[utoipa::path(
-    post, path = "/v1/tenants/{t}/products", operation_id = "create_product", tag = "products",
+    post, path = "/v1/tenants/{t}/products", operation_id = "create_product", summary = "Create a product", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = ProductDocument,
     responses((status = 201, description = "Stored; an index job follows", body = ProductWritten),
         (status = 409, description = "The external id exists", body = ErrorBody),
@@ -96,7 +96,7 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    post, path = "/v1/tenants/{t}/products/batch", operation_id = "batch_products", tag = "products",
+    post, path = "/v1/tenants/{t}/products/batch", operation_id = "batch_products", summary = "Upsert up to 1,000 products", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = BatchRequest,
     responses((status = 202, description = "Valid items stored (upserted), the rest listed in `rejected`", body = BatchResult)),
     security(("bearer" = ["write"]))
@@ -272,7 +272,7 @@ async fn ingest_batch(
 }
 
 #[utoipa::path(
-    get, path = "/v1/tenants/{t}/products", operation_id = "list_products", tag = "products",
+    get, path = "/v1/tenants/{t}/products", operation_id = "list_products", summary = "List products (cursor pages)", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
         ("category" = Option<String>, Query, description = "Only this category"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 50", minimum = 1, maximum = 1000),
@@ -323,7 +323,7 @@ fn decode_cursor(cursor: &str) -> ApiResult<i64> {
 }
 
 #[utoipa::path(
-    get, path = "/v1/tenants/{t}/products/{id}", operation_id = "get_product", tag = "products",
+    get, path = "/v1/tenants/{t}/products/{id}", operation_id = "get_product", summary = "Get a product", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
     responses((status = 200, description = "The product", body = ProductView)),
     security(("bearer" = ["search"]), ("bearer" = ["write"]))
@@ -344,7 +344,7 @@ pub async fn get(
 }
 
 #[utoipa::path(
-    put, path = "/v1/tenants/{t}/products/{id}", operation_id = "replace_product", tag = "products",
+    put, path = "/v1/tenants/{t}/products/{id}", operation_id = "replace_product", summary = "Replace a product", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")), request_body = ProductDocument,
     responses((status = 200, description = "Replaced", body = ProductWritten),
         (status = 409, description = "Changed by other requests meanwhile; retry", body = ErrorBody),
@@ -365,7 +365,7 @@ pub async fn put(
 }
 
 #[utoipa::path(
-    patch, path = "/v1/tenants/{t}/products/{id}", operation_id = "patch_product", tag = "products",
+    patch, path = "/v1/tenants/{t}/products/{id}", operation_id = "patch_product", summary = "Patch a product (JSON merge patch)", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
     request_body(content = ProductPatch, content_type = "application/merge-patch+json",
         description = "An RFC 7396 merge patch (`application/json` is taken too)"),
@@ -452,7 +452,7 @@ async fn update_with_retry(
 }
 
 #[utoipa::path(
-    delete, path = "/v1/tenants/{t}/products/{id}", operation_id = "delete_product", tag = "products",
+    delete, path = "/v1/tenants/{t}/products/{id}", operation_id = "delete_product", summary = "Delete a product", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")),
     responses((status = 204, description = "Deleted; its vector goes with the next index job")),
     security(("bearer" = ["write"]))
@@ -478,7 +478,7 @@ pub async fn delete(
 // the batch import, so these four are routed (and documented) on it.
 
 #[utoipa::path(
-    get, path = "/v1/tenants/{t}/products/batch", operation_id = "get_product_named_batch", tag = "products",
+    get, path = "/v1/tenants/{t}/products/batch", operation_id = "get_product_named_batch", summary = "Get the product whose id is `batch`", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, description = "The product whose external id is `batch`", body = ProductView)),
     security(("bearer" = ["search"]), ("bearer" = ["write"]))
@@ -492,7 +492,7 @@ pub async fn get_named_batch(
 }
 
 #[utoipa::path(
-    put, path = "/v1/tenants/{t}/products/batch", operation_id = "replace_product_named_batch", tag = "products",
+    put, path = "/v1/tenants/{t}/products/batch", operation_id = "replace_product_named_batch", summary = "Replace the product whose id is `batch`", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = ProductDocument,
     responses((status = 200, description = "Replaced", body = ProductWritten),
         (status = 409, description = "Changed by other requests meanwhile; retry", body = ErrorBody),
@@ -509,7 +509,7 @@ pub async fn put_named_batch(
 }
 
 #[utoipa::path(
-    patch, path = "/v1/tenants/{t}/products/batch", operation_id = "patch_product_named_batch", tag = "products",
+    patch, path = "/v1/tenants/{t}/products/batch", operation_id = "patch_product_named_batch", summary = "Patch the product whose id is `batch`", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     request_body(content = ProductPatch, content_type = "application/merge-patch+json"),
     responses((status = 200, description = "Patched", body = ProductWritten),
@@ -527,7 +527,7 @@ pub async fn patch_named_batch(
 }
 
 #[utoipa::path(
-    delete, path = "/v1/tenants/{t}/products/batch", operation_id = "delete_product_named_batch", tag = "products",
+    delete, path = "/v1/tenants/{t}/products/batch", operation_id = "delete_product_named_batch", summary = "Delete the product whose id is `batch`", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 204, description = "Deleted")),
     security(("bearer" = ["write"]))

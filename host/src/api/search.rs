@@ -400,7 +400,7 @@ async fn run(
 
 /// `POST /v1/tenants/{t}/search`.
 #[utoipa::path(
-    post, path = "/v1/tenants/{t}/search", operation_id = "search", tag = "search",
+    post, path = "/v1/tenants/{t}/search", operation_id = "search", summary = "Search by text, image (URL or base64) or similar product", tag = "search",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = SearchRequest,
     responses((status = 200, description = "Hits, best first", body = SearchResponse),
         (status = 409, description = "`like` names a product not indexed yet", body = ErrorBody),
@@ -422,7 +422,7 @@ pub async fn search(
 /// `POST /v1/tenants/{t}/search/image`: multipart with an `image` part and
 /// an optional `params` part holding the JSON options.
 #[utoipa::path(
-    post, path = "/v1/tenants/{t}/search/image", operation_id = "search_image", tag = "search",
+    post, path = "/v1/tenants/{t}/search/image", operation_id = "search_image", summary = "Search by an uploaded image (multipart)", tag = "search",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     request_body(content = ImageSearchForm, content_type = "multipart/form-data"),
     responses((status = 200, description = "Hits, best first", body = SearchResponse),

@@ -55,7 +55,7 @@ async fn tenant_exists(state: &AppState, tenant: &str) -> ApiResult<()> {
 }
 
 #[utoipa::path(
-    post, path = "/v1/tenants", operation_id = "create_tenant", tag = "tenants",
+    post, path = "/v1/tenants", operation_id = "create_tenant", summary = "Create a tenant", tag = "tenants",
     request_body = CreateTenant,
     responses((status = 201, description = "Created", body = TenantView),
         (status = 409, description = "The tenant exists", body = ErrorBody)),
@@ -85,7 +85,7 @@ pub async fn create_tenant(
 }
 
 #[utoipa::path(
-    get, path = "/v1/tenants", operation_id = "list_tenants", tag = "tenants",
+    get, path = "/v1/tenants", operation_id = "list_tenants", summary = "List tenants", tag = "tenants",
     responses((status = 200, description = "Every tenant", body = TenantList)),
     security(("bearer" = ["admin"]))
 )]
@@ -101,7 +101,7 @@ pub async fn list_tenants(
 }
 
 #[utoipa::path(
-    get, path = "/v1/tenants/{t}", operation_id = "get_tenant", tag = "tenants",
+    get, path = "/v1/tenants/{t}", operation_id = "get_tenant", summary = "Get a tenant", tag = "tenants",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, description = "The tenant", body = TenantView)),
     security(("bearer" = ["search"]), ("bearer" = ["write"]))
@@ -124,7 +124,7 @@ pub async fn get_tenant(
 }
 
 #[utoipa::path(
-    post, path = "/v1/tenants/{t}/keys", operation_id = "create_key", tag = "tenants",
+    post, path = "/v1/tenants/{t}/keys", operation_id = "create_key", summary = "Create an API key for a tenant", tag = "tenants",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = CreateKey,
     responses((status = 201, description = "The key; `key` is shown only now", body = KeyCreated)),
     security(("bearer" = ["admin"]))
@@ -183,7 +183,7 @@ fn parse_scopes(items: &[String]) -> ApiResult<Vec<String>> {
 }
 
 #[utoipa::path(
-    delete, path = "/v1/tenants/{t}/keys/{key_id}", operation_id = "delete_key", tag = "tenants",
+    delete, path = "/v1/tenants/{t}/keys/{key_id}", operation_id = "delete_key", summary = "Revoke an API key", tag = "tenants",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("key_id" = String, Path, description = "Key id")),
     responses((status = 204, description = "Revoked")),
     security(("bearer" = ["admin"]))
