@@ -3,7 +3,7 @@
 
 use super::types::ErrorBody;
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
@@ -11,8 +11,8 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::extract::{OptionalBody, StrictQuery};
-use super::types::{JobAccepted, ReindexRequest, VectorsView};
+use super::extract::{OptionalBody, Query};
+use super::types::{JobAccepted, ReindexRequest, VectorsQuery, VectorsView};
 use crate::jobs::kinds::{JobKind, JobSpec};
 use crate::model;
 use crate::store::{JobStatus, NewJob};
@@ -73,19 +73,17 @@ pub async fn reindex(
 /// and point count (of one tenant, or all).
 #[utoipa::path(
     get, path = "/v1/admin/vectors", operation_id = "vectors", summary = "Vector index state", tag = "admin",
-    params(("tenant" = Option<String>, Query, description = "Count one tenant's vectors",
-        pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")),
+    params(VectorsQuery),
     responses((status = 200, description = "The vector index", body = VectorsView)),
     security(("bearer" = ["admin"]))
 )]
 pub async fn vectors(
     State(state): State<AppState>,
     principal: Principal,
-    RawQuery(query): RawQuery,
+    query: Result<Query<VectorsQuery>, ApiError>,
 ) -> ApiResult<Json<VectorsView>> {
     principal.require_admin()?;
-    let q = StrictQuery::parse(query.as_deref(), &["tenant"])?;
-    let tenant = q.get("tenant").map(str::to_owned);
+    let Query(VectorsQuery { tenant }) = query?;
     if let Some(t) = &tenant {
         model::validate_tenant_id(t).map_err(|e| ApiError::invalid_field("tenant", e.code, e.message))?;
     }

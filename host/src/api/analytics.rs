@@ -2,15 +2,15 @@
 //! (API.md "Analytics"), from the search logs.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::extract::{StrictQuery, TenantPath};
+use super::extract::{Query, TenantPath, in_range};
 use super::tenants::authorize_tenant_read;
-use super::types::{QueryStat, QueryStats};
+use super::types::{QueryStat, QueryStats, QueryStatsQuery};
 use crate::model::{format_time, now};
 use crate::store::QueryStatsKind;
 
@@ -20,9 +20,7 @@ const DEFAULT_WINDOW_DAYS: i64 = 7;
 #[utoipa::path(
     get, path = "/v1/tenants/{t}/analytics/queries", operation_id = "query_analytics", summary = "Top and zero-result queries", tag = "analytics",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
-        ("kind" = Option<crate::store::QueryStatsKind>, Query, description = "`top` (default) or `zero_results`"),
-        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339; default 7 days ago"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 10", minimum = 1, maximum = 100)),
+        QueryStatsQuery),
     responses((status = 200, description = "Queries by count", body = QueryStats)),
     security(("bearer" = ["search"]), ("bearer" = ["write"]))
 )]
@@ -30,22 +28,12 @@ pub async fn queries(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
-    RawQuery(raw): RawQuery,
+    query: Result<Query<QueryStatsQuery>, ApiError>,
 ) -> ApiResult<Json<QueryStats>> {
     authorize_tenant_read(&state, &principal, &tenant).await?;
-    let q = StrictQuery::parse(raw.as_deref(), &["kind", "since", "limit"])?;
-    let kind = match q.get("kind").unwrap_or("top") {
-        "top" => QueryStatsKind::Top,
-        "zero_results" => QueryStatsKind::ZeroResults,
-        other => {
-            return Err(ApiError::invalid_field(
-                "kind",
-                ErrorCode::InvalidParameter,
-                format!("`kind` must be `top` or `zero_results`, not {other:?}"),
-            ));
-        }
-    };
-    let since: DateTime<Utc> = match q.get("since") {
+    let Query(q) = query?;
+    let kind = q.kind.unwrap_or(QueryStatsKind::Top);
+    let since: DateTime<Utc> = match q.since.as_deref() {
         None => now() - chrono::Duration::days(DEFAULT_WINDOW_DAYS),
         Some(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
@@ -57,10 +45,14 @@ pub async fn queries(
                 )
             })?,
     };
-    let limit = q.int("limit", 1, 100, 10)?;
+    let limit = in_range("limit", q.limit, 1, 100, 10)?;
     let stats = state.catalog.query_stats(&tenant, kind, since, limit).await?;
     Ok(Json(QueryStats {
-        kind: q.get("kind").unwrap_or("top").to_owned(),
+        kind: match kind {
+            QueryStatsKind::Top => "top",
+            QueryStatsKind::ZeroResults => "zero_results",
+        }
+        .to_owned(),
         since: format_time(&since),
         queries: stats
             .iter()

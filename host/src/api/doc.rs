@@ -46,6 +46,7 @@ use super::types::ErrorBody;
         ErrorCode,
         crate::store::JobStatus,
         crate::store::QueryStatsKind,
+        crate::plugins::World,
         super::types::ThumbnailEdge
     ))
 )]

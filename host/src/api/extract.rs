@@ -2,8 +2,6 @@
 //! object body (content type, size limit and syntax checked), path segments
 //! (UTF-8 and syntax checked) and strict query strings.
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
@@ -411,21 +409,33 @@ fn validate_tenant(t: &str) -> Result<(), ApiError> {
     model::validate_tenant_id(t).map_err(|e| ApiError::invalid_field(&e.field, e.code, e.message))
 }
 
-/// A query string whose parameters must all be among the allowed names.
-pub struct StrictQuery(pub BTreeMap<String, String>);
+/// A query string read into `T`, the type that also documents it
+/// (`IntoParams`): a name `T` does not document is `unknown_parameter`, a
+/// repeated one `duplicate_parameter`, a required one left out
+/// `missing_field`, and a value that does not parse `invalid_parameter`,
+/// each naming the parameter in `details.field`.
+pub struct Query<T>(pub T);
 
-impl StrictQuery {
-    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
-        let mut out = BTreeMap::new();
-        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-            if !allowed.contains(&k.as_ref()) {
+impl<S: Send + Sync, T> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned + utoipa::IntoParams,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or_default().as_bytes();
+        let documented = T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query));
+        let names: Vec<&str> = documented.iter().map(|p| p.name.as_str()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for (k, _) in url::form_urlencoded::parse(raw) {
+            if !names.contains(&k.as_ref()) {
                 return Err(ApiError::invalid_field(
                     &k,
                     ErrorCode::UnknownParameter,
-                    format!("unknown query parameter `{k}`; allowed: {}", allowed.join(", ")),
+                    format!("unknown query parameter `{k}`; allowed: {}", names.join(", ")),
                 ));
             }
-            if out.insert(k.to_string(), v.to_string()).is_some() {
+            if !seen.insert(k.clone()) {
                 return Err(ApiError::invalid_field(
                     &k,
                     ErrorCode::DuplicateParameter,
@@ -433,28 +443,37 @@ impl StrictQuery {
                 ));
             }
         }
-        Ok(Self(out))
-    }
-
-    /// An integer parameter within `min..=max`, or `default` when absent.
-    pub fn int(&self, name: &str, min: u32, max: u32, default: u32) -> Result<u32, ApiError> {
-        match self.0.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::invalid_field(
-                        name,
-                        ErrorCode::InvalidParameter,
-                        format!("`{name}` must be an integer from {min} to {max}"),
-                    )
-                }),
+        for p in &documented {
+            if p.required == utoipa::openapi::Required::True && !seen.iter().any(|k| *k == p.name) {
+                return Err(ApiError::invalid_field(
+                    &p.name,
+                    ErrorCode::MissingField,
+                    format!("query parameter `{}` is required", p.name),
+                ));
+            }
         }
+        let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(raw));
+        serde_path_to_error::deserialize(de).map(Self).map_err(|e| {
+            let field = e.path().to_string();
+            ApiError::invalid_field(
+                &field,
+                ErrorCode::InvalidParameter,
+                format!("query parameter `{field}`: {}", e.inner()),
+            )
+        })
     }
+}
 
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+/// `value` of query parameter `name` within `min..=max`, or `default` when
+/// absent (the range the parameter's documentation states).
+pub fn in_range(name: &str, value: Option<u32>, min: u32, max: u32, default: u32) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid_field(
+            name,
+            ErrorCode::InvalidParameter,
+            format!("`{name}` must be an integer from {min} to {max}"),
+        )),
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use image::ImageFormat;
@@ -23,10 +23,10 @@ use serde_json::json;
 use super::AppState;
 use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::extract::{StrictQuery, TenantItemPath, binary_body, media_type};
+use super::extract::{Query, TenantItemPath, binary_body, media_type};
 use super::products::{index_job, not_found, validate_path_id};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
-use super::types::ProductWritten;
+use super::types::{ImageQuery, ProductWritten};
 use crate::media::decode::DecodeError;
 use crate::media::fetch::{hex_sha256, inspect};
 use crate::media::{BlobError, BlobStore, FetchedImage, MediaError};
@@ -216,7 +216,7 @@ pub async fn delete(
 #[utoipa::path(
     get, path = "/v1/tenants/{t}/products/{id}/image", operation_id = "get_product_image", summary = "Get a product image or its thumbnail", tag = "products",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("id" = String, Path, description = "The product's external id (URL-encoded): 1 to 256 printable characters", pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$"),
-        ("size" = Option<super::types::ThumbnailEdge>, Query, description = "A thumbnail's longest edge")),
+        ImageQuery),
     responses((status = 200, description = "The image (or its thumbnail)", content_type = "image/*", body = Vec<u8>),
         (status = 304, description = "Not modified (`If-None-Match`)")),
     security(("bearer" = ["search"]), ("bearer" = ["write"]))
@@ -225,26 +225,20 @@ pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, id): TenantItemPath,
-    RawQuery(raw): RawQuery,
+    Query(q): Query<ImageQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     validate_path_id(&id)?;
-    let q = StrictQuery::parse(raw.as_deref(), &["size"])?;
-    let size = match q.get("size") {
+    let size = match q.size {
         None => None,
-        Some(s) => Some(
-            s.parse::<u32>()
-                .ok()
-                .filter(|n| THUMBNAIL_EDGES.contains(n))
-                .ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "size",
-                        ErrorCode::InvalidParameter,
-                        format!("size must be one of {THUMBNAIL_EDGES:?}"),
-                    )
-                    .with_details(json!({"field": "size", "allowed": THUMBNAIL_EDGES}))
-                })?,
-        ),
+        Some(n) => Some(Some(n).filter(|n| THUMBNAIL_EDGES.contains(n)).ok_or_else(|| {
+            ApiError::invalid_field(
+                "size",
+                ErrorCode::InvalidParameter,
+                format!("size must be one of {THUMBNAIL_EDGES:?}"),
+            )
+            .with_details(json!({"field": "size", "allowed": THUMBNAIL_EDGES}))
+        })?),
     };
     authorize_tenant_read(&state, &principal, &tenant).await?;
     let p = product(&state, &tenant, &id).await?;

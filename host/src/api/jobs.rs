@@ -2,16 +2,16 @@
 
 use super::types::ErrorBody;
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 
 use super::AppState;
 use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::extract::{StrictQuery, TenantPath};
+use super::extract::{Query, TenantPath, in_range};
 use super::tenants::authorize_tenant_read;
-use super::types::{JobList, JobProgress, JobView};
+use super::types::{JobList, JobProgress, JobView, ListJobsQuery};
 use crate::model::{format_time, now};
-use crate::store::{Job, JobStatus, StoreError};
+use crate::store::{Job, StoreError};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
@@ -98,8 +98,7 @@ pub async fn cancel(
 #[utoipa::path(
     get, path = "/v1/tenants/{t}/jobs", operation_id = "list_jobs", summary = "List jobs", tag = "jobs",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
-        ("status" = Option<crate::store::JobStatus>, Query, description = "Only jobs in this state"),
-        ("limit" = Option<u32>, Query, description = "1 to 500, default 50", minimum = 1, maximum = 500)),
+        ListJobsQuery),
     responses((status = 200, description = "Newest first", body = JobList)),
     security(("bearer" = ["search"]), ("bearer" = ["write"]))
 )]
@@ -107,22 +106,10 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
-    RawQuery(raw): RawQuery,
+    Query(q): Query<ListJobsQuery>,
 ) -> ApiResult<Json<JobList>> {
-    let q = StrictQuery::parse(raw.as_deref(), &["status", "limit"])?;
-    let limit = q.int("limit", 1, MAX_PAGE, DEFAULT_PAGE)?;
-    let status = q
-        .get("status")
-        .map(|s| {
-            JobStatus::parse(s).map_err(|_| {
-                ApiError::invalid_field(
-                    "status",
-                    ErrorCode::InvalidParameter,
-                    "status must be one of queued, running, succeeded, failed, cancelled",
-                )
-            })
-        })
-        .transpose()?;
+    let limit = in_range("limit", q.limit, 1, MAX_PAGE, DEFAULT_PAGE)?;
+    let status = q.status;
     authorize_tenant_read(&state, &principal, &tenant).await?;
     let jobs = state.catalog.list_jobs(Some(&tenant), status, limit).await?;
     Ok(Json(JobList {

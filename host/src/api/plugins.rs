@@ -5,19 +5,21 @@
 use super::types::ErrorBody;
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::types::{ActivateRequest, ParamValue, PluginList, PluginVersionView, PluginView};
+use super::types::{
+    ActivateRequest, ParamValue, PluginList, PluginVersionView, PluginView, UploadPluginQuery,
+};
 
 use super::AppState;
 use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::extract::{Body, StrictQuery, TenantItemPath, TenantPath, binary_body, media_type};
+use super::extract::{Body, Query, TenantItemPath, TenantPath, binary_body, media_type};
 use super::tenants::authorize_tenant;
-use crate::plugins::{MAX_UPLOAD_BYTES, UploadError, World, blob_key};
+use crate::plugins::{MAX_UPLOAD_BYTES, UploadError, blob_key};
 use crate::store::{NewPluginVersion, PluginRecord, StoreError};
 
 /// Parameters a tenant may set on one plugin, and their sizes.
@@ -101,7 +103,7 @@ fn upload_error(e: UploadError) -> ApiError {
 #[utoipa::path(
     put, path = "/v1/tenants/{t}/plugins/{name}", operation_id = "upload_plugin", summary = "Upload a plugin version", tag = "plugins",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ("name" = String, Path, description = "Plugin name (not `none`)", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
-        ("world" = String, Query, description = "`ranker`, `filter` or `ingest`")),
+        UploadPluginQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "A WebAssembly component (sent as `application/wasm` or `application/octet-stream`)"),
     responses((status = 201, description = "A new version (not active yet)", body = PluginVersionView),
@@ -113,28 +115,12 @@ pub async fn upload(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, name): TenantItemPath,
-    RawQuery(raw): RawQuery,
+    query: Result<Query<UploadPluginQuery>, ApiError>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<PluginVersionView>)> {
     validate_name(&name)?;
-    let q = StrictQuery::parse(raw.as_deref(), &["world"])?;
-    let world = match q.get("world") {
-        None => {
-            return Err(invalid(
-                "world",
-                ErrorCode::MissingField,
-                "`world` is required: ranker, filter or ingest",
-            ));
-        }
-        Some(w) => World::parse(w).ok_or_else(|| {
-            invalid(
-                "world",
-                ErrorCode::InvalidParameter,
-                "`world` must be ranker, filter or ingest",
-            )
-        })?,
-    };
+    let Query(UploadPluginQuery { world }) = query?;
     authorize_tenant(&state, &principal, &tenant, Scope::Plugins).await?;
     if let Some(t) =
         media_type(&headers).filter(|t| t != "application/wasm" && t != "application/octet-stream")

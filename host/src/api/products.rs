@@ -4,7 +4,7 @@
 use super::types::ErrorBody;
 use crate::model::ProductView;
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine;
@@ -13,10 +13,11 @@ use serde_json::json;
 use super::AppState;
 use super::auth::{Principal, Scope};
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::extract::{Body, RequestBody, StrictQuery, TenantItemPath, TenantPath, typed};
+use super::extract::{Body, Query, RequestBody, TenantItemPath, TenantPath, in_range, typed};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
 use super::types::{
-    BatchRequest, BatchResult, IngestWarning, ProductPage, ProductPatch, ProductWritten, RejectedItem,
+    BatchRequest, BatchResult, IngestWarning, ListProductsQuery, ProductPage, ProductPatch, ProductWritten,
+    RejectedItem,
 };
 use crate::jobs::kinds::JobSpec;
 use crate::model::{self, FieldError, Product, ProductDocument, ProductFields, parse_product};
@@ -273,10 +274,7 @@ async fn ingest_batch(
 
 #[utoipa::path(
     get, path = "/v1/tenants/{t}/products", operation_id = "list_products", summary = "List products (cursor pages)", tag = "products",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"),
-        ("category" = Option<String>, Query, description = "Only this category"),
-        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50", minimum = 1, maximum = 1000),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"), ListProductsQuery),
     responses((status = 200, description = "A page of products", body = ProductPage)),
     security(("bearer" = ["search"]), ("bearer" = ["write"]))
 )]
@@ -284,12 +282,11 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
-    RawQuery(raw): RawQuery,
+    Query(q): Query<ListProductsQuery>,
 ) -> ApiResult<Json<ProductPage>> {
-    let q = StrictQuery::parse(raw.as_deref(), &["category", "limit", "cursor"])?;
-    let limit = q.int("limit", 1, MAX_PAGE, DEFAULT_PAGE)?;
-    let after = q.get("cursor").map(decode_cursor).transpose()?;
-    let category = q.get("category").filter(|c| !c.is_empty());
+    let limit = in_range("limit", q.limit, 1, MAX_PAGE, DEFAULT_PAGE)?;
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let category = q.category.as_deref().filter(|c| !c.is_empty());
     authorize_tenant_read(&state, &principal, &tenant).await?;
     let page = state
         .catalog

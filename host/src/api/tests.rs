@@ -1628,6 +1628,29 @@ async fn the_openapi_document_and_the_router_describe_the_same_routes() {
         }
     }
     assert!(checked >= 150);
+    // Every reference resolves to a schema of the document.
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 100);
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or(r);
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "{r} does not resolve"
+        );
+    }
     // The bearer scheme, the error codes and the links between operations.
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]

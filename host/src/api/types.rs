@@ -586,6 +586,72 @@ impl<'de> Deserialize<'de> for ParamValue {
     }
 }
 
+// ---------------------------------------------------------------- query strings
+
+/// `GET /v1/tenants/{t}/products`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListProductsQuery {
+    /// Only this category.
+    pub category: Option<String>,
+    /// 1 to 1,000; default 50.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/tenants/{t}/jobs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    /// Only jobs in this state.
+    pub status: Option<crate::store::JobStatus>,
+    /// 1 to 500; default 50.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/tenants/{t}/analytics/queries`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QueryStatsQuery {
+    /// `top` (the default) or `zero_results`.
+    pub kind: Option<crate::store::QueryStatsKind>,
+    /// RFC 3339; default 7 days ago.
+    #[param(format = DateTime)]
+    pub since: Option<String>,
+    /// 1 to 100; default 10.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/tenants/{t}/products/{id}/image`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImageQuery {
+    /// A thumbnail's longest edge; the original without it.
+    #[param(value_type = Option<ThumbnailEdge>)]
+    pub size: Option<u32>,
+}
+
+/// `PUT /v1/tenants/{t}/plugins/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadPluginQuery {
+    /// The world the component implements.
+    pub world: crate::plugins::World,
+}
+
+/// `GET /v1/admin/vectors`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VectorsQuery {
+    /// Count one tenant's vectors.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub tenant: Option<String>,
+}
+
 /// The longest edge of a thumbnail, in pixels.
 pub struct ThumbnailEdge;
 

@@ -85,7 +85,8 @@ const MAX_MEMORIES: usize = 4;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// What a plugin does; each is a world of `wit/plugin.wit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum World {
     Filter,
     Ranker,
