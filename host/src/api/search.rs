@@ -70,18 +70,20 @@ fn string_list(items: Vec<String>, field: &str) -> ApiResult<Vec<String>> {
     Ok(items)
 }
 
-/// A price bound: a number or a decimal string, ≥ 0.
+/// A price bound: what a product's price may be (a number or a decimal
+/// string, from 0 to 10^15), so the document states one rule for both.
 fn price(v: &Price, field: &str) -> ApiResult<f64> {
-    let (Price::Number(s) | Price::Text(s)) = v;
-    s.trim()
-        .parse::<f64>()
+    use rust_decimal::prelude::ToPrimitive;
+    model::parse_price(v)
         .ok()
-        .filter(|x| x.is_finite() && *x >= 0.0)
+        .and_then(|d| d.to_f64())
         .ok_or_else(|| {
             invalid(
                 field,
                 ErrorCode::InvalidFilter,
-                format!("`{field}` must be a price ≥ 0"),
+                format!(
+                    "`{field}` must be a price from 0 to 10^15, as a number or a string such as \"19.99\""
+                ),
             )
         })
 }
