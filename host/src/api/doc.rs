@@ -304,17 +304,21 @@ impl utoipa::PartialSchema for ErrorCode {
 
 impl utoipa::ToSchema for ErrorCode {}
 
-/// The document, built once.
-pub fn document() -> &'static OpenApi {
-    static DOC: OnceLock<OpenApi> = OnceLock::new();
-    DOC.get_or_init(|| super::routes().1)
+/// The document [`super::router`] built the application from. Every router
+/// comes from the same annotations, so the first one's document serves.
+static DOC: OnceLock<OpenApi> = OnceLock::new();
+
+/// Keeps the document of a router just built, for `/openapi.json`.
+pub fn publish(doc: OpenApi) {
+    let _ = DOC.set(doc);
 }
 
-/// The document as served (built once).
+/// The document as served (serialized once).
 fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
-        let mut doc = serde_json::to_value(document()).unwrap_or_default();
+        let doc = DOC.get_or_init(|| super::routes().1);
+        let mut doc = serde_json::to_value(doc).unwrap_or_default();
         camel_case_links(&mut doc);
         serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".to_owned())
     })

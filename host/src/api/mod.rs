@@ -150,8 +150,9 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole application: routes plus middleware.
 pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
-    routes()
-        .0
+    let (routes, document) = routes();
+    doc::publish(document);
+    routes
         .route_layer(middleware::from_fn_with_state(limits.clone(), limit_body))
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
