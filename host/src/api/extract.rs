@@ -203,13 +203,11 @@ impl serde::de::Error for FieldDeError {
         )
     }
 
-    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+    // The value is not echoed (it may be any size), as in `describe`.
+    fn unknown_variant(_variant: &str, expected: &'static [&'static str]) -> Self {
         Self::new(
             ErrorCode::InvalidValue,
-            format!(
-                "unknown value {variant:?}; expected one of: {}",
-                expected.join(", ")
-            ),
+            format!("unknown value; expected one of: {}", expected.join(", ")),
         )
     }
 
