@@ -8,7 +8,7 @@
 //! forward) p50/p99, and the process's peak RSS.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -949,5 +949,236 @@ pub fn kernels(
         "results": results,
         "ratios": ratios,
         "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+/// Fairness: one tenant's search latency while another tenant hammers the
+/// server, against the same tenant alone, in the same run (paired rounds).
+/// The server runs in-process behind its real socket layer and gate, with
+/// a random-weight ViT-B/32 (every search embeds its distinct text). The
+/// noisy tenant offers `offered_rps` searches per second from
+/// `noisy_clients` connections, limited by the tenant's own rate limit
+/// (`noisy_per_second`, twice that as burst); a last pair of rounds lifts
+/// that limit, to show what it saves.
+pub struct FairnessOptions<'a> {
+    pub model: Option<&'a Path>,
+    pub products: usize,
+    pub queries: usize,
+    pub rounds: usize,
+    pub offered_rps: u32,
+    pub noisy_clients: usize,
+    pub noisy_per_second: f64,
+}
+
+pub async fn fairness(o: &FairnessOptions<'_>) -> anyhow::Result<Value> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
+    use crate::store::vectors::{SharedVectors, VectorsState};
+
+    const ADMIN: &str = "bench-admin-key-0123456789abcdef";
+    let dir = tempfile::tempdir()?;
+    let populated = populate(dir.path(), o.model, o.products).await?;
+    let model_dir = std::path::PathBuf::from(populated["model"].as_str().unwrap_or_default());
+    let service = EncoderService::start(
+        Encoder::from_dir(&model_dir, &EncoderOptions::default())?,
+        BatchConfig::default(),
+    )?;
+    let dims = service.dims();
+    let encoder = SharedEncoder::default();
+    encoder.set(EncoderState::Ready(service));
+    let mut settings = crate::config::Settings::defaults().clone();
+    settings.data_dir = dir.path().to_path_buf();
+    settings.auth.admin_key = Some(secrecy::SecretString::from(ADMIN.to_owned()));
+    settings.search.page_cache_mb = 0;
+    let catalog = crate::server::open_catalog(&settings).await?;
+    let vectors = SharedVectors::default();
+    vectors.set(VectorsState::Ready(
+        crate::server::open_vectors(&settings, dims)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
+    ));
+    let blobs = crate::media::BlobStore::open(None, dir.path())?;
+    let plugins = Arc::new(crate::plugins::PluginRegistry::new(
+        crate::server::plugin_host(&settings, blobs)?,
+        catalog.clone(),
+    ));
+    let fetcher = Arc::new(crate::media::ImageFetcher::new(
+        crate::media::FetchConfig::from_settings(&settings.media),
+    )?);
+    let state = crate::server::app_state(&settings, catalog.clone(), encoder, vectors, fetcher, plugins);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let limits = crate::conn::ConnLimits::from_settings(&settings);
+    tokio::spawn(crate::server::serve(
+        listener,
+        state,
+        limits,
+        std::future::pending(),
+        Duration::from_secs(1),
+        None,
+    ));
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let call = |method: reqwest::Method, path: &str, key: &str, body: Value| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    call(
+        reqwest::Method::POST,
+        "/v1/tenants",
+        ADMIN,
+        json!({"id": "noisy"}),
+    )
+    .await?
+    .error_for_status()?;
+    let key_of = |tenant: &'static str| {
+        let call = &call;
+        async move {
+            let created: Value = call(
+                reqwest::Method::POST,
+                &format!("/v1/tenants/{tenant}/keys"),
+                ADMIN,
+                json!({"scopes": ["search"]}),
+            )
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+            anyhow::Ok(created["key"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let quiet_key = key_of("default").await?;
+    let noisy_key = key_of("noisy").await?;
+    let set_noisy_limit = |per_second: f64| {
+        let call = &call;
+        async move {
+            call(
+                reqwest::Method::PATCH,
+                "/v1/tenants/noisy",
+                ADMIN,
+                json!({"rate_limits": {"search": {"per_second": per_second, "burst": (per_second * 2.0).ceil() as u32}}}),
+            )
+            .await?
+            .error_for_status()?;
+            anyhow::Ok(())
+        }
+    };
+
+    // The quiet tenant: sequential searches of distinct texts, paced.
+    let counter = AtomicU64::new(0);
+    let quiet_run = || {
+        let (http, base, key, counter) = (&http, &base, &quiet_key, &counter);
+        async move {
+            let mut ms = Vec::with_capacity(o.queries);
+            for _ in 0..o.queries + 5 {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                let res = http
+                    .post(format!("{base}/v1/tenants/default/search"))
+                    .bearer_auth(key)
+                    .json(&json!({"text": format!("quiet query {n} red leather boots"), "limit": 10}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(res.status() == 200, "quiet search: {}", res.status());
+                res.bytes().await?;
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            ms.drain(..5);
+            ms.sort_by(f64::total_cmp);
+            anyhow::Ok((percentile(&ms, 50.0), percentile(&ms, 99.0)))
+        }
+    };
+    // The noisy tenant, until `stop`: `offered_rps` in all, spread over its
+    // clients, each firing on its own schedule without waiting for answers.
+    let noisy = |stop: Arc<AtomicBool>, ok: Arc<AtomicU64>, limited: Arc<AtomicU64>| {
+        let per_client = (f64::from(o.offered_rps) / o.noisy_clients as f64).max(1.0);
+        (0..o.noisy_clients)
+            .map(|c| {
+                let (http, base, key) = (http.clone(), base.clone(), noisy_key.clone());
+                let (stop, ok, limited) = (stop.clone(), ok.clone(), limited.clone());
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_client));
+                    let mut n = 0u64;
+                    let mut inflight = tokio::task::JoinSet::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        n += 1;
+                        let req = http
+                            .post(format!("{base}/v1/tenants/noisy/search"))
+                            .bearer_auth(&key)
+                            .json(&json!({"text": format!("noisy {c} {n} cheap shoes"), "limit": 10}));
+                        let (ok, limited) = (ok.clone(), limited.clone());
+                        inflight.spawn(async move {
+                            if let Ok(res) = req.send().await {
+                                match res.status().as_u16() {
+                                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                                    429 => limited.fetch_add(1, Ordering::Relaxed),
+                                    _ => 0,
+                                };
+                                let _ = res.bytes().await;
+                            }
+                        });
+                        while inflight.try_join_next().is_some() {}
+                    }
+                    inflight.shutdown().await;
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let loaded_run = || async {
+        let (stop, ok, limited) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let tasks = noisy(stop.clone(), ok.clone(), limited.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t = Instant::now();
+        let quiet = quiet_run().await;
+        let secs = t.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            let _ = task.await;
+        }
+        let served = ok.load(Ordering::Relaxed) as f64 / secs;
+        let refused = limited.load(Ordering::Relaxed) as f64 / secs;
+        quiet.map(|q| (q, served, refused))
+    };
+
+    quiet_run().await?; // warm-up
+    set_noisy_limit(o.noisy_per_second).await?;
+    let (mut ratios, mut rounds) = (Vec::new(), Vec::new());
+    for _ in 0..o.rounds {
+        let alone = quiet_run().await?;
+        let ((p50, p99), served, refused) = loaded_run().await?;
+        ratios.push(p99 / alone.1);
+        rounds.push(json!({"alone_ms": {"p50": alone.0, "p99": alone.1},
+                           "noisy_ms": {"p50": p50, "p99": p99},
+                           "p99_ratio": p99 / alone.1,
+                           "noisy_served_per_sec": served, "noisy_refused_per_sec": refused}));
+    }
+    // The same load with the noisy tenant's limit lifted.
+    set_noisy_limit(1_000_000.0).await?;
+    let alone = quiet_run().await?;
+    let ((_, p99), served, _) = loaded_run().await?;
+    Ok(json!({
+        "products": o.products,
+        "queries_per_round": o.queries,
+        "noisy": {"offered_per_sec": o.offered_rps, "clients": o.noisy_clients, "limit_per_sec": o.noisy_per_second},
+        "p99_ratio_limited": {
+            "median": median(ratios.clone()),
+            "min": ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            "max": ratios.iter().copied().fold(0.0, f64::max),
+        },
+        "rounds": rounds,
+        "unlimited": {"alone_p99_ms": alone.1, "noisy_p99_ms": p99, "p99_ratio": p99 / alone.1,
+                      "noisy_served_per_sec": served},
     }))
 }

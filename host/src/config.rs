@@ -37,9 +37,9 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: &str, message: impl Into<String>) -> Self {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
-            key: key.to_owned(),
+            key: key.into(),
             message: message.into(),
         }
     }
@@ -59,6 +59,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub server: ServerSettings,
     pub auth: AuthSettings,
+    pub rate_limits: RateLimitSettings,
     pub catalog: CatalogSettings,
     pub encoder: EncoderSettings,
     pub media: MediaSettings,
@@ -239,18 +240,56 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Open connections from one client address.
     pub max_connections_per_ip: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (addresses or CIDR
+    /// blocks).
+    pub trusted_proxies: Vec<String>,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServerSettings {
+    /// `trusted_proxies`, parsed (validated at load).
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|p| parse_net(p)).collect()
+    }
+}
+
+/// An address (a one-address block) or a CIDR block.
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// Token buckets (per node): rate in requests per second, burst in requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub search_per_second: f64,
+    pub search_burst: u32,
+    pub write_per_second: f64,
+    pub write_burst: u32,
+    pub ip_per_second: f64,
+    pub ip_burst: u32,
 }
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub admin_key: Option<SecretString>,
+    /// How long a key read from the catalog is trusted without reading it
+    /// again (0: read on every request).
+    pub key_cache_secs: u64,
 }
 
 impl fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthSettings")
             .field("admin_key", &self.admin_key.as_ref().map(|_| "[redacted]"))
+            .field("key_cache_secs", &self.key_cache_secs)
             .finish()
     }
 }
@@ -392,6 +431,48 @@ impl Settings {
                 "server.max_connections_per_ip",
                 "must be at least 1",
             ));
+        }
+        for proxy in &self.server.trusted_proxies {
+            if parse_net(proxy).is_none() {
+                return Err(ConfigError::invalid(
+                    "server.trusted_proxies",
+                    format!("{proxy:?} is neither an IP address nor a CIDR block"),
+                ));
+            }
+        }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "server.tls_key",
+                    "must be set with server.tls_cert",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "server.tls_cert",
+                    "must be set with server.tls_key",
+                ));
+            }
+            _ => {}
+        }
+        let r = &self.rate_limits;
+        for (key, rate, burst) in [
+            ("search", r.search_per_second, r.search_burst),
+            ("write", r.write_per_second, r.write_burst),
+            ("ip", r.ip_per_second, r.ip_burst),
+        ] {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
+                return Err(ConfigError::invalid(
+                    format!("rate_limits.{key}_per_second"),
+                    "must be a number above 0 and at most 1000000",
+                ));
+            }
+            if burst == 0 {
+                return Err(ConfigError::invalid(
+                    format!("rate_limits.{key}_burst"),
+                    "must be at least 1",
+                ));
+            }
         }
         if self.media.decode_budget_pixels < self.media.max_pixels {
             return Err(ConfigError::invalid(
@@ -753,6 +834,10 @@ mod tests {
             ("encoder.device", "\"tpu\""),
             ("encoder.max_batch", "0"),
             ("media.fetch_timeout_secs", "0"),
+            ("server.trusted_proxies", "[\"10.0.0.0/33\"]"),
+            ("server.tls_cert", "\"/x.pem\""),
+            ("rate_limits.search_per_second", "0"),
+            ("rate_limits.ip_burst", "0"),
         ];
         for (key, value) in cases {
             let err = load_env(&[(key, value)]).unwrap_err().to_string();

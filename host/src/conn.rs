@@ -103,7 +103,7 @@ pub fn raise_open_file_limit() -> u64 {
 
 /// The address a client is counted under: an IPv6 client by its /64 (one
 /// host usually holds a whole /64), an IPv4-mapped address as IPv4.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -241,6 +241,7 @@ pub async fn serve(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    tls: Option<crate::tls::Tls>,
 ) -> io::Result<()> {
     let limits = Arc::new(limits);
     let registry = Arc::new(Mutex::new(Registry::default()));
@@ -267,56 +268,34 @@ pub async fn serve(
         };
         let Some(admitted) = Admitted::admit(&registry, client_key(peer.ip()), &limits) else {
             metrics::counter!(telemetry::HTTP_CONNECTIONS_REFUSED).increment(1);
-            tokio::spawn(refuse(stream));
+            // A TLS client would not read a plain answer: it is just closed.
+            if tls.is_none() {
+                tokio::spawn(refuse(stream));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched {
-            inner: stream,
-            activity: activity.clone(),
-            pending: None,
-            linger: None,
-            lingered: 0,
-        });
-        let service = hyper::service::service_fn({
-            let app = app.clone();
-            let activity = activity.clone();
-            let body_timeout = limits.body_read_timeout;
-            move |req: Request<Incoming>| answer(app.clone(), activity.clone(), peer, body_timeout, req)
-        });
-        // HTTP/1.1 only: no cleartext HTTP/2, whose streams would multiply
-        // the per-client cap (TLS and h2 belong to the proxy in front).
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // Our watchdog times request heads and idle connections.
-            .header_read_timeout(Option::<Duration>::None)
-            .max_buf_size(MAX_BUF_SIZE)
-            .keep_alive(true);
-        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
-        let limits = limits.clone();
-        tokio::spawn(async move {
-            let _admitted = admitted;
-            let mut conn = std::pin::pin!(conn);
-            loop {
-                let Some(check) = activity.next_check(&limits) else {
-                    tracing::debug!(peer = %peer, "closing a slow or idle connection");
-                    metrics::counter!(telemetry::HTTP_CONNECTIONS_TIMED_OUT).increment(1);
-                    return;
-                };
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    () = tokio::time::sleep_until(check) => {}
-                }
+        let (app, limits, watcher) = (app.clone(), limits.clone(), graceful.watcher());
+        match &tls {
+            None => {
+                tokio::spawn(drive(stream, peer, app, limits, admitted, watcher, false));
             }
-        });
+            Some(tls) => {
+                let acceptor = tls.acceptor().clone();
+                tokio::spawn(async move {
+                    // The handshake is timed like a request head.
+                    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => drive(stream, peer, app, limits, admitted, watcher, true).await,
+                        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                        Err(_) => {
+                            metrics::counter!(telemetry::HTTP_CONNECTIONS_TIMED_OUT).increment(1);
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                        }
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -328,6 +307,78 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Serves one accepted connection (over TLS when `tls`) until it ends, or
+/// the watchdog finds it slow or idle.
+async fn drive<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    limits: Arc<ConnLimits>,
+    admitted: Admitted,
+    watcher: hyper_util::server::graceful::Watcher,
+    tls: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _admitted = admitted;
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+        pending: None,
+        linger: None,
+        lingered: 0,
+    });
+    let service = hyper::service::service_fn({
+        let activity = activity.clone();
+        let body_timeout = limits.body_read_timeout;
+        move |req: Request<Incoming>| answer(app.clone(), activity.clone(), peer, body_timeout, req)
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if tls {
+        // HTTP/2 only where ALPN can offer it; its streams per connection
+        // are capped so that one connection cannot multiply the per-client
+        // cap without bound.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(MAX_BUF_SIZE as u32);
+    } else {
+        // No cleartext HTTP/2 (h2c): its streams would multiply the
+        // per-client cap, and nothing can negotiate it.
+        builder = builder.http1_only();
+    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Our watchdog times request heads and idle connections.
+        .header_read_timeout(Option::<Duration>::None)
+        .max_buf_size(MAX_BUF_SIZE)
+        .keep_alive(true);
+    let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        let Some(check) = activity.next_check(&limits) else {
+            tracing::debug!(peer = %peer, "closing a slow or idle connection");
+            metrics::counter!(telemetry::HTTP_CONNECTIONS_TIMED_OUT).increment(1);
+            return;
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(check) => {}
+        }
+    }
+}
+
+/// Concurrent HTTP/2 streams on one connection.
+const H2_MAX_STREAMS: u32 = 32;
 
 /// One request through the router, with the client's address, a body
 /// deadline, and the connection marked busy meanwhile.
@@ -448,8 +499,8 @@ async fn refuse(mut stream: TcpStream) {
 
 /// The socket, watched: reads mark request heads, and hyper's empty-bodied
 /// error answers are rewritten with a JSON body.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
     /// A rewritten answer not yet fully written, and how far it got.
     pending: Option<(Vec<u8>, usize)>,
@@ -465,7 +516,7 @@ const LINGER: Duration = Duration::from_secs(3);
 /// At most this much is read while lingering.
 const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
-impl Watched {
+impl<S: AsyncRead + AsyncWrite + Unpin> Watched<S> {
     /// When `buf` is hyper's bare parse-error answer, queues the rewritten
     /// one instead and reports `buf` written (as far as hyper is
     /// concerned; flush finishes it).
@@ -495,7 +546,7 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -510,7 +561,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         ready!(self.drain(cx))?;
         if let Some(written) = self.take_over(cx, buf)? {

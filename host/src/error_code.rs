@@ -83,6 +83,11 @@ error_codes! {
     AdminRequired = "admin_required", FORBIDDEN, "Only the admin key may do this.";
     InsufficientScope = "insufficient_scope", FORBIDDEN, "The key lacks the scope this needs.";
     TenantForbidden = "tenant_forbidden", FORBIDDEN, "The key belongs to another tenant.";
+    InvalidToken = "invalid_token", UNAUTHORIZED, "The search token is malformed, its signature does not verify, or its key is unknown or revoked.";
+    TokenExpired = "token_expired", UNAUTHORIZED, "The search token has expired (`exp`) or is not valid yet (`nbf`).";
+    TokenNotAllowed = "token_not_allowed", FORBIDDEN, "A search token works on the search endpoints only.";
+    PluginNotAllowed = "plugin_not_allowed", FORBIDDEN, "The search token does not allow this plugin choice.";
+    QuotaExceeded = "quota_exceeded", FORBIDDEN, "The write would take the tenant over a quota the admin set; `details` names it.";
     NotFound = "not_found", NOT_FOUND, "The resource does not exist.";
     RouteNotFound = "route_not_found", NOT_FOUND, "No route has this path.";
     TenantNotFound = "tenant_not_found", NOT_FOUND, "There is no such tenant.";

@@ -181,6 +181,29 @@ enum BenchCommand {
         #[arg(long)]
         single: bool,
     },
+    /// Fairness: a tenant's search p50/p99 while another tenant hammers
+    /// the server (held by its own rate limit), against the same tenant
+    /// alone, in paired rounds; then once with the limit lifted.
+    Fairness {
+        /// Checkpoint directory; default: a random-weight ViT-B/32.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 5_000)]
+        products: usize,
+        /// Searches of the quiet tenant per round.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Searches per second the noisy tenant sends.
+        #[arg(long, default_value_t = 400)]
+        offered_rps: u32,
+        #[arg(long, default_value_t = 8)]
+        noisy_clients: usize,
+        /// The noisy tenant's own search limit (burst twice that).
+        #[arg(long, default_value_t = 2.0)]
+        noisy_per_second: f64,
+    },
     /// Plugins: the same text search with and without the `price-boost`
     /// ranker over 100 candidates, in one run, and the time of one plugin
     /// call (instantiation + call). Build the component first:
@@ -501,6 +524,29 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
                     *queries,
                     *threads,
                 ))
+            }),
+        BenchCommand::Fairness {
+            model,
+            products,
+            queries,
+            rounds,
+            offered_rps,
+            noisy_clients,
+            noisy_per_second,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(vitrine::bench::fairness(&vitrine::bench::FairnessOptions {
+                    model: model.as_deref(),
+                    products: *products,
+                    queries: *queries,
+                    rounds: *rounds,
+                    offered_rps: *offered_rps,
+                    noisy_clients: *noisy_clients,
+                    noisy_per_second: *noisy_per_second,
+                }))
             }),
         BenchCommand::SearchFloor {
             data_dir,

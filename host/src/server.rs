@@ -38,6 +38,8 @@ pub enum ServerError {
     Bind { addr: String, source: std::io::Error },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Opens the catalog the settings select (applying migrations).
@@ -87,7 +89,9 @@ pub fn app_state(
         vectors,
         search,
         fetcher,
-        auth: Arc::new(Authenticator::new(settings.auth.admin_key.as_ref())),
+        auth: Arc::new(Authenticator::from_settings(settings)),
+        rate_limits: Arc::new(crate::api::limits::RateLimiter::new(&settings.rate_limits)),
+        policies: Arc::default(),
         metrics: telemetry::metrics_handle(),
         limits: Limits::from_settings(settings),
         images,
@@ -145,6 +149,11 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
              set VITRINE__AUTH__ADMIN_KEY to turn it on)"
         );
     }
+    // A certificate that does not load stops the start, naming its setting.
+    let tls = match (&settings.server.tls_cert, &settings.server.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::Tls::new(cert, key)?),
+        _ => None,
+    };
     let catalog = open_catalog(&settings).await?;
     crate::media::decode::configure(
         settings.media.decode_budget_pixels,
@@ -211,12 +220,16 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         // Guests still running are interrupted; their searches fall back.
         host.shut_down();
     };
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(stop_tx.subscribe()));
+    }
     let served = serve(
         listener,
         state,
         crate::conn::ConnLimits::from_settings(&settings),
         signal,
         grace,
+        tls,
     )
     .await;
     // Stop claiming jobs; unfinished ones go back to the queue.
@@ -388,10 +401,12 @@ pub async fn serve(
     limits: crate::conn::ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    tls: Option<crate::tls::Tls>,
 ) -> Result<(), ServerError> {
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "listening on {local}");
-    crate::conn::serve(listener, api::router(state), limits, shutdown, grace).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %local, scheme, "listening on {local}");
+    crate::conn::serve(listener, api::router(state), limits, shutdown, grace, tls).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -71,6 +71,10 @@ pub const PLUGIN_CALL_DURATION: &str = "vitrine_plugin_call_duration_seconds";
 pub const PLUGIN_COMPILATIONS: &str = "vitrine_plugin_compilations_total";
 /// Log lines of plugins dropped by the rate limit.
 pub const PLUGIN_LOG_DROPPED: &str = "vitrine_plugin_log_lines_dropped_total";
+/// Requests refused by a rate limit, by `policy` (`search`, `write`, `ip`).
+pub const RATE_LIMITED: &str = "vitrine_rate_limited_total";
+/// TLS certificate reloads, by `outcome` (`ok`, `error`).
+pub const TLS_RELOADS: &str = "vitrine_tls_reloads_total";
 
 /// The job kinds and the queue statuses `JOBS` reports.
 pub const JOB_KINDS: [&str; 3] = [
@@ -94,6 +98,14 @@ pub fn register_all() {
         "HTTP request latency in seconds, by route, method and status"
     );
     describe_gauge!(HTTP_CONNECTIONS, "open client connections");
+    describe_counter!(
+        RATE_LIMITED,
+        "requests refused by a rate limit (429), by policy: search, write, ip"
+    );
+    describe_counter!(
+        TLS_RELOADS,
+        "TLS certificate reloads, by outcome (ok, error: the old certificate stays)"
+    );
     describe_counter!(
         HTTP_CONNECTIONS_REFUSED,
         "connections refused at accept by a connection cap"

@@ -123,6 +123,9 @@ impl Setup {
                 tiny_model_dir().display().to_string(),
             ),
             ("VITRINE__ENCODER__DEVICE".to_owned(), "cpu".to_owned()),
+            // Tests send bursts from one address with a few keys; the rate
+            // limit tests turn the limits back on.
+            ("VITRINE__RATE_LIMITS__ENABLED".to_owned(), "false".to_owned()),
         ];
         if let Catalog::Postgres(pg) = catalog {
             env.push(("VITRINE__CATALOG__URL".to_owned(), pg.url.clone()));

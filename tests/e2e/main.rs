@@ -11,6 +11,7 @@ mod page;
 mod plugins;
 mod schemathesis;
 mod search;
+mod trust;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -289,7 +290,7 @@ async fn migrate_is_idempotent() {
         );
         let out = String::from_utf8_lossy(&first.stdout);
         assert!(
-            out.contains("5 applied ([1, 2, 3, 4, 5])"),
+            out.contains("6 applied ([1, 2, 3, 4, 5, 6])"),
             "{}: {out}",
             catalog.name()
         );

@@ -7,10 +7,11 @@
 //! stretching is needed for keys nobody chose).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use base64::Engine;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -19,8 +20,9 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
+use super::token::SearchGrant;
 use crate::model::now;
-use crate::store::ApiKeyRecord;
+use crate::store::{ApiKeyRecord, Catalog};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
@@ -48,7 +50,7 @@ impl Scope {
 }
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
     /// The admin key, or anyone while authentication is off (development
     /// without an admin key).
@@ -58,14 +60,23 @@ pub enum Principal {
         key_id: String,
         scopes: Vec<Scope>,
     },
+    /// A signed search token, derived from one of a tenant's keys
+    /// (`api::token`). It works on the search endpoints only.
+    Token(Arc<SearchGrant>),
 }
 
 impl Principal {
     /// Allows the call if the caller may act on `tenant` with `scope`. A
     /// tenant key's `admin` scope covers every scope of its own tenant.
+    /// A search token is refused here: the search endpoints take it through
+    /// [`Principal::require_search`].
     pub fn require(&self, tenant: &str, scope: Scope) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
+            Principal::Token(_) => Err(ApiError::forbidden(
+                ErrorCode::TokenNotAllowed,
+                "a search token works on the search endpoints only",
+            )),
             Principal::Tenant {
                 tenant: own, scopes, ..
             } => {
@@ -87,6 +98,23 @@ impl Principal {
         }
     }
 
+    /// Allows a search of `tenant`, returning the token's grant (forced
+    /// filters, allowed plugins) when the caller holds a search token.
+    pub fn require_search(&self, tenant: &str) -> Result<Option<&SearchGrant>, ApiError> {
+        match self {
+            Principal::Token(grant) => {
+                if grant.tenant != tenant {
+                    return Err(ApiError::forbidden(
+                        ErrorCode::TenantForbidden,
+                        "this token does not belong to the requested tenant",
+                    ));
+                }
+                Ok(Some(grant))
+            }
+            other => other.require(tenant, Scope::Search).map(|()| None),
+        }
+    }
+
     /// Reads (products, jobs) are allowed with a `search` or a `write` key.
     pub fn require_read(&self, tenant: &str) -> Result<(), ApiError> {
         match self.require(tenant, Scope::Search) {
@@ -99,37 +127,132 @@ impl Principal {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Tenant { .. } => Err(ApiError::forbidden(
+            Principal::Tenant { .. } | Principal::Token(_) => Err(ApiError::forbidden(
                 ErrorCode::AdminRequired,
                 "this operation needs the admin key",
             )),
         }
     }
+
+    /// The key behind the caller, with its tenant (none for the admin).
+    pub fn key(&self) -> Option<(&str, &str)> {
+        match self {
+            Principal::Admin => None,
+            Principal::Tenant { tenant, key_id, .. } => Some((tenant, key_id)),
+            Principal::Token(g) => Some((&g.tenant, &g.key_id)),
+        }
+    }
 }
 
-/// The authentication settings the API needs at run time.
+/// Authentication: the admin key, and tenant keys read from the catalog
+/// and kept in memory for `auth.key_cache_secs`.
 pub struct Authenticator {
     /// SHA-256 of the admin key; `None` turns authentication off.
     admin_key_hash: Option<[u8; 32]>,
+    /// Key id → its record (`None`: no such key), read recently.
+    keys: moka::future::Cache<String, Option<Arc<ApiKeyRecord>>>,
 }
 
+/// Keys kept in memory at once.
+const KEY_CACHE_ENTRIES: u64 = 100_000;
+
 impl Authenticator {
-    pub fn new(admin_key: Option<&SecretString>) -> Self {
+    pub fn new(admin_key: Option<&SecretString>, key_cache: Duration) -> Self {
         Self {
             admin_key_hash: admin_key.map(|k| sha256(k.expose_secret().as_bytes())),
+            keys: moka::future::Cache::builder()
+                .max_capacity(if key_cache.is_zero() { 0 } else { KEY_CACHE_ENTRIES })
+                .time_to_live(key_cache.max(Duration::from_millis(1)))
+                .build(),
         }
+    }
+
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self::new(
+            settings.auth.admin_key.as_ref(),
+            Duration::from_secs(settings.auth.key_cache_secs),
+        )
     }
 
     pub fn enabled(&self) -> bool {
         self.admin_key_hash.is_some()
     }
+
+    /// A key's record, from memory or the catalog.
+    pub async fn key(&self, catalog: &dyn Catalog, id: &str) -> Result<Option<Arc<ApiKeyRecord>>, ApiError> {
+        if let Some(hit) = self.keys.get(id).await {
+            return Ok(hit);
+        }
+        let record = catalog.get_api_key(id).await?.map(Arc::new);
+        self.keys.insert(id.to_owned(), record.clone()).await;
+        Ok(record)
+    }
+
+    /// Forgets a revoked key at once (other nodes within the cache time).
+    pub async fn forget_key(&self, id: &str) {
+        self.keys.invalidate(id).await;
+    }
+
+    /// Who sent these headers: the admin, a tenant key, a search token, or
+    /// the reason for a 401/403.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        catalog: &dyn Catalog,
+    ) -> Result<Principal, ApiError> {
+        let Some(admin_hash) = self.admin_key_hash else {
+            return Ok(Principal::Admin);
+        };
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <key> header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                let (scheme, token) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <key>`"))?;
+
+        if bool::from(sha256(token.as_bytes()).ct_eq(&admin_hash)) {
+            return Ok(Principal::Admin);
+        }
+        if super::token::looks_like_token(token) {
+            return super::token::verify(self, catalog, token)
+                .await
+                .map(Principal::Token);
+        }
+        let unknown = || ApiError::unauthorized("unknown or revoked API key");
+        let (id, secret) = split_token(token).ok_or_else(unknown)?;
+        let record = self.key(catalog, id).await?.ok_or_else(unknown)?;
+        let presented = hex(&sha256(secret.as_bytes()));
+        if !bool::from(presented.as_bytes().ct_eq(record.secret_hash.as_bytes())) {
+            return Err(unknown());
+        }
+        Ok(Principal::Tenant {
+            tenant: record.tenant.clone(),
+            key_id: record.id.clone(),
+            scopes: scopes_of(&record),
+        })
+    }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+/// A stored key's scopes.
+pub fn scopes_of(record: &ApiKeyRecord) -> Vec<Scope> {
+    record.scopes.iter().filter_map(|s| Scope::parse(s)).collect()
+}
+
+/// The caller as the authentication layer found it, for the handlers.
+#[derive(Clone)]
+pub struct Authenticated(pub Result<Principal, ApiError>);
+
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -158,7 +281,7 @@ pub fn generate_key(tenant: &str, scopes: Vec<String>, label: Option<String>) ->
 }
 
 /// Splits `vtr_<16 hex>_<secret>` into id and secret.
-fn split_token(token: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_token(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix(KEY_PREFIX)?;
     let (id, secret) = rest.split_at_checked(KEY_ID_HEX_LEN)?;
     let secret = secret.strip_prefix('_')?;
@@ -172,39 +295,11 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let auth: &Arc<Authenticator> = &state.auth;
-        let Some(admin_hash) = auth.admin_key_hash else {
-            return Ok(Principal::Admin);
-        };
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <key> header"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                let (scheme, token) = h.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <key>`"))?;
-
-        if bool::from(sha256(token.as_bytes()).ct_eq(&admin_hash)) {
-            return Ok(Principal::Admin);
+        // The `api::gate` layer authenticated every routed request.
+        match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(outcome)) => outcome.clone(),
+            None => state.auth.authenticate(&parts.headers, &*state.catalog).await,
         }
-        let unknown = || ApiError::unauthorized("unknown or revoked API key");
-        let (id, secret) = split_token(token).ok_or_else(unknown)?;
-        let record = state.catalog.get_api_key(id).await?.ok_or_else(unknown)?;
-        let presented = hex(&sha256(secret.as_bytes()));
-        if !bool::from(presented.as_bytes().ct_eq(record.secret_hash.as_bytes())) {
-            return Err(unknown());
-        }
-        Ok(Principal::Tenant {
-            tenant: record.tenant,
-            key_id: record.id,
-            scopes: record.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
-        })
     }
 }
 

@@ -82,6 +82,13 @@ impl Modify for Shared {
                     if with_path_params {
                         add_error(op, "404", "No such tenant, product, plugin, key or job");
                     }
+                    if op
+                        .operation_id
+                        .as_deref()
+                        .is_some_and(|id| CONDITIONAL_OPERATIONS.contains(&id))
+                    {
+                        add_conditional(op);
+                    }
                     if op.request_body.is_some() {
                         add_error(op, "413", "The body is larger than this endpoint accepts");
                         add_error(
@@ -116,6 +123,51 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> Vec<(HttpMethod, &mut Ope
     .into_iter()
     .filter_map(|(m, op)| op.map(|op| (m, op)))
     .collect()
+}
+
+/// Operations whose answers carry an `ETag` and honour `If-None-Match`
+/// (`api::caching`).
+const CONDITIONAL_OPERATIONS: &[&str] = &[
+    "list_products",
+    "get_product",
+    "get_product_named_batch",
+    "search",
+    "search_image",
+];
+
+/// The `If-None-Match` parameter, the 304 answer and the `ETag` header.
+fn add_conditional(op: &mut Operation) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{HeaderBuilder, ObjectBuilder, Required, Type};
+    let string = || ObjectBuilder::new().schema_type(Type::String).build();
+    op.parameters.get_or_insert_with(Vec::new).push(
+        ParameterBuilder::new()
+            .name("If-None-Match")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "ETags of a copy the client holds: 304 when one is current (`*`: any)",
+            ))
+            .schema(Some(string()))
+            .build(),
+    );
+    let etag = HeaderBuilder::new()
+        .schema(string())
+        .description(Some(
+            "The answer's tag, from the tenant's generation and the request",
+        ))
+        .build();
+    if let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200") {
+        ok.headers.insert("ETag".to_owned(), etag.clone());
+    }
+    op.responses.responses.insert(
+        "304".to_owned(),
+        ResponseBuilder::new()
+            .description("Not modified: the copy named in `If-None-Match` is current")
+            .header("ETag", etag)
+            .build()
+            .into(),
+    );
 }
 
 fn add_error(op: &mut Operation, status: &str, description: &str) {

@@ -53,6 +53,8 @@ pub async fn embed(
     match &principal {
         Principal::Admin => {}
         Principal::Tenant { tenant, .. } => principal.require(tenant, Scope::Search)?,
+        // Tokens are for a shop's searches, not for embedding anything.
+        Principal::Token(g) => principal.require(&g.tenant, Scope::Search)?,
     }
     let encoder = encoder(&state)?;
     let vector = match (text, image) {

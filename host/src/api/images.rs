@@ -249,16 +249,7 @@ pub async fn get(
         None => format!("\"{sha}\""),
         Some(n) => format!("\"{sha}-{n}\""),
     };
-    let fresh = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t == "*" || t.trim_start_matches("W/") == etag
-        });
-    if fresh {
+    if super::caching::fresh(&headers, &etag) {
         return Ok(with_image_headers(
             StatusCode::NOT_MODIFIED.into_response(),
             &etag,

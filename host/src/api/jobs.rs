@@ -43,9 +43,15 @@ fn not_found(id: &str) -> ApiError {
 /// Loads a job the caller may see with `scope`. Another tenant's job is
 /// reported as absent, so job ids reveal nothing across tenants.
 async fn visible_job(state: &AppState, principal: &Principal, id: &str, scope: Scope) -> ApiResult<Job> {
+    if let Principal::Token(g) = principal {
+        // Refused (token_not_allowed) before anything is read.
+        principal.require(&g.tenant, scope)?;
+        return Err(not_found(id));
+    }
     let job = state.catalog.get_job(id).await?.ok_or_else(|| not_found(id))?;
     match principal {
         Principal::Admin => Ok(job),
+        Principal::Token(_) => Err(not_found(id)),
         Principal::Tenant { tenant, .. } => {
             if job.tenant.as_deref() != Some(tenant.as_str()) {
                 return Err(not_found(id));

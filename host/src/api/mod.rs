@@ -27,6 +27,7 @@ use crate::telemetry::{HTTP_DURATION, HTTP_REQUESTS};
 pub mod admin;
 pub mod analytics;
 pub mod auth;
+pub mod caching;
 pub mod doc;
 pub mod embed;
 pub mod error;
@@ -34,11 +35,14 @@ pub mod extract;
 pub mod health;
 pub mod images;
 pub mod jobs;
+pub mod limits;
 pub mod page;
 pub mod plugins;
 pub mod products;
+pub mod quotas;
 pub mod search;
 pub mod tenants;
+pub mod token;
 pub mod types;
 
 #[cfg(test)]
@@ -56,6 +60,9 @@ pub struct AppState {
     /// Image downloads for `image_url` queries (SSRF-safe).
     pub fetcher: Arc<crate::media::ImageFetcher>,
     pub auth: Arc<auth::Authenticator>,
+    pub rate_limits: Arc<limits::RateLimiter>,
+    /// Tenants' own limits and quotas.
+    pub policies: Arc<quotas::TenantPolicies>,
     pub metrics: PrometheusHandle,
     pub limits: Limits,
     /// Uploaded product images and their thumbnails.
@@ -73,6 +80,8 @@ pub struct Limits {
     /// it arrives (upload, base64, URL).
     pub max_image_bytes: usize,
     pub max_pixels: u64,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl Limits {
@@ -84,6 +93,7 @@ impl Limits {
             cors_allowed_origins: s.server.cors_allowed_origins.clone(),
             max_image_bytes: s.media.max_image_bytes,
             max_pixels: s.media.max_pixels,
+            trusted_proxies: s.server.trusted_proxy_nets().into(),
         }
     }
 }
@@ -98,7 +108,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use utoipa_axum::routes;
     let router = OpenApiRouter::with_openapi(doc::base())
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
-        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(tenants::get_tenant, tenants::update_tenant))
         .routes(routes!(tenants::create_key))
         .routes(routes!(tenants::delete_key))
         .routes(routes!(products::create, products::list))
@@ -154,6 +164,8 @@ pub fn router(state: AppState) -> Router {
     doc::publish(document);
     routes
         .route_layer(middleware::from_fn_with_state(limits.clone(), limit_body))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gate))
+        .route_layer(middleware::from_fn(caching::cache_headers))
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -220,9 +232,112 @@ fn cors(origins: &[String]) -> CorsLayer {
             Method::PATCH,
             Method::DELETE,
         ])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, X_REQUEST_ID.clone()])
-        .expose_headers([X_REQUEST_ID.clone(), header::RETRY_AFTER])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            X_REQUEST_ID.clone(),
+        ])
+        .expose_headers([
+            X_REQUEST_ID.clone(),
+            header::RETRY_AFTER,
+            header::ETAG,
+            limits::RATELIMIT.clone(),
+            limits::RATELIMIT_POLICY.clone(),
+        ])
         .max_age(Duration::from_secs(3600))
+}
+
+/// Routes outside authentication and rate limits: probes and scrapes
+/// come from the operator's own systems, and must not be starved.
+fn ungated(route: &str) -> bool {
+    route.starts_with("/health/") || route == "/metrics"
+}
+
+/// Authenticates every routed request, then takes it from its rate-limit
+/// buckets, before any handler (or body read) runs: a tenant key's bucket
+/// per class; for a search token, its key's bucket and the client
+/// address's; for a request without a valid key, the client address's. The
+/// admin key is not limited. Handlers read the outcome ([`auth::Principal`]).
+async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    use limits::{Class, Owner};
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    if ungated(&route) {
+        return next.run(req).await;
+    }
+    let outcome = state.auth.authenticate(req.headers(), &*state.catalog).await;
+    let mut shown = None;
+    if state.rate_limits.enabled() && state.auth.enabled() {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let address = peer.map(|ip| {
+            crate::conn::client_key(limits::client_address(
+                ip,
+                req.headers(),
+                &state.limits.trusted_proxies,
+            ))
+        });
+        let class = Class::of(req.method(), &route);
+        let mut owners = Vec::with_capacity(2);
+        match &outcome {
+            Ok(auth::Principal::Admin) => {}
+            Ok(p) => {
+                if let Some((tenant, key_id)) = p.key() {
+                    let own = match state.policies.get(&*state.catalog, tenant).await {
+                        Ok(l) => l,
+                        Err(e) => return e.into_response(),
+                    };
+                    let eff = state.rate_limits.effective(&own.rate_limits);
+                    let bucket = match class {
+                        Class::Search => eff.search,
+                        Class::Write => eff.write,
+                    };
+                    owners.push((Owner::Key(key_id.to_owned(), class), bucket));
+                }
+                if matches!(p, auth::Principal::Token(_))
+                    && let Some(a) = address
+                {
+                    owners.push((Owner::Address(a), state.rate_limits.address_bucket()));
+                }
+            }
+            Err(_) => {
+                if let Some(a) = address {
+                    owners.push((Owner::Address(a), state.rate_limits.address_bucket()));
+                }
+            }
+        }
+        for (owner, bucket) in owners {
+            let standing = state.rate_limits.take(owner, bucket);
+            if standing.refused() {
+                let secs = standing.retry_after();
+                let mut e = ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many requests for the `{}` rate limit; retry in {secs} s",
+                        standing.policy()
+                    ),
+                )
+                .with_details(serde_json::json!({"policy": standing.policy()}));
+                e.retry_after = Some(secs);
+                let mut res = e.into_response();
+                standing.write_headers(res.headers_mut());
+                return res;
+            }
+            shown = Some(standing);
+        }
+    }
+    req.extensions_mut().insert(auth::Authenticated(outcome));
+    let mut res = next.run(req).await;
+    if let Some(standing) = shown {
+        standing.write_headers(res.headers_mut());
+    }
+    res
 }
 
 /// Answers 503 when a request outlives the configured deadline, so a hung

@@ -149,6 +149,11 @@ pub async fn upload(
         )));
     }
     let size = i64::try_from(body.len()).unwrap_or(i64::MAX);
+    // Before compiling: a tenant over its quota costs no CPU.
+    let _quota = state
+        .policies
+        .admit_plugin(&*state.catalog, &tenant, body.len() as u64)
+        .await?;
     let digest = state
         .search
         .plugins()
@@ -166,6 +171,9 @@ pub async fn upload(
             size_bytes: size,
         })
         .await?;
+    // A search naming this plugin (without an active version) now runs the
+    // new version: cached pages and ETags of the old one must go.
+    state.catalog.bump_generation(&tenant).await?;
     tracing::info!(tenant, plugin = %record.name, version = record.version, world = %record.world, "plugin uploaded");
     Ok((StatusCode::CREATED, Json(version_view(&record))))
 }

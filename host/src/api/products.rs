@@ -5,13 +5,14 @@ use super::types::ErrorBody;
 use crate::model::ProductView;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::json;
 
 use super::AppState;
 use super::auth::{Principal, Scope};
+use super::caching;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Body, Query, RequestBody, TenantItemPath, TenantPath, in_range, typed};
 use super::tenants::{authorize_tenant, authorize_tenant_read};
@@ -82,6 +83,10 @@ pub async fn create(
     })?;
     let (fields, warning) = ingest(&state, &tenant, &external_id, input.fields).await?;
     let job = index_job(&tenant, vec![external_id.clone()]);
+    let _quota = state
+        .policies
+        .admit_products(&*state.catalog, &tenant, || async { Ok(1) })
+        .await?;
     let product = state
         .catalog
         .create_product(&tenant, &external_id, &fields, &job)
@@ -123,7 +128,15 @@ pub async fn batch(
     let job_id = if accepted.is_empty() {
         None
     } else {
-        let job = index_job(&tenant, accepted.iter().map(|(id, _)| id.clone()).collect());
+        let ids: Vec<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
+        let _quota = state
+            .policies
+            .admit_products(&*state.catalog, &tenant, || async {
+                let existing = state.catalog.get_products(&tenant, &ids).await?.len();
+                Ok(ids.len().saturating_sub(existing) as u64)
+            })
+            .await?;
+        let job = index_job(&tenant, ids);
         state.catalog.upsert_products(&tenant, &accepted, &job).await?;
         Some(job.id)
     };
@@ -283,19 +296,25 @@ pub async fn list(
     principal: Principal,
     TenantPath(tenant): TenantPath,
     Query(q): Query<ListProductsQuery>,
-) -> ApiResult<Json<ProductPage>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let limit = in_range("limit", q.limit, 1, MAX_PAGE, DEFAULT_PAGE)?;
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let category = q.category.as_deref().filter(|c| !c.is_empty());
     authorize_tenant_read(&state, &principal, &tenant).await?;
-    let page = state
-        .catalog
-        .list_products(&tenant, category, after, limit)
-        .await?;
-    Ok(Json(ProductPage {
-        products: page.products.iter().map(Product::view).collect(),
-        next_cursor: page.next.map(encode_cursor),
-    }))
+    let request = format!("{category:?} {after:?} {limit}");
+    let etag = caching::tenant_etag(&state, &tenant, &[b"list_products", request.as_bytes()]).await?;
+    caching::conditional(&headers, &etag, async {
+        let page = state
+            .catalog
+            .list_products(&tenant, category, after, limit)
+            .await?;
+        Ok(Json(ProductPage {
+            products: page.products.iter().map(Product::view).collect(),
+            next_cursor: page.next.map(encode_cursor),
+        }))
+    })
+    .await
 }
 
 /// Cursors are opaque to clients: a versioned position, base64url-encoded.
@@ -329,15 +348,20 @@ pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     TenantItemPath(tenant, id): TenantItemPath,
-) -> ApiResult<Json<model::ProductView>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     validate_path_id(&id)?;
     authorize_tenant_read(&state, &principal, &tenant).await?;
-    let product = state
-        .catalog
-        .get_product(&tenant, &id)
-        .await?
-        .ok_or_else(|| not_found(&tenant, &id))?;
-    Ok(Json(product.view()))
+    let etag = caching::tenant_etag(&state, &tenant, &[b"get_product", id.as_bytes()]).await?;
+    caching::conditional(&headers, &etag, async {
+        let product = state
+            .catalog
+            .get_product(&tenant, &id)
+            .await?
+            .ok_or_else(|| not_found(&tenant, &id))?;
+        Ok(Json(product.view()))
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -484,8 +508,9 @@ pub async fn get_named_batch(
     state: State<AppState>,
     principal: Principal,
     path: TenantItemPath,
-) -> ApiResult<Json<model::ProductView>> {
-    get(state, principal, path).await
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    get(state, principal, path, headers).await
 }
 
 #[utoipa::path(

@@ -7,15 +7,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Multipart, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use super::auth::{Principal, Scope};
+use super::auth::Principal;
+use super::caching;
 use super::embed::{decode_image_base64, decode_image_bytes, validate_text};
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Body, TenantPath, json_object, typed};
-use super::tenants::authorize_tenant;
+use super::token::SearchGrant;
 use super::types::{
     PluginReport, PluginReports, SearchFilters, SearchHit, SearchOptions, SearchRequest, SearchResponse,
 };
@@ -88,7 +90,7 @@ fn price(v: &Price, field: &str) -> ApiResult<f64> {
         })
 }
 
-fn parse_filters(f: SearchFilters) -> ApiResult<VectorFilter> {
+pub(crate) fn parse_filters(f: SearchFilters) -> ApiResult<VectorFilter> {
     let mut out = VectorFilter::default();
     if let Some(c) = f.category {
         if c.is_empty() {
@@ -376,28 +378,99 @@ pub fn plugin_reports(reports: &[PluginRun]) -> PluginReports {
     out
 }
 
+/// What identifies a search's answer besides the tenant's generation: the
+/// query source (`None`: an `image_url`, whose bytes may change under the
+/// same URL, gets no ETag) and the options in force.
+fn fingerprint(source: Option<String>, o: &Options) -> Option<String> {
+    source.map(|s| {
+        format!(
+            "{s}|{:?}|{:?}|{}|{}|{:?}",
+            o.filter,
+            o.plugins,
+            o.limit,
+            o.offset,
+            o.min_score.map(f32::to_bits)
+        )
+    })
+}
+
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    super::auth::hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Checks the caller may search `tenant` and that it exists; a search
+/// token's grant comes back.
+async fn authorize_search(
+    state: &AppState,
+    principal: &Principal,
+    tenant: &str,
+) -> ApiResult<Option<SearchGrant>> {
+    let grant = principal.require_search(tenant)?.cloned();
+    super::tenants::tenant_exists(state, tenant).await?;
+    Ok(grant)
+}
+
+/// A search token's terms over the request's: its forced filters on top
+/// of the request's, and only the plugins it allows. `false`: the two
+/// filters together let nothing through.
+fn apply_grant(grant: Option<&SearchGrant>, o: &mut Options) -> ApiResult<bool> {
+    let Some(g) = grant else { return Ok(true) };
+    g.allow_plugin(&o.plugins.filter, "plugins.filter")?;
+    g.allow_plugin(&o.plugins.ranker, "plugins.ranker")?;
+    if let Some(forced) = &g.filter {
+        match o.filter.intersect(forced) {
+            Some(f) => o.filter = f,
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 async fn run(
     state: &AppState,
     tenant: String,
     source: QuerySource,
-    o: Options,
-) -> ApiResult<Json<SearchResponse>> {
-    let response = state
-        .search
-        .search(crate::search::SearchRequest {
-            tenant,
-            source,
-            filter: o.filter,
-            limit: o.limit,
-            offset: o.offset,
-            min_score: o.min_score,
-            plugins: o.plugins,
-            user_id: o.user_id,
-            session_id: o.session_id,
+    mut o: Options,
+    grant: Option<&SearchGrant>,
+    source_key: Option<String>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    if !apply_grant(grant, &mut o)? {
+        // The token's filters and the request's exclude each other.
+        return Ok(Json(SearchResponse {
+            hits: Vec::new(),
+            took_ms: 0.0,
+            query_type: source.kind().to_owned(),
+            plugins: PluginReports::default(),
         })
-        .await
-        .map_err(search_error)?;
-    Ok(Json(self::response(response)))
+        .into_response());
+    }
+    let search = async {
+        let response = state
+            .search
+            .search(crate::search::SearchRequest {
+                tenant: tenant.clone(),
+                source,
+                filter: o.filter.clone(),
+                limit: o.limit,
+                offset: o.offset,
+                min_score: o.min_score,
+                plugins: o.plugins.clone(),
+                user_id: o.user_id.clone(),
+                session_id: o.session_id.clone(),
+            })
+            .await
+            .map_err(search_error)?;
+        Ok(Json(self::response(response)))
+    };
+    match fingerprint(source_key, &o) {
+        Some(key) => {
+            let etag = caching::tenant_etag(state, &tenant, &[b"search", key.as_bytes()]).await?;
+            caching::conditional(headers, &etag, search).await
+        }
+        None => Ok(search.await?.into_response()),
+    }
 }
 
 /// `POST /v1/tenants/{t}/search`.
@@ -413,12 +486,28 @@ pub async fn search(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
+    headers: HeaderMap,
     Body(mut body): Body<SearchRequest>,
-) -> ApiResult<Json<SearchResponse>> {
-    authorize_tenant(&state, &principal, &tenant, Scope::Search).await?;
+) -> ApiResult<Response> {
+    let grant = authorize_search(&state, &principal, &tenant).await?;
     let options = parse_options(body.options())?;
+    let source_key = match (&body.text, &body.like, &body.image_base64) {
+        (Some(t), _, _) => Some(format!("text:{t}")),
+        (_, Some(id), _) => Some(format!("like:{id}")),
+        (_, _, Some(b64)) => Some(format!("image:{}", digest(b64.as_bytes()))),
+        _ => None,
+    };
     let source = source_from(&state, &mut body).await?;
-    run(&state, tenant, source, options).await
+    run(
+        &state,
+        tenant,
+        source,
+        options,
+        grant.as_ref(),
+        source_key,
+        &headers,
+    )
+    .await
 }
 
 /// `POST /v1/tenants/{t}/search/image`: multipart with an `image` part and
@@ -435,9 +524,10 @@ pub async fn search_image(
     State(state): State<AppState>,
     principal: Principal,
     TenantPath(tenant): TenantPath,
+    headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> ApiResult<Json<SearchResponse>> {
-    authorize_tenant(&state, &principal, &tenant, Scope::Search).await?;
+) -> ApiResult<Response> {
+    let grant = authorize_search(&state, &principal, &tenant).await?;
     let mut multipart = multipart.map_err(|e| {
         ApiError::new(
             ErrorCode::UnsupportedMediaType,
@@ -488,9 +578,19 @@ pub async fn search_image(
         }
     };
     let options = parse_options(options)?;
+    let source_key = Some(format!("image:{}", digest(&image)));
     let source = QuerySource::Image {
         image: decode_image_bytes(&state.limits, image.to_vec(), "image").await?,
         url: None,
     };
-    run(&state, tenant, source, options).await
+    run(
+        &state,
+        tenant,
+        source,
+        options,
+        grant.as_ref(),
+        source_key,
+        &headers,
+    )
+    .await
 }

@@ -10,7 +10,7 @@ use super::AppState;
 use super::auth::{Principal, Scope, generate_key};
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Body, TenantItemPath, TenantPath};
-use super::types::{CreateKey, CreateTenant, KeyCreated, TenantList, TenantView};
+use super::types::{CreateKey, CreateTenant, KeyCreated, MAX_QUOTA, TenantList, TenantPatch, TenantView};
 use crate::model::{self, MAX_TENANT_NAME_CHARS, format_time};
 use crate::store::Tenant;
 
@@ -22,7 +22,30 @@ fn tenant_view(t: &Tenant) -> TenantView {
         id: t.id.clone(),
         name: t.name.clone(),
         created_at: format_time(&t.created_at),
+        rate_limits: None,
+        quotas: None,
+        usage: None,
     }
+}
+
+/// One tenant with its limits and usage.
+async fn full_view(state: &AppState, t: &Tenant) -> ApiResult<TenantView> {
+    let limits = state.policies.get(&*state.catalog, &t.id).await?;
+    Ok(TenantView {
+        rate_limits: Some(state.rate_limits.effective(&limits.rate_limits)),
+        quotas: Some(limits.quotas.clone()),
+        usage: Some(super::quotas::usage(&*state.catalog, &t.id).await?),
+        ..tenant_view(t)
+    })
+}
+
+async fn find_tenant(state: &AppState, tenant: &str) -> ApiResult<Tenant> {
+    state.catalog.get_tenant(tenant).await?.ok_or_else(|| {
+        ApiError::not_found(
+            ErrorCode::TenantNotFound,
+            format!("there is no tenant `{tenant}`"),
+        )
+    })
 }
 
 /// Checks the caller may act on `tenant` with `scope`, then that the tenant
@@ -44,7 +67,8 @@ pub async fn authorize_tenant_read(state: &AppState, principal: &Principal, tena
     tenant_exists(state, tenant).await
 }
 
-async fn tenant_exists(state: &AppState, tenant: &str) -> ApiResult<()> {
+/// That the tenant exists (the caller's permission already checked).
+pub async fn tenant_exists(state: &AppState, tenant: &str) -> ApiResult<()> {
     match state.catalog.get_tenant(tenant).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found(
@@ -111,16 +135,73 @@ pub async fn get_tenant(
     principal: Principal,
     TenantPath(tenant): TenantPath,
 ) -> ApiResult<Json<TenantView>> {
-    principal
-        .require(&tenant, Scope::Search)
-        .or_else(|_| principal.require(&tenant, Scope::Write))?;
-    let t = state.catalog.get_tenant(&tenant).await?.ok_or_else(|| {
-        ApiError::not_found(
+    principal.require_read(&tenant)?;
+    let t = find_tenant(&state, &tenant).await?;
+    Ok(Json(full_view(&state, &t).await?))
+}
+
+#[utoipa::path(
+    patch, path = "/v1/tenants/{t}", operation_id = "update_tenant", summary = "Set a tenant's rate limits and quotas", tag = "tenants",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = TenantPatch,
+    responses((status = 200, description = "The tenant, with its limits and usage", body = TenantView)),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    principal: Principal,
+    TenantPath(tenant): TenantPath,
+    Body(patch): Body<TenantPatch>,
+) -> ApiResult<Json<TenantView>> {
+    principal.require_admin()?;
+    let t = find_tenant(&state, &tenant).await?;
+    for (class, bucket) in patch
+        .rate_limits
+        .iter()
+        .flat_map(|r| [("search", r.search), ("write", r.write)])
+    {
+        if let Some(b) = bucket
+            && !(b.per_second.is_finite()
+                && b.per_second > 0.0
+                && b.per_second <= 1e6
+                && (1..=1_000_000).contains(&b.burst))
+        {
+            return Err(ApiError::invalid_field(
+                &format!("rate_limits.{class}"),
+                ErrorCode::InvalidValue,
+                "`per_second` must be above 0 and at most 1000000, `burst` from 1 to 1000000",
+            ));
+        }
+    }
+    for (name, value) in patch.quotas.iter().flat_map(|q| {
+        [
+            ("max_products", q.max_products),
+            ("max_plugin_versions", q.max_plugin_versions),
+            ("max_plugin_bytes", q.max_plugin_bytes),
+        ]
+    }) {
+        if value.is_some_and(|v| v > MAX_QUOTA) {
+            return Err(ApiError::invalid_field(
+                &format!("quotas.{name}"),
+                ErrorCode::InvalidValue,
+                format!("`{name}` must be an integer from 0 to {MAX_QUOTA}"),
+            ));
+        }
+    }
+    let mut limits = (*state.policies.get(&*state.catalog, &tenant).await?).clone();
+    if let Some(r) = patch.rate_limits {
+        limits.rate_limits = r;
+    }
+    if let Some(q) = patch.quotas {
+        limits.quotas = q;
+    }
+    if !state.policies.set(&*state.catalog, &tenant, &limits).await? {
+        return Err(ApiError::not_found(
             ErrorCode::TenantNotFound,
             format!("there is no tenant `{tenant}`"),
-        )
-    })?;
-    Ok(Json(tenant_view(&t)))
+        ));
+    }
+    tracing::info!(tenant = %tenant, "tenant limits changed");
+    Ok(Json(full_view(&state, &t).await?))
 }
 
 #[utoipa::path(
@@ -194,7 +275,10 @@ pub async fn delete_key(
     TenantItemPath(tenant, key_id): TenantItemPath,
 ) -> ApiResult<StatusCode> {
     authorize_tenant(&state, &principal, &tenant, Scope::Admin).await?;
-    if state.catalog.delete_api_key(&tenant, &key_id).await? {
+    let deleted = state.catalog.delete_api_key(&tenant, &key_id).await?;
+    // Its search tokens go with it.
+    state.auth.forget_key(&key_id).await;
+    if deleted {
         tracing::info!(tenant = %tenant, key_id = %key_id, "api key deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

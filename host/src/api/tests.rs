@@ -1689,3 +1689,148 @@ async fn the_reference_is_served_from_the_binary() {
     let init = app.call(Method::GET, "/docs/init.js", None, None).await;
     assert!(init.body.as_str().unwrap().contains("/openapi.json"));
 }
+
+#[tokio::test]
+async fn tenant_limits_are_set_by_the_admin_checked_and_shown() {
+    let app = app().await;
+    let key = app.tenant_with_key("shop", &["search", "write"]).await;
+    let r = app.call(Method::GET, "/v1/tenants/shop", Some(&key), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["quotas"], json!({}));
+    assert_eq!(
+        r.body["usage"],
+        json!({"products": 0, "plugin_versions": 0, "plugin_bytes": 0})
+    );
+    assert_eq!(
+        r.body["rate_limits"]["search"],
+        json!({"per_second": 50.0, "burst": 100})
+    );
+    // The list stays short.
+    let r = app.admin(Method::GET, "/v1/tenants", None).await;
+    assert!(r.body["tenants"][0].get("usage").is_none(), "{:?}", r.body);
+
+    for (body, field, code) in [
+        (
+            json!({"rate_limits": {"search": {"per_second": 0, "burst": 1}}}),
+            "rate_limits.search",
+            "invalid_value",
+        ),
+        (
+            json!({"rate_limits": {"write": {"per_second": 1, "burst": 0}}}),
+            "rate_limits.write",
+            "invalid_value",
+        ),
+        (
+            json!({"quotas": {"max_products": 1_000_000_000_000_001_u64}}),
+            "quotas.max_products",
+            "invalid_value",
+        ),
+        (
+            json!({"quotas": {"max_products": -1}}),
+            "quotas.max_products",
+            "invalid_value",
+        ),
+        (json!({"quota": {}}), "quota", "unknown_field"),
+    ] {
+        let r = app
+            .admin(Method::PATCH, "/v1/tenants/shop", Some(body.clone()))
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, code);
+        assert_eq!(r.field(), field, "{body}");
+    }
+    let r = app
+        .call(
+            Method::PATCH,
+            "/v1/tenants/shop",
+            Some(&key),
+            Some(json!({"quotas": {}})),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "admin_required");
+    let r = app
+        .admin(Method::PATCH, "/v1/tenants/nobody", Some(json!({"quotas": {}})))
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "tenant_not_found");
+
+    let r = app
+        .admin(
+            Method::PATCH,
+            "/v1/tenants/shop",
+            Some(json!({"quotas": {"max_products": 1}, "rate_limits": {"write": {"per_second": 5.5, "burst": 7}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        r.body["rate_limits"]["write"],
+        json!({"per_second": 5.5, "burst": 7})
+    );
+    assert_eq!(r.body["rate_limits"]["search"]["burst"], 100);
+    // Fields not sent are kept; `{}` clears one.
+    let r = app
+        .admin(
+            Method::PATCH,
+            "/v1/tenants/shop",
+            Some(json!({"rate_limits": {}})),
+        )
+        .await;
+    assert_eq!(r.body["quotas"], json!({"max_products": 1}));
+    assert_eq!(r.body["rate_limits"]["write"]["burst"], 40);
+
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/tenants/shop/products",
+            Some(&key),
+            Some(boots()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let mut second = boots();
+    second["external_id"] = json!("boot-2");
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/tenants/shop/products",
+            Some(&key),
+            Some(second),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "quota_exceeded");
+    assert_eq!(r.body["error"]["details"]["quota"], "max_products");
+    // An update is no new product.
+    let r = app
+        .call(
+            Method::PUT,
+            "/v1/tenants/shop/products/boot-1",
+            Some(&key),
+            Some(boots()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn keyed_answers_vary_on_the_key_and_errors_are_never_stored() {
+    let app = app().await;
+    let key = app.tenant_with_key("shop", &["search", "write"]).await;
+    let r = app
+        .call(Method::GET, "/v1/tenants/shop/products", Some(&key), None)
+        .await;
+    assert_eq!(r.headers[header::CACHE_CONTROL], "private, no-cache");
+    assert!(r.headers.contains_key(header::ETAG));
+    assert!(
+        r.headers
+            .get_all(header::VARY)
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("authorization"))
+    );
+    let r = app
+        .call(Method::GET, "/v1/tenants/shop/products/none", Some(&key), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    let r = app.call(Method::GET, "/v1/tenants", None, None).await;
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    let r = app.call(Method::GET, "/", None, None).await;
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-cache");
+}

@@ -57,7 +57,102 @@ pub struct TenantView {
     pub id: String,
     pub name: String,
     pub created_at: String,
+    /// The limits each of the tenant's keys gets on this node (the
+    /// tenant's own, or the service defaults). Only on a single tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<EffectiveRateLimits>,
+    /// Only on a single tenant; an absent limit is no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
+    /// What the tenant holds, against `quotas`. Only on a single tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TenantUsage>,
 }
+
+/// A token bucket: `per_second` requests per second on average, and up to
+/// `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"per_second": 20.0, "burst": 40}))]
+pub struct Bucket {
+    /// Above 0, at most 1,000,000.
+    #[schema(exclusive_minimum = 0.0, maximum = 1_000_000.0)]
+    pub per_second: f64,
+    /// 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub burst: u32,
+}
+
+/// A tenant's own per-key limits; an absent one is the service default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRateLimits {
+    /// Searches, embeds and reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Bucket>,
+    /// Everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<Bucket>,
+}
+
+/// The per-key limits in force for a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EffectiveRateLimits {
+    pub search: Bucket,
+    pub write: Bucket,
+}
+
+/// What a tenant may hold; an absent limit is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// 0 to 10^15.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_u64)]
+    pub max_products: Option<u64>,
+    /// Stored plugin versions, of every plugin; 0 to 10^15.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_u64)]
+    pub max_plugin_versions: Option<u64>,
+    /// Bytes of every stored plugin version together; 0 to 10^15.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_u64)]
+    pub max_plugin_bytes: Option<u64>,
+}
+
+/// The largest quota value.
+pub const MAX_QUOTA: u64 = 1_000_000_000_000_000;
+
+/// What a tenant holds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TenantUsage {
+    pub products: u64,
+    pub plugin_versions: u64,
+    pub plugin_bytes: u64,
+}
+
+/// What the admin set on a tenant, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    #[serde(default)]
+    pub rate_limits: TenantRateLimits,
+    #[serde(default)]
+    pub quotas: Quotas,
+}
+
+/// `PATCH /v1/tenants/{t}` (admin): each field given replaces the
+/// tenant's current one; `{}` returns it to the defaults (no quota).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"rate_limits": {"search": {"per_second": 200.0, "burst": 400}}, "quotas": {"max_products": 100000}}))]
+pub struct TenantPatch {
+    #[serde(default)]
+    pub rate_limits: Option<TenantRateLimits>,
+    #[serde(default)]
+    pub quotas: Option<Quotas>,
+}
+impl RequestBody for TenantPatch {}
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TenantList {

@@ -24,6 +24,17 @@ pub async fn tenants_and_keys(c: &dyn Catalog) {
     tenants_are_created_once_and_listed(c).await;
     api_keys_round_trip_and_delete_within_their_tenant(c).await;
     every_product_write_bumps_the_tenant_generation(c).await;
+    tenant_limits_round_trip(c).await;
+}
+
+async fn tenant_limits_round_trip(c: &dyn Catalog) {
+    c.create_tenant("limited", "Limited").await.unwrap();
+    assert_eq!(c.tenant_limits("limited").await.unwrap(), Some(serde_json::json!({})));
+    let limits = serde_json::json!({"quotas": {"max_products": 3}, "rate_limits": {"search": {"per_second": 2.5, "burst": 4}}});
+    assert!(c.set_tenant_limits("limited", &limits).await.unwrap());
+    assert_eq!(c.tenant_limits("limited").await.unwrap(), Some(limits.clone()));
+    assert_eq!(c.tenant_limits("nobody").await.unwrap(), None);
+    assert!(!c.set_tenant_limits("nobody", &limits).await.unwrap());
 }
 
 /// Products and their indexing state ([`super::ProductStore`]).

@@ -36,6 +36,11 @@ pub const SQLITE: &[Migration] = &[
         name: "global_jobs",
         sql: include_str!("../../../migrations/sqlite/0005_global_jobs.sql"),
     },
+    Migration {
+        version: 6,
+        name: "tenant_limits",
+        sql: include_str!("../../../migrations/sqlite/0006_tenant_limits.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -63,6 +68,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 5,
         name: "global_jobs",
         sql: include_str!("../../../migrations/postgres/0005_global_jobs.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "tenant_limits",
+        sql: include_str!("../../../migrations/postgres/0006_tenant_limits.sql"),
     },
 ];
 

@@ -245,6 +245,13 @@ pub trait TenantStore: Send + Sync {
     /// [`TenantStore::bump_generation`]) increases; 0 for an unknown tenant.
     async fn tenant_generation(&self, tenant: &str) -> StoreResult<i64>;
 
+    /// The tenant's own rate limits and quotas (a JSON object the API
+    /// layer owns); `None` for an unknown tenant.
+    async fn tenant_limits(&self, tenant: &str) -> StoreResult<Option<Value>>;
+
+    /// Replaces them; `false` for an unknown tenant.
+    async fn set_tenant_limits(&self, tenant: &str, limits: &Value) -> StoreResult<bool>;
+
     /// Increases the tenant's generation for changes the catalog does not
     /// see (vectors written or removed by a job).
     async fn bump_generation(&self, tenant: &str) -> StoreResult<()>;

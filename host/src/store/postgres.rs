@@ -511,6 +511,29 @@ impl TenantStore for PostgresCatalog {
             .map_or(Ok(0), |r| r.col(0))?)
     }
 
+    async fn tenant_limits(&self, tenant: &str) -> StoreResult<Option<Value>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached("SELECT limits FROM tenants WHERE id = $1")
+            .await
+            .map_err(map_err)?;
+        client
+            .query_opt(&st, &[&tenant])
+            .await
+            .map_err(map_err)?
+            .map(|r| r.col(0))
+            .transpose()
+    }
+
+    async fn set_tenant_limits(&self, tenant: &str, limits: &Value) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute("UPDATE tenants SET limits = $2 WHERE id = $1", &[&tenant, limits])
+            .await
+            .map_err(map_err)?;
+        Ok(n > 0)
+    }
+
     async fn bump_generation(&self, tenant: &str) -> StoreResult<()> {
         let client = self.client().await?;
         client
@@ -1380,7 +1403,7 @@ pub(crate) mod testing {
         let (a, b) = (a.unwrap(), b.unwrap());
         let report = a.migrate().await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5]);
+        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(b.list_tenants().await.unwrap().len(), 1);
         drop((a, b));
         schema.drop_schema().await;

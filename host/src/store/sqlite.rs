@@ -563,6 +563,36 @@ impl TenantStore for SqliteCatalog {
         .await
     }
 
+    async fn tenant_limits(&self, tenant: &str) -> StoreResult<Option<Value>> {
+        let tenant = tenant.to_owned();
+        let text: Option<String> = self
+            .read(move |c| {
+                c.prepare_cached("SELECT limits FROM tenants WHERE id = ?1")
+                    .map_err(map_err)?
+                    .query_row([tenant], |r| r.get(0))
+                    .optional()
+                    .map_err(map_err)
+            })
+            .await?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::other(format!("stored tenant limits: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn set_tenant_limits(&self, tenant: &str, limits: &Value) -> StoreResult<bool> {
+        let (tenant, text) = (tenant.to_owned(), limits.to_string());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE tenants SET limits = ?2 WHERE id = ?1",
+                params![tenant, text],
+            )
+            .map(|n| n > 0)
+            .map_err(map_err)
+        })
+        .await
+    }
+
     async fn bump_generation(&self, tenant: &str) -> StoreResult<()> {
         let tenant = tenant.to_owned();
         self.write(move |c| {
@@ -1465,7 +1495,7 @@ mod tests {
         drop(cat);
         let report = SqliteCatalog::migrate(&path).await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5]);
+        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5, 6]);
         // Reopening applies nothing and keeps the default tenant exactly once.
         let cat = SqliteCatalog::open(&path, 1).await.unwrap();
         let tenants = cat.list_tenants().await.unwrap();

@@ -88,6 +88,60 @@ pub struct VectorFilter {
     pub in_stock: Option<bool>,
 }
 
+impl VectorFilter {
+    /// The filter that keeps what both keep; `None` when nothing can pass
+    /// both (categories with nothing in common, disjoint price ranges,
+    /// opposite `in_stock`).
+    pub fn intersect(&self, other: &VectorFilter) -> Option<VectorFilter> {
+        let categories = match (self.categories.is_empty(), other.categories.is_empty()) {
+            (true, _) => other.categories.clone(),
+            (_, true) => self.categories.clone(),
+            _ => {
+                let both: Vec<String> = self
+                    .categories
+                    .iter()
+                    .filter(|c| other.categories.contains(c))
+                    .cloned()
+                    .collect();
+                if both.is_empty() {
+                    return None;
+                }
+                both
+            }
+        };
+        let price_min = match (self.price_min, other.price_min) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let price_max = match (self.price_max, other.price_max) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let (Some(lo), Some(hi)) = (price_min, price_max)
+            && lo > hi
+        {
+            return None;
+        }
+        let in_stock = match (self.in_stock, other.in_stock) {
+            (Some(a), Some(b)) if a != b => return None,
+            (a, b) => a.or(b),
+        };
+        let mut tags = self.tags.clone();
+        for t in &other.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        Some(VectorFilter {
+            categories,
+            price_min,
+            price_max,
+            tags,
+            in_stock,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VectorQuery {
     pub tenant: String,
@@ -338,5 +392,46 @@ mod tests {
         // The separator prevents ("ab","c") and ("a","bc") from colliding.
         assert_ne!(point_uuid("ab", "c"), point_uuid("a", "bc"));
         assert_eq!(point_uuid("t", "p").get_version_num(), 5);
+    }
+
+    #[test]
+    fn intersected_filters_keep_what_both_keep() {
+        let forced = VectorFilter {
+            categories: vec!["shoes".into()],
+            price_max: Some(100.0),
+            tags: vec!["sale".into()],
+            in_stock: Some(true),
+            ..VectorFilter::default()
+        };
+        let asked = VectorFilter {
+            categories: vec!["shoes".into(), "hats".into()],
+            price_min: Some(10.0),
+            price_max: Some(500.0),
+            tags: vec!["red".into()],
+            ..VectorFilter::default()
+        };
+        let both = asked.intersect(&forced).unwrap();
+        assert_eq!(both.categories, ["shoes"]);
+        assert_eq!((both.price_min, both.price_max), (Some(10.0), Some(100.0)));
+        assert_eq!(both.tags, ["red", "sale"]);
+        assert_eq!(both.in_stock, Some(true));
+        // Nothing asked: the forced filter alone.
+        assert_eq!(VectorFilter::default().intersect(&forced).unwrap(), forced);
+        // Disjoint: nothing can pass.
+        let hats = VectorFilter {
+            categories: vec!["hats".into()],
+            ..VectorFilter::default()
+        };
+        assert!(hats.intersect(&forced).is_none());
+        let dear = VectorFilter {
+            price_min: Some(200.0),
+            ..VectorFilter::default()
+        };
+        assert!(dear.intersect(&forced).is_none());
+        let sold_out = VectorFilter {
+            in_stock: Some(false),
+            ..VectorFilter::default()
+        };
+        assert!(sold_out.intersect(&forced).is_none());
     }
 }
