@@ -461,16 +461,19 @@ impl Settings {
             ("write", r.write_per_second, r.write_burst),
             ("ip", r.ip_per_second, r.ip_burst),
         ] {
-            if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
-                return Err(ConfigError::invalid(
-                    format!("rate_limits.{key}_per_second"),
-                    "must be a number above 0 and at most 1000000",
-                ));
-            }
             if burst == 0 {
                 return Err(ConfigError::invalid(
                     format!("rate_limits.{key}_burst"),
                     "must be at least 1",
+                ));
+            }
+            if !crate::api::limits::valid_bucket(rate, burst) {
+                return Err(ConfigError::invalid(
+                    format!("rate_limits.{key}_per_second"),
+                    format!(
+                        "must be above 0 and at most 1000000, with the burst (at most 1000000) refilled within {} s",
+                        crate::api::limits::MAX_REFILL_SECS
+                    ),
                 ));
             }
         }

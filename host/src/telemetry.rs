@@ -71,7 +71,7 @@ pub const PLUGIN_CALL_DURATION: &str = "vitrine_plugin_call_duration_seconds";
 pub const PLUGIN_COMPILATIONS: &str = "vitrine_plugin_compilations_total";
 /// Log lines of plugins dropped by the rate limit.
 pub const PLUGIN_LOG_DROPPED: &str = "vitrine_plugin_log_lines_dropped_total";
-/// Requests refused by a rate limit, by `policy` (`search`, `write`, `ip`).
+/// Requests refused by a rate limit, by `policy` (`search`, `write`, `token`, `ip`).
 pub const RATE_LIMITED: &str = "vitrine_rate_limited_total";
 /// TLS certificate reloads, by `outcome` (`ok`, `error`).
 pub const TLS_RELOADS: &str = "vitrine_tls_reloads_total";
@@ -100,7 +100,7 @@ pub fn register_all() {
     describe_gauge!(HTTP_CONNECTIONS, "open client connections");
     describe_counter!(
         RATE_LIMITED,
-        "requests refused by a rate limit (429), by policy: search, write, ip"
+        "requests refused by a rate limit (429), by policy: search, write, token, ip"
     );
     describe_counter!(
         TLS_RELOADS,

@@ -297,7 +297,7 @@ async fn migrate_is_idempotent() {
         let second = setup.command(&["migrate"]).output().unwrap();
         let out = String::from_utf8_lossy(&second.stdout);
         assert!(
-            out.contains("0 applied") && out.contains("5 already applied"),
+            out.contains("0 applied") && out.contains("6 already applied"),
             "{}: {out}",
             catalog.name()
         );

@@ -151,6 +151,9 @@ pub struct Authenticator {
     admin_key_hash: Option<[u8; 32]>,
     /// Key id → its record (`None`: no such key), read recently.
     keys: moka::future::Cache<String, Option<Arc<ApiKeyRecord>>>,
+    /// Keys revoked here lately: a read that raced the revocation must not
+    /// put the key back in `keys`.
+    revoked: moka::sync::Cache<String, ()>,
 }
 
 /// Keys kept in memory at once.
@@ -163,6 +166,10 @@ impl Authenticator {
             keys: moka::future::Cache::builder()
                 .max_capacity(if key_cache.is_zero() { 0 } else { KEY_CACHE_ENTRIES })
                 .time_to_live(key_cache.max(Duration::from_millis(1)))
+                .build(),
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(KEY_CACHE_ENTRIES)
+                .time_to_live(key_cache.max(Duration::from_secs(1)) * 2)
                 .build(),
         }
     }
@@ -180,17 +187,51 @@ impl Authenticator {
 
     /// A key's record, from memory or the catalog.
     pub async fn key(&self, catalog: &dyn Catalog, id: &str) -> Result<Option<Arc<ApiKeyRecord>>, ApiError> {
+        if self.revoked.contains_key(id) {
+            return Ok(None);
+        }
         if let Some(hit) = self.keys.get(id).await {
             return Ok(hit);
         }
         let record = catalog.get_api_key(id).await?.map(Arc::new);
-        self.keys.insert(id.to_owned(), record.clone()).await;
-        Ok(record)
+        if !self.revoked.contains_key(id) {
+            self.keys.insert(id.to_owned(), record.clone()).await;
+        }
+        Ok(record.filter(|_| !self.revoked.contains_key(id)))
     }
 
     /// Forgets a revoked key at once (other nodes within the cache time).
     pub async fn forget_key(&self, id: &str) {
+        self.revoked.insert(id.to_owned(), ());
         self.keys.invalidate(id).await;
+    }
+
+    /// Whether authenticating these headers would read the catalog: a
+    /// tenant key or a token whose key is not in memory. Such a request
+    /// pays its client address's bucket first, so that guessing keys
+    /// cannot turn into a flood of catalog reads.
+    pub fn needs_lookup(&self, headers: &HeaderMap) -> bool {
+        let Some(admin_hash) = self.admin_key_hash else {
+            return false;
+        };
+        let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+        else {
+            return false;
+        };
+        if bool::from(sha256(token.as_bytes()).ct_eq(&admin_hash)) {
+            return false;
+        }
+        let id = if super::token::looks_like_token(token) {
+            super::token::claimed_key_id(token)
+        } else {
+            split_token(token).map(|(id, _)| id.to_owned())
+        };
+        id.is_some_and(|id| !self.keys.contains_key(&id))
     }
 
     /// Who sent these headers: the admin, a tenant key, a search token, or

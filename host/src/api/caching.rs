@@ -42,18 +42,26 @@ pub async fn tenant_etag(state: &AppState, tenant: &str, parts: &[&[u8]]) -> Api
     Ok(format!("\"{}\"", super::auth::hex(&digest[..16])))
 }
 
-/// Whether the request's `If-None-Match` holds `etag` (weak comparison,
-/// RFC 9110 13.1.2).
-pub fn fresh(headers: &HeaderMap, etag: &str) -> bool {
+/// The tags of the request's `If-None-Match`.
+fn if_none_match(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t == "*" || t.trim_start_matches("W/") == etag
-        })
+        .map(str::trim)
+}
+
+/// Whether `If-None-Match` names `etag` (weak comparison, RFC 9110
+/// 13.1.2).
+fn names(headers: &HeaderMap, etag: &str) -> bool {
+    if_none_match(headers).any(|t| t.trim_start_matches("W/") == etag)
+}
+
+/// Whether `If-None-Match` holds `etag` or `*`, for a representation that
+/// exists.
+pub fn fresh(headers: &HeaderMap, etag: &str) -> bool {
+    names(headers, etag) || if_none_match(headers).any(|t| t == "*")
 }
 
 /// `res` with its ETag and the revalidation policy.
@@ -76,7 +84,13 @@ pub async fn conditional<R: IntoResponse>(
     etag: &str,
     produce: impl Future<Output = ApiResult<R>>,
 ) -> ApiResult<Response> {
+    if names(headers, etag) {
+        return Ok(not_modified(etag));
+    }
     if fresh(headers, etag) {
+        // `*` holds only when a representation exists (RFC 9110 13.1.2):
+        // a product that is not there is still a 404.
+        produce.await?;
         return Ok(not_modified(etag));
     }
     Ok(tagged(produce.await?.into_response(), etag))

@@ -55,6 +55,9 @@ impl Class {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Owner {
     Key(String, Class),
+    /// The search tokens of a key, together: a page's shoppers cannot use
+    /// up the key's own buckets.
+    Token(String),
     /// A client address (an IPv6 client by its /64).
     Address(IpAddr),
 }
@@ -63,6 +66,7 @@ impl Owner {
     fn policy_name(&self) -> &'static str {
         match self {
             Owner::Key(_, class) => class.name(),
+            Owner::Token(_) => "token",
             Owner::Address(_) => "ip",
         }
     }
@@ -127,6 +131,21 @@ impl Standing {
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
+/// The longest a bucket may take to refill from empty (`burst /
+/// per_second`), so that forgetting an idle bucket never hands out more.
+pub const MAX_REFILL_SECS: u64 = 3600;
+
+/// Whether a bucket is one this service takes: a rate above 0 and at most
+/// 10^6 per second, a burst from 1 to 10^6, refilled within
+/// [`MAX_REFILL_SECS`].
+pub fn valid_bucket(per_second: f64, burst: u32) -> bool {
+    per_second.is_finite()
+        && per_second > 0.0
+        && per_second <= 1e6
+        && (1..=1_000_000).contains(&burst)
+        && f64::from(burst) / per_second <= MAX_REFILL_SECS as f64
+}
+
 /// Most buckets kept at once; the least used go first (an evicted bucket
 /// comes back full, which only matters for one that was not idle).
 const MAX_BUCKETS: u64 = 200_000;
@@ -144,8 +163,9 @@ impl RateLimiter {
             settings: settings.clone(),
             buckets: moka::sync::Cache::builder()
                 .max_capacity(MAX_BUCKETS)
-                // A bucket idle this long is full again anyway.
-                .time_to_idle(Duration::from_secs(600))
+                // A bucket idle this long is full again anyway (limits
+                // refill within MAX_REFILL_SECS).
+                .time_to_idle(Duration::from_secs(MAX_REFILL_SECS))
                 .build(),
             clock: DefaultClock::default(),
         }
@@ -182,18 +202,19 @@ impl RateLimiter {
     /// bucket whose limits changed starts again, full, with the new ones).
     pub fn take(&self, owner: Owner, bucket: Bucket) -> Standing {
         let policy = owner.policy_name();
-        let entry = match self.buckets.get(&owner) {
-            Some(e) if e.bucket == bucket => e,
-            _ => {
-                let e = Arc::new(Entry {
-                    limiter: Gcra::direct_with_clock(quota(bucket), self.clock.clone())
-                        .with_middleware::<StateInformationMiddleware>(),
-                    bucket,
-                });
-                self.buckets.insert(owner, e.clone());
-                e
-            }
+        let fresh = || {
+            Arc::new(Entry {
+                limiter: Gcra::direct_with_clock(quota(bucket), self.clock.clone())
+                    .with_middleware::<StateInformationMiddleware>(),
+                bucket,
+            })
         };
+        // One bucket per owner, however many requests arrive at once.
+        let mut entry = self.buckets.get_with(owner.clone(), fresh);
+        if entry.bucket != bucket {
+            entry = fresh();
+            self.buckets.insert(owner, entry.clone());
+        }
         match entry.limiter.check() {
             Ok(state) => Standing {
                 policy,
@@ -231,20 +252,24 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet
     if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(str::trim)
         .collect();
-    forwarded
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(forwarded.first())
-        .copied()
-        .unwrap_or(peer)
+    // From the right: our proxies' entries, then the first the client did
+    // not write. An entry that is not an address (a port, `unknown`) ends
+    // the walk: what lies left of it is not vouched for.
+    for entry in entries.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => return peer,
+        }
+    }
+    peer
 }
 
 #[cfg(test)]
@@ -308,6 +333,12 @@ mod tests {
         let stranger: IpAddr = "9.9.9.9".parse().unwrap();
         assert_eq!(client_address(stranger, &h, &trusted), stranger);
         assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
+        // Something the proxy chain wrote that is no address: the walk stops.
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 1.2.3.4:5555, 10.0.0.7".parse().unwrap(),
+        );
+        assert_eq!(client_address(proxy, &h, &trusted), proxy);
     }
 
     #[test]

@@ -269,25 +269,64 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     if ungated(&route) {
         return next.run(req).await;
     }
-    let outcome = state.auth.authenticate(req.headers(), &*state.catalog).await;
-    let mut shown = None;
-    if state.rate_limits.enabled() && state.auth.enabled() {
-        let peer = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        let address = peer.map(|ip| {
+    let limited = state.rate_limits.enabled() && state.auth.enabled();
+    let address = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| {
             crate::conn::client_key(limits::client_address(
-                ip,
+                c.0.ip(),
                 req.headers(),
                 &state.limits.trusted_proxies,
             ))
-        });
+        })
+        .filter(|_| limited);
+    let mut shown = None;
+    // A credential that costs a catalog read (a key not in memory) pays
+    // the address's bucket first: guessing keys cannot flood the catalog.
+    let mut address_paid = false;
+    if let Some(a) = address
+        && state.auth.needs_lookup(req.headers())
+    {
+        let standing = state
+            .rate_limits
+            .take(Owner::Address(a), state.rate_limits.address_bucket());
+        if standing.refused() {
+            return too_many(&standing);
+        }
+        address_paid = true;
+        shown = Some(standing);
+    }
+    let outcome = state.auth.authenticate(req.headers(), &*state.catalog).await;
+    if let Ok(auth::Principal::Token(_)) = &outcome
+        && !matches!(
+            route.as_str(),
+            "/v1/tenants/{t}/search" | "/v1/tenants/{t}/search/image"
+        )
+    {
+        // Refused before it draws on any bucket of its key.
+        return ApiError::forbidden(
+            ErrorCode::TokenNotAllowed,
+            "a search token works on the search endpoints only",
+        )
+        .into_response();
+    }
+    if limited {
         let class = Class::of(req.method(), &route);
         let mut owners = Vec::with_capacity(2);
+        let address_bucket = state.rate_limits.address_bucket();
         match &outcome {
             Ok(auth::Principal::Admin) => {}
             Ok(p) => {
+                let token = matches!(p, auth::Principal::Token(_));
+                // A token's shoppers share their key's tokens' bucket, and
+                // each pays its own address's first.
+                if token
+                    && !address_paid
+                    && let Some(a) = address
+                {
+                    owners.push((Owner::Address(a), address_bucket));
+                }
                 if let Some((tenant, key_id)) = p.key() {
                     let own = match state.policies.get(&*state.catalog, tenant).await {
                         Ok(l) => l,
@@ -298,36 +337,24 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
                         Class::Search => eff.search,
                         Class::Write => eff.write,
                     };
-                    owners.push((Owner::Key(key_id.to_owned(), class), bucket));
-                }
-                if matches!(p, auth::Principal::Token(_))
-                    && let Some(a) = address
-                {
-                    owners.push((Owner::Address(a), state.rate_limits.address_bucket()));
+                    let owner = if token {
+                        Owner::Token(key_id.to_owned())
+                    } else {
+                        Owner::Key(key_id.to_owned(), class)
+                    };
+                    owners.push((owner, bucket));
                 }
             }
             Err(_) => {
-                if let Some(a) = address {
-                    owners.push((Owner::Address(a), state.rate_limits.address_bucket()));
+                if !address_paid && let Some(a) = address {
+                    owners.push((Owner::Address(a), address_bucket));
                 }
             }
         }
         for (owner, bucket) in owners {
             let standing = state.rate_limits.take(owner, bucket);
             if standing.refused() {
-                let secs = standing.retry_after();
-                let mut e = ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "too many requests for the `{}` rate limit; retry in {secs} s",
-                        standing.policy()
-                    ),
-                )
-                .with_details(serde_json::json!({"policy": standing.policy()}));
-                e.retry_after = Some(secs);
-                let mut res = e.into_response();
-                standing.write_headers(res.headers_mut());
-                return res;
+                return too_many(&standing);
             }
             shown = Some(standing);
         }
@@ -337,6 +364,23 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     if let Some(standing) = shown {
         standing.write_headers(res.headers_mut());
     }
+    res
+}
+
+/// The 429 of a refused bucket.
+fn too_many(standing: &limits::Standing) -> Response {
+    let secs = standing.retry_after();
+    let mut e = ApiError::new(
+        ErrorCode::RateLimited,
+        format!(
+            "too many requests for the `{}` rate limit; retry in {secs} s",
+            standing.policy()
+        ),
+    )
+    .with_details(serde_json::json!({"policy": standing.policy()}));
+    e.retry_after = Some(secs);
+    let mut res = e.into_response();
+    standing.write_headers(res.headers_mut());
     res
 }
 

@@ -414,6 +414,30 @@ async fn authorize_search(
 /// A search token's terms over the request's: its forced filters on top
 /// of the request's, and only the plugins it allows. `false`: the two
 /// filters together let nothing through.
+/// A token with forced filters may start "more like this" only from a
+/// product those filters let through: another is answered as absent, so
+/// the token learns nothing of the products it cannot see.
+async fn check_like(
+    state: &AppState,
+    tenant: &str,
+    grant: Option<&SearchGrant>,
+    source: &QuerySource,
+) -> ApiResult<()> {
+    let (Some(forced), QuerySource::Like(id)) = (grant.and_then(|g| g.filter.as_ref()), source) else {
+        return Ok(());
+    };
+    let visible = state
+        .catalog
+        .get_product(tenant, id)
+        .await?
+        .is_some_and(|p| forced.admits(&crate::indexing::payload(&p)));
+    if visible {
+        Ok(())
+    } else {
+        Err(search_error(SearchError::ProductNotFound(id.clone())))
+    }
+}
+
 fn apply_grant(grant: Option<&SearchGrant>, o: &mut Options) -> ApiResult<bool> {
     let Some(g) = grant else { return Ok(true) };
     g.allow_plugin(&o.plugins.filter, "plugins.filter")?;
@@ -436,6 +460,7 @@ async fn run(
     source_key: Option<String>,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
+    check_like(state, &tenant, grant, &source).await?;
     if !apply_grant(grant, &mut o)? {
         // The token's filters and the request's exclude each other.
         return Ok(Json(SearchResponse {

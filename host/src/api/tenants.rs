@@ -160,15 +160,16 @@ pub async fn update_tenant(
         .flat_map(|r| [("search", r.search), ("write", r.write)])
     {
         if let Some(b) = bucket
-            && !(b.per_second.is_finite()
-                && b.per_second > 0.0
-                && b.per_second <= 1e6
-                && (1..=1_000_000).contains(&b.burst))
+            && !super::limits::valid_bucket(b.per_second, b.burst)
         {
             return Err(ApiError::invalid_field(
                 &format!("rate_limits.{class}"),
                 ErrorCode::InvalidValue,
-                "`per_second` must be above 0 and at most 1000000, `burst` from 1 to 1000000",
+                format!(
+                    "`per_second` must be above 0 and at most 1000000, `burst` from 1 to 1000000, \
+                     and the burst refilled within {} s (burst / per_second)",
+                    super::limits::MAX_REFILL_SECS
+                ),
             ));
         }
     }

@@ -9,12 +9,12 @@
 //!
 //! | claim | |
 //! | --- | --- |
-//! | `exp` | required: expiry, seconds since the epoch |
+//! | `exp` | required: expiry, seconds since the epoch, at most 7 days ahead |
 //! | `tenant` | the key's tenant |
 //! | `key_id` | the parent key's id (the header's `kid`, if given, must match) |
 //! | `scopes` | `["search"]`: a token can only search, and only if its key can |
 //! | `filters` | optional forced filters, the search request's `filters` object, applied on top of every request's own |
-//! | `plugins` | optional list of plugin names (and `"none"`) a request may choose; the tenant's active plugins are always allowed |
+//! | `plugins` | optional list of plugin names (and `"none"`) a request may choose; without it a request runs the tenant's active plugins and may choose no other |
 //! | `nbf`, `iat`, `iss`, `sub`, `aud`, `jti` | accepted; `nbf` is checked |
 //!
 //! Any other claim is refused, so a misspelt `filters` never silently
@@ -35,6 +35,9 @@ use crate::store::vectors::VectorFilter;
 
 /// Longest token accepted.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// The longest a token may live from now: a stolen token is revoked only
+/// with its key.
+const MAX_LIFETIME_SECS: u64 = 7 * 86_400;
 /// Most plugin names a token may list.
 const MAX_PLUGINS: usize = 32;
 
@@ -45,8 +48,9 @@ pub struct SearchGrant {
     pub key_id: String,
     /// Applied on top of each request's filters.
     pub filter: Option<VectorFilter>,
-    /// Plugin names (and `none`) a request may choose; `None`: any.
-    pub plugins: Option<Vec<String>>,
+    /// Plugin names (and `none`) a request may choose; without any, a
+    /// request runs the tenant's active plugins and may choose nothing.
+    pub plugins: Vec<String>,
     /// Seconds since the epoch.
     pub expires: u64,
 }
@@ -54,9 +58,7 @@ pub struct SearchGrant {
 impl SearchGrant {
     /// Refuses a plugin choice the token does not list.
     pub fn allow_plugin(&self, choice: &PluginChoice, field: &str) -> Result<(), ApiError> {
-        let Some(allowed) = &self.plugins else {
-            return Ok(());
-        };
+        let allowed = &self.plugins;
         let name = match choice {
             PluginChoice::Active => return Ok(()),
             PluginChoice::Off => "none",
@@ -107,6 +109,26 @@ struct Claims {
     jti: Option<Value>,
 }
 
+/// The `key_id` a token claims (not verified): 16 lowercase hex digits.
+pub fn claimed_key_id(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&json).ok()?;
+    claims
+        .get("key_id")?
+        .as_str()
+        .filter(|id| {
+            id.len() == 16
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .map(str::to_owned)
+}
+
 /// A bearer credential shaped like a JWT (three base64url parts).
 pub fn looks_like_token(bearer: &str) -> bool {
     bearer.starts_with("eyJ") && bearer.bytes().filter(|&b| b == b'.').count() == 2
@@ -143,22 +165,9 @@ pub async fn verify(
     }
     // The key id is read before the signature is checked, only to find the
     // key to check it with; the claims are trusted once it verifies.
-    let unverified: Value = token
-        .split('.')
-        .nth(1)
-        .and_then(|payload| {
-            use base64::Engine;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .ok()
-        })
-        .and_then(|json| serde_json::from_slice(&json).ok())
-        .ok_or_else(|| invalid("the search token is malformed"))?;
-    let key_id = unverified
-        .get("key_id")
-        .and_then(Value::as_str)
-        .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| invalid("the search token's `key_id` is not a key id"))?;
+    let key_id =
+        claimed_key_id(token).ok_or_else(|| invalid("the search token's `key_id` is not a key id"))?;
+    let key_id = key_id.as_str();
     if header.kid.as_deref().is_some_and(|kid| kid != key_id) {
         return Err(invalid("the search token's `kid` and `key_id` differ"));
     }
@@ -186,6 +195,12 @@ pub async fn verify(
         })?
         .claims;
 
+    if claims.exp > jsonwebtoken::get_current_timestamp() + MAX_LIFETIME_SECS {
+        return Err(invalid(format!(
+            "a search token may live at most {} days (`exp`)",
+            MAX_LIFETIME_SECS / 86_400
+        )));
+    }
     if claims.key_id != record.id {
         return Err(unknown());
     }
@@ -228,7 +243,7 @@ pub async fn verify(
         tenant: claims.tenant,
         key_id: claims.key_id,
         filter,
-        plugins: claims.plugins,
+        plugins: claims.plugins.unwrap_or_default(),
         expires: claims.exp,
     }))
 }

@@ -29,7 +29,10 @@ pub async fn tenants_and_keys(c: &dyn Catalog) {
 
 async fn tenant_limits_round_trip(c: &dyn Catalog) {
     c.create_tenant("limited", "Limited").await.unwrap();
-    assert_eq!(c.tenant_limits("limited").await.unwrap(), Some(serde_json::json!({})));
+    assert_eq!(
+        c.tenant_limits("limited").await.unwrap(),
+        Some(serde_json::json!({}))
+    );
     let limits = serde_json::json!({"quotas": {"max_products": 3}, "rate_limits": {"search": {"per_second": 2.5, "burst": 4}}});
     assert!(c.set_tenant_limits("limited", &limits).await.unwrap());
     assert_eq!(c.tenant_limits("limited").await.unwrap(), Some(limits.clone()));

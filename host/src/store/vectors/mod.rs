@@ -89,6 +89,16 @@ pub struct VectorFilter {
 }
 
 impl VectorFilter {
+    /// Whether a product with this payload passes the filter (the rules
+    /// both backends apply in their queries).
+    pub fn admits(&self, p: &PointPayload) -> bool {
+        (self.categories.is_empty() || p.category.as_ref().is_some_and(|c| self.categories.contains(c)))
+            && self.price_min.is_none_or(|min| p.price.is_some_and(|x| x >= min))
+            && self.price_max.is_none_or(|max| p.price.is_some_and(|x| x <= max))
+            && self.tags.iter().all(|t| p.tags.contains(t))
+            && self.in_stock.is_none_or(|s| p.in_stock == s)
+    }
+
     /// The filter that keeps what both keep; `None` when nothing can pass
     /// both (categories with nothing in common, disjoint price ranges,
     /// opposite `in_stock`).
