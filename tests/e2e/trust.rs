@@ -797,3 +797,108 @@ async fn reqwest_tls_metrics(addr: std::net::SocketAddr, cert: &str) -> String {
     stream.read_to_string(&mut reply).await.unwrap();
     reply
 }
+
+/// The code block of `lang` that follows `heading` in the README.
+fn readme_block(heading: &str, lang: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let after = &readme[readme
+        .find(heading)
+        .unwrap_or_else(|| panic!("README: {heading}"))..];
+    let start = after.find(&format!("```{lang}\n")).unwrap() + lang.len() + 4;
+    let end = start + after[start..].find("```").unwrap();
+    after[start..end].to_owned()
+}
+
+/// Whether a tool the CI machine has must be here; outside CI a missing
+/// one skips (with a note).
+fn required(tool: &str, found: bool) -> bool {
+    if !found {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "{tool} is missing in CI"
+        );
+        eprintln!("skipped the README's {tool} example: {tool} is not installed");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_token_examples_make_tokens_the_server_takes() {
+    use std::process::Command;
+    let images = image_server(0.0).await.addr;
+    let mut setup = Setup::new(&Catalog::Sqlite);
+    fast_jobs(&mut setup);
+    let server = setup.start();
+    let admin = Client::new(&server, ADMIN_KEY);
+    let key = tenant_key(&admin, "shop", &["search"]).await;
+    let products: Vec<Value> = (0..9)
+        .map(|i| {
+            json!({"external_id": format!("p{i}"), "title": format!("Product {i}"),
+                   "category": CATEGORIES[i % 3], "in_stock": i % 2 == 0,
+                   "image_url": format!("http://{images}/img/{i}.png")})
+        })
+        .collect();
+    batch(&admin, "shop", &products).await;
+
+    let mut made: Vec<(&str, String, fn(usize) -> bool)> = Vec::new();
+    // JavaScript (Node): the block, then print the token.
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if required("node", node) {
+        let code = format!(
+            "{}\nconsole.log(token);\n",
+            readme_block("JavaScript (Node", "js")
+        );
+        let out = Command::new("node")
+            .args(["--input-type=module", "-e", &code])
+            .env("VITRINE_SEARCH_KEY", &key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Its forced filter: in stock.
+        made.push((
+            "js",
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            |n: usize| n % 2 == 0,
+        ));
+    }
+    // Python (PyJWT, from the test tools' venv).
+    let venv = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/python-tools"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned());
+    if required("python-tools", venv.is_some()) {
+        let python = format!("{}/python", venv.unwrap());
+        let code = format!("{}\nprint(token)\n", readme_block("Python (PyJWT)", "python"));
+        let out = Command::new(python)
+            .args(["-c", &code])
+            .env("VITRINE_SEARCH_KEY", &key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Its forced filters: shoes, in stock.
+        made.push((
+            "python",
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            |n: usize| n % 3 == 0 && n % 2 == 0,
+        ));
+    }
+    for (lang, token, allowed) in made {
+        let res = http()
+            .post(server.url("/v1/tenants/shop/search"))
+            .bearer_auth(&token)
+            .json(&json!({"text": "product", "limit": 50}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{lang}: {token}");
+        let found = ids(&res.json().await.unwrap());
+        assert!(!found.is_empty(), "{lang}");
+        for id in found {
+            assert!(allowed(id[1..].parse().unwrap()), "{lang}: {id}");
+        }
+    }
+}
