@@ -970,14 +970,16 @@ pub struct FairnessOptions<'a> {
     pub noisy_per_second: f64,
 }
 
+/// The fairness benchmark's admin key.
+const FAIRNESS_ADMIN: &str = "bench-admin-key-0123456789abcdef";
+
 pub async fn fairness(o: &FairnessOptions<'_>) -> anyhow::Result<Value> {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
     use crate::store::vectors::{SharedVectors, VectorsState};
 
-    const ADMIN: &str = "bench-admin-key-0123456789abcdef";
+    const ADMIN: &str = FAIRNESS_ADMIN;
     let dir = tempfile::tempdir()?;
     let populated = populate(dir.path(), o.model, o.products).await?;
     let model_dir = std::path::PathBuf::from(populated["model"].as_str().unwrap_or_default());
@@ -1007,11 +1009,18 @@ pub async fn fairness(o: &FairnessOptions<'_>) -> anyhow::Result<Value> {
     let fetcher = Arc::new(crate::media::ImageFetcher::new(
         crate::media::FetchConfig::from_settings(&settings.media),
     )?);
-    let state = crate::server::app_state(&settings, catalog.clone(), encoder, vectors, fetcher, plugins);
+    let state = crate::server::app_state(
+        &settings,
+        catalog.clone(),
+        encoder,
+        vectors.clone(),
+        fetcher,
+        plugins,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let limits = crate::conn::ConnLimits::from_settings(&settings);
-    tokio::spawn(crate::server::serve(
+    let server = tokio::spawn(crate::server::serve(
         listener,
         state,
         limits,
@@ -1019,6 +1028,21 @@ pub async fn fairness(o: &FairnessOptions<'_>) -> anyhow::Result<Value> {
         Duration::from_secs(1),
         None,
     ));
+    let figures = fairness_rounds(o, &base).await;
+    // The server and its vector shard (flushed on drop) go before their
+    // data directory.
+    server.abort();
+    let _ = server.await;
+    vectors.set(VectorsState::Failed("the benchmark is over".into()));
+    drop(dir);
+    figures
+}
+
+async fn fairness_rounds(o: &FairnessOptions<'_>, base: &str) -> anyhow::Result<Value> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const ADMIN: &str = FAIRNESS_ADMIN;
+    let base = base.to_owned();
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -1062,7 +1086,7 @@ pub async fn fairness(o: &FairnessOptions<'_>) -> anyhow::Result<Value> {
                 reqwest::Method::PATCH,
                 "/v1/tenants/noisy",
                 ADMIN,
-                json!({"rate_limits": {"search": {"per_second": per_second, "burst": (per_second * 2.0).ceil() as u32}}}),
+                json!({"rate_limits": {"search": {"per_second": per_second, "burst": (per_second * 2.0).clamp(1.0, 1e6) as u32}}}),
             )
             .await?
             .error_for_status()?;
