@@ -822,6 +822,10 @@ fn required(tool: &str, found: bool) -> bool {
     found
 }
 
+/// A token an example made: the language, the token, and which products
+/// (by number) its forced filters let through.
+type Made = (&'static str, String, fn(usize) -> bool);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_token_examples_make_tokens_the_server_takes() {
     use std::process::Command;
@@ -840,7 +844,7 @@ async fn the_readme_token_examples_make_tokens_the_server_takes() {
         .collect();
     batch(&admin, "shop", &products).await;
 
-    let mut made: Vec<(&str, String, fn(usize) -> bool)> = Vec::new();
+    let mut made: Vec<Made> = Vec::new();
     // JavaScript (Node): the block, then print the token.
     let node = Command::new("node")
         .arg("--version")
