@@ -865,7 +865,7 @@ async fn the_readme_token_examples_make_tokens_the_server_takes() {
         made.push((
             "js",
             String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-            |n: usize| n % 2 == 0,
+            |n: usize| n.is_multiple_of(2),
         ));
     }
     // Python (PyJWT, from the test tools' venv).
@@ -887,7 +887,7 @@ async fn the_readme_token_examples_make_tokens_the_server_takes() {
         made.push((
             "python",
             String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-            |n: usize| n % 3 == 0 && n % 2 == 0,
+            |n: usize| n.is_multiple_of(3) && n.is_multiple_of(2),
         ));
     }
     for (lang, token, allowed) in made {
