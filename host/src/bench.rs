@@ -548,7 +548,7 @@ pub async fn plugins(
     use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
     use crate::plugins::{PluginChoice, PluginRegistry, World};
     use crate::search::{PluginSelection, QuerySource, SearchRequest};
-    use crate::store::vectors::{SharedVectors, VectorFilter, VectorsState};
+    use crate::store::vectors::VectorFilter;
 
     let dir = tempfile::tempdir()?;
     let populated = populate(dir.path(), model, products).await?;
@@ -571,13 +571,7 @@ pub async fn plugins(
     settings.data_dir = dir.path().to_path_buf();
     settings.search.page_cache_mb = 0;
     settings.plugins.candidates = 100;
-    let catalog = crate::server::open_catalog(&settings).await?;
-    let vectors = SharedVectors::default();
-    vectors.set(VectorsState::Ready(
-        crate::server::open_vectors(&settings, dims)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?,
-    ));
+    let (catalog, vectors) = open_stores(&settings, dims).await?;
     let blobs = crate::media::BlobStore::open(None, dir.path())?;
     let host = crate::server::plugin_host(&settings, blobs)?;
     let wasm = std::fs::read(plugin)?;
@@ -952,6 +946,26 @@ pub fn kernels(
     }))
 }
 
+/// The catalog and the vector index `settings` name, opened as the server
+/// opens them.
+async fn open_stores(
+    settings: &crate::config::Settings,
+    dims: usize,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn crate::store::Catalog>,
+    crate::store::vectors::SharedVectors,
+)> {
+    use crate::store::vectors::{SharedVectors, VectorsState};
+    let catalog = crate::server::open_catalog(settings).await?;
+    let vectors = SharedVectors::default();
+    vectors.set(VectorsState::Ready(
+        crate::server::open_vectors(settings, dims)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
+    ));
+    Ok((catalog, vectors))
+}
+
 /// Fairness: one tenant's search latency while another tenant hammers the
 /// server, against the same tenant alone, in the same run (paired rounds).
 /// The server runs in-process behind its real socket layer and gate, with
@@ -977,7 +991,7 @@ pub async fn fairness(o: &FairnessOptions<'_>) -> anyhow::Result<Value> {
     use std::sync::Arc;
 
     use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
-    use crate::store::vectors::{SharedVectors, VectorsState};
+    use crate::store::vectors::VectorsState;
 
     const ADMIN: &str = FAIRNESS_ADMIN;
     let dir = tempfile::tempdir()?;
@@ -994,13 +1008,7 @@ pub async fn fairness(o: &FairnessOptions<'_>) -> anyhow::Result<Value> {
     settings.data_dir = dir.path().to_path_buf();
     settings.auth.admin_key = Some(secrecy::SecretString::from(ADMIN.to_owned()));
     settings.search.page_cache_mb = 0;
-    let catalog = crate::server::open_catalog(&settings).await?;
-    let vectors = SharedVectors::default();
-    vectors.set(VectorsState::Ready(
-        crate::server::open_vectors(&settings, dims)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?,
-    ));
+    let (catalog, vectors) = open_stores(&settings, dims).await?;
     let blobs = crate::media::BlobStore::open(None, dir.path())?;
     let plugins = Arc::new(crate::plugins::PluginRegistry::new(
         crate::server::plugin_host(&settings, blobs)?,

@@ -27,6 +27,11 @@ async fn tenant_key(admin: &Client, tenant: &str, scopes: &[&str]) -> String {
         .post("/v1/tenants", &json!({"id": tenant, "name": tenant}))
         .await;
     assert_eq!(s, 201, "{b}");
+    new_key(admin, tenant, scopes).await
+}
+
+/// Another key of an existing tenant.
+async fn new_key(admin: &Client, tenant: &str, scopes: &[&str]) -> String {
     let (s, b) = admin
         .post(&format!("/v1/tenants/{tenant}/keys"), &json!({"scopes": scopes}))
         .await;

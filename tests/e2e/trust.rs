@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::{ADMIN_KEY, Catalog, Client, Setup, fast_jobs, image_server};
 use crate::search::{batch, ids};
-use crate::tenant_key;
+use crate::{new_key, tenant_key};
 
 const CATEGORIES: [&str; 3] = ["shoes", "hats", "bags"];
 
@@ -304,7 +304,7 @@ async fn search_tokens_are_verified_confined_and_revocable() {
     let server = setup.start();
     let admin = Client::new(&server, ADMIN_KEY);
     let key = tenant_key(&admin, "shop", &["search", "write"]).await;
-    let write_only = extra_key(&admin, "shop", &["write"]).await;
+    let write_only = new_key(&admin, "shop", &["write"]).await;
     let other = tenant_key(&admin, "other", &["search"]).await;
     let products: Vec<Value> = (0..12)
         .map(|i| {
@@ -527,13 +527,19 @@ async fn search_tokens_are_verified_confined_and_revocable() {
     refused(plain, "shop", 401, "invalid_token").await;
 }
 
-/// Another key of an existing tenant.
-async fn extra_key(admin: &Client, tenant: &str, scopes: &[&str]) -> String {
-    let (s, b) = admin
-        .post(&format!("/v1/tenants/{tenant}/keys"), &json!({"scopes": scopes}))
-        .await;
-    assert_eq!(s, 201, "{b}");
-    b["key"].as_str().unwrap().to_owned()
+/// `request` with `If-None-Match: tag` (when given): its status and ETag.
+async fn revalidate(request: reqwest::RequestBuilder, tag: Option<&str>) -> (u16, String) {
+    let request = match tag {
+        Some(t) => request.header("if-none-match", t),
+        None => request,
+    };
+    let res = request.send().await.unwrap();
+    let etag = res
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (res.status().as_u16(), etag)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -576,48 +582,23 @@ async fn etags_answer_304_until_the_data_changes() {
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers()["etag"], etag.as_str());
     assert!(again.bytes().await.unwrap().is_empty());
-    // Another key of the tenant may revalidate it too; a stranger may not.
+    // A stranger may not revalidate it.
     let other = tenant_key(&admin, "other", &["search"]).await;
-    let res = http
-        .get(&url)
-        .bearer_auth(&other)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 403);
+    let get = |bearer: &str| http.get(&url).bearer_auth(bearer);
+    assert_eq!(revalidate(get(&other), Some(&etag)).await.0, 403);
 
-    // A search.
+    // A search; another request is another tag.
     let search_url = server.url("/v1/tenants/shop/search");
     let body = json!({"text": "product", "limit": 3});
-    let res = http
-        .post(&search_url)
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let search_tag = res.headers()["etag"].to_str().unwrap().to_owned();
-    let res = http
-        .post(&search_url)
-        .bearer_auth(&key)
-        .header("if-none-match", &search_tag)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 304);
-    // Another request is another tag.
-    let res = http
-        .post(&search_url)
-        .bearer_auth(&key)
-        .header("if-none-match", &search_tag)
-        .json(&json!({"text": "product", "limit": 4}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let search = |body: &Value| http.post(&search_url).bearer_auth(&key).json(body);
+    let (status, search_tag) = revalidate(search(&body), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        revalidate(search(&body), Some(&search_tag)).await,
+        (304, search_tag.clone())
+    );
+    let other_request = json!({"text": "product", "limit": 4});
+    assert_eq!(revalidate(search(&other_request), Some(&search_tag)).await.0, 200);
 
     // A write changes both.
     let (s, _) = admin
@@ -628,24 +609,17 @@ async fn etags_answer_304_until_the_data_changes() {
         )
         .await;
     assert_eq!(s, 200);
-    let res = http
-        .get(&url)
-        .bearer_auth(&key)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_ne!(res.headers()["etag"], etag.as_str());
-    let res = http
-        .post(&search_url)
-        .bearer_auth(&key)
-        .header("if-none-match", &search_tag)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let (status, new_tag) = revalidate(get(&key), Some(&etag)).await;
+    assert_eq!(status, 200);
+    assert_ne!(new_tag, etag);
+    assert_eq!(revalidate(search(&body), Some(&search_tag)).await.0, 200);
+    // `*` holds for a product that exists, never for one that does not.
+    let star = Some("*");
+    assert_eq!(revalidate(get(&key), star).await.0, 304);
+    let missing = http
+        .get(server.url("/v1/tenants/shop/products/nope"))
+        .bearer_auth(&key);
+    assert_eq!(revalidate(missing, star).await.0, 404);
 
     // Secrets and admin answers are never stored.
     let res = http
