@@ -17,6 +17,18 @@ use crate::{new_key, tenant_key};
 
 const CATEGORIES: [&str; 3] = ["shoes", "hats", "bags"];
 
+/// Products `p0`.. of a shop: product N is a shoe, a hat or a bag by N % 3,
+/// in stock when N is even, with its own image.
+fn shop_products(images: std::net::SocketAddr, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({"external_id": format!("p{i}"), "title": format!("Product {i}"),
+                   "category": CATEGORIES[i % 3], "in_stock": i % 2 == 0,
+                   "image_url": format!("http://{images}/img/{i}.png")})
+        })
+        .collect()
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -306,14 +318,7 @@ async fn search_tokens_are_verified_confined_and_revocable() {
     let key = tenant_key(&admin, "shop", &["search", "write"]).await;
     let write_only = new_key(&admin, "shop", &["write"]).await;
     let other = tenant_key(&admin, "other", &["search"]).await;
-    let products: Vec<Value> = (0..12)
-        .map(|i| {
-            json!({"external_id": format!("p{i}"), "title": format!("Product {i}"),
-                   "category": CATEGORIES[i % 3], "in_stock": i % 2 == 0,
-                   "image_url": format!("http://{images}/img/{i}.png")})
-        })
-        .collect();
-    batch(&admin, "shop", &products).await;
+    batch(&admin, "shop", &shop_products(images, 12)).await;
     let http = http();
     let search = |bearer: String, tenant: &'static str, body: Value| {
         http.post(server.url(&format!("/v1/tenants/{tenant}/search")))
@@ -456,45 +461,42 @@ async fn search_tokens_are_verified_confined_and_revocable() {
             .status(),
         200
     );
-    // A key of one tenant cannot sign for another.
-    refused(
-        token(&other, claims(&other, json!({}))),
-        "shop",
-        403,
-        "tenant_forbidden",
-    )
-    .await;
-    // Scope escalation: more than search, or search from a key without it.
-    refused(
-        token(&key, claims(&key, json!({"scopes": ["search", "write"]}))),
-        "shop",
-        403,
-        "insufficient_scope",
-    )
-    .await;
-    refused(
-        token(&write_only, claims(&write_only, json!({}))),
-        "shop",
-        403,
-        "insufficient_scope",
-    )
-    .await;
-    // A token may live a week at most.
-    refused(
-        token(&key, claims(&key, json!({"exp": in_an_hour() + 8 * 86_400}))),
-        "shop",
-        401,
-        "invalid_token",
-    )
-    .await;
-    // Claims nobody defined are refused (a misspelt `filters` never widens).
-    refused(
-        token(&key, claims(&key, json!({"filter": {"category": "shoes"}}))),
-        "shop",
-        401,
-        "invalid_token",
-    )
-    .await;
+    for (what, bearer, status, code) in [
+        (
+            "a key of one tenant signing for another",
+            token(&other, claims(&other, json!({}))),
+            403,
+            "tenant_forbidden",
+        ),
+        (
+            "more than search",
+            token(&key, claims(&key, json!({"scopes": ["search", "write"]}))),
+            403,
+            "insufficient_scope",
+        ),
+        (
+            "search from a key without it",
+            token(&write_only, claims(&write_only, json!({}))),
+            403,
+            "insufficient_scope",
+        ),
+        (
+            "more than a week to live",
+            token(&key, claims(&key, json!({"exp": in_an_hour() + 8 * 86_400}))),
+            401,
+            "invalid_token",
+        ),
+        (
+            // A misspelt `filters` never widens a token.
+            "a claim nobody defined",
+            token(&key, claims(&key, json!({"filter": {"category": "shoes"}}))),
+            401,
+            "invalid_token",
+        ),
+    ] {
+        eprintln!("refused: {what}");
+        refused(bearer, "shop", status, code).await;
+    }
     // A token is for searching only.
     let res = http
         .get(server.url("/v1/tenants/shop/products/p0"))
@@ -809,14 +811,7 @@ async fn the_readme_token_examples_make_tokens_the_server_takes() {
     let server = setup.start();
     let admin = Client::new(&server, ADMIN_KEY);
     let key = tenant_key(&admin, "shop", &["search"]).await;
-    let products: Vec<Value> = (0..9)
-        .map(|i| {
-            json!({"external_id": format!("p{i}"), "title": format!("Product {i}"),
-                   "category": CATEGORIES[i % 3], "in_stock": i % 2 == 0,
-                   "image_url": format!("http://{images}/img/{i}.png")})
-        })
-        .collect();
-    batch(&admin, "shop", &products).await;
+    batch(&admin, "shop", &shop_products(images, 9)).await;
 
     let mut made: Vec<Made> = Vec::new();
     // JavaScript (Node): the block, then print the token.
