@@ -711,9 +711,29 @@ async fn https_serves_h2_and_http1_and_reloads_its_certificate() {
     std::fs::write(&key_path, &first_key).unwrap();
     let server = setup.start();
 
-    // HTTP/2 by ALPN.
-    let (_, protocol, served) = handshake(server.addr, &[&first_cert], &[b"h2", b"http/1.1"]).await;
+    // HTTP/2 by ALPN, and requests on it, two at once on one connection.
+    let (stream, protocol, served) = handshake(server.addr, &[&first_cert], &[b"h2", b"http/1.1"]).await;
     assert_eq!(protocol.as_deref(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let get = |path: &str| {
+        axum::http::Request::get(format!("https://localhost{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let (live, docs) = tokio::join!(sender.send_request(get("/health/live")), {
+        let mut second = sender.clone();
+        async move { second.send_request(get("/openapi.json")).await }
+    });
+    for res in [live.unwrap(), docs.unwrap()] {
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.version(), axum::http::Version::HTTP_2);
+    }
     // HTTP/1.1, a whole request.
     let (mut stream, protocol, _) = handshake(server.addr, &[&first_cert], &[b"http/1.1"]).await;
     assert_eq!(protocol.as_deref(), Some(&b"http/1.1"[..]));
