@@ -85,7 +85,7 @@ error_codes! {
     TenantForbidden = "tenant_forbidden", FORBIDDEN, "The key belongs to another tenant.";
     InvalidToken = "invalid_token", UNAUTHORIZED, "The search token is malformed, its signature does not verify, or its key is unknown or revoked.";
     TokenExpired = "token_expired", UNAUTHORIZED, "The search token has expired (`exp`) or is not valid yet (`nbf`).";
-    TokenNotAllowed = "token_not_allowed", FORBIDDEN, "A search token works on the search endpoints only.";
+    TokenNotAllowed = "token_not_allowed", FORBIDDEN, "A search token works on the searches and product images only.";
     PluginNotAllowed = "plugin_not_allowed", FORBIDDEN, "The search token does not allow this plugin choice.";
     QuotaExceeded = "quota_exceeded", FORBIDDEN, "The write would take the tenant over a quota the admin set; `details` names it.";
     NotFound = "not_found", NOT_FOUND, "The resource does not exist.";

@@ -498,7 +498,33 @@ async fn search_tokens_are_verified_confined_and_revocable() {
         eprintln!("refused: {what}");
         refused(bearer, "shop", status, code).await;
     }
-    // A token is for searching only.
+    // Product images (a page shows them with its results): those of
+    // products the token may see.
+    for id in ["p0", "p1"] {
+        let png = reqwest::get(format!("http://{images}/img/9.png"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let (s, b) = admin
+            .put_bytes(
+                &format!("/v1/tenants/shop/products/{id}/image"),
+                png.to_vec(),
+                "image/png",
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let image = |bearer: &str, id: &str| {
+        http.get(server.url(&format!("/v1/tenants/shop/products/{id}/image?size=64")))
+            .bearer_auth(bearer)
+            .send()
+    };
+    assert_eq!(image(&forced, "p0").await.unwrap().status(), 200);
+    assert_eq!(image(&forced, "p1").await.unwrap().status(), 404);
+    assert_eq!(image(&plain, "p1").await.unwrap().status(), 200);
+    // Otherwise a token is for searching only.
     let res = http
         .get(server.url("/v1/tenants/shop/products/p0"))
         .bearer_auth(&plain)

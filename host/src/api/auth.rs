@@ -61,7 +61,7 @@ pub enum Principal {
         scopes: Vec<Scope>,
     },
     /// A signed search token, derived from one of a tenant's keys
-    /// (`api::token`). It works on the search endpoints only.
+    /// (`api::token`). It works on the searches and product images only.
     Token(Arc<SearchGrant>),
 }
 
@@ -75,7 +75,7 @@ impl Principal {
             Principal::Admin => Ok(()),
             Principal::Token(_) => Err(ApiError::forbidden(
                 ErrorCode::TokenNotAllowed,
-                "a search token works on the search endpoints only",
+                "a search token works on the searches and product images only",
             )),
             Principal::Tenant {
                 tenant: own, scopes, ..

@@ -254,6 +254,13 @@ fn ungated(route: &str) -> bool {
     route.starts_with("/health/") || route == "/metrics"
 }
 
+/// The routes a search token may call: the searches, and the product
+/// images a page shows with their results.
+fn token_route(method: &Method, route: &str) -> bool {
+    matches!(route, "/v1/tenants/{t}/search" | "/v1/tenants/{t}/search/image")
+        || (*method == Method::GET && route == "/v1/tenants/{t}/products/{id}/image")
+}
+
 /// Authenticates every routed request, then takes it from its rate-limit
 /// buckets, before any handler (or body read) runs: a tenant key's bucket
 /// per class; for a search token, its key's bucket and the client
@@ -299,15 +306,12 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     }
     let outcome = state.auth.authenticate(req.headers(), &*state.catalog).await;
     if let Ok(auth::Principal::Token(_)) = &outcome
-        && !matches!(
-            route.as_str(),
-            "/v1/tenants/{t}/search" | "/v1/tenants/{t}/search/image"
-        )
+        && !token_route(req.method(), &route)
     {
         // Refused before it draws on any bucket of its key.
         return ApiError::forbidden(
             ErrorCode::TokenNotAllowed,
-            "a search token works on the search endpoints only",
+            "a search token works on the searches and product images only",
         )
         .into_response();
     }
