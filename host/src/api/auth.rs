@@ -73,10 +73,7 @@ impl Principal {
     pub fn require(&self, tenant: &str, scope: Scope) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Token(_) => Err(ApiError::forbidden(
-                ErrorCode::TokenNotAllowed,
-                "a search token works on the searches and product images only",
-            )),
+            Principal::Token(_) => Err(token_not_allowed()),
             Principal::Tenant {
                 tenant: own, scopes, ..
             } => {
@@ -206,43 +203,12 @@ impl Authenticator {
         self.keys.invalidate(id).await;
     }
 
-    /// Whether authenticating these headers would read the catalog: a
-    /// tenant key or a token whose key is not in memory. Such a request
-    /// pays its client address's bucket first, so that guessing keys
-    /// cannot turn into a flood of catalog reads.
-    pub fn needs_lookup(&self, headers: &HeaderMap) -> bool {
+    /// What the `Authorization` header presents (read once per request):
+    /// the admin key, a tenant key, a search token, or why it is none of
+    /// them. With authentication off, everyone is the admin.
+    pub fn credential<'h>(&self, headers: &'h HeaderMap) -> Result<Credential<'h>, ApiError> {
         let Some(admin_hash) = self.admin_key_hash else {
-            return false;
-        };
-        let Some(token) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-        else {
-            return false;
-        };
-        if bool::from(sha256(token.as_bytes()).ct_eq(&admin_hash)) {
-            return false;
-        }
-        let id = if super::token::looks_like_token(token) {
-            super::token::claimed_key_id(token)
-        } else {
-            split_token(token).map(|(id, _)| id.to_owned())
-        };
-        id.is_some_and(|id| !self.keys.contains_key(&id))
-    }
-
-    /// Who sent these headers: the admin, a tenant key, a search token, or
-    /// the reason for a 401/403.
-    pub async fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        catalog: &dyn Catalog,
-    ) -> Result<Principal, ApiError> {
-        let Some(admin_hash) = self.admin_key_hash else {
-            return Ok(Principal::Admin);
+            return Ok(Credential::Admin);
         };
         let header = headers
             .get(header::AUTHORIZATION)
@@ -256,28 +222,96 @@ impl Authenticator {
             })
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <key>`"))?;
-
         if bool::from(sha256(token.as_bytes()).ct_eq(&admin_hash)) {
-            return Ok(Principal::Admin);
+            return Ok(Credential::Admin);
         }
         if super::token::looks_like_token(token) {
-            return super::token::verify(self, catalog, token)
-                .await
-                .map(Principal::Token);
+            return Ok(Credential::Token {
+                token,
+                key_id: super::token::claimed_key_id(token),
+            });
         }
-        let unknown = || ApiError::unauthorized("unknown or revoked API key");
-        let (id, secret) = split_token(token).ok_or_else(unknown)?;
-        let record = self.key(catalog, id).await?.ok_or_else(unknown)?;
-        let presented = hex(&sha256(secret.as_bytes()));
-        if !bool::from(presented.as_bytes().ct_eq(record.secret_hash.as_bytes())) {
-            return Err(unknown());
-        }
-        Ok(Principal::Tenant {
-            tenant: record.tenant.clone(),
-            key_id: record.id.clone(),
-            scopes: scopes_of(&record),
-        })
+        split_token(token)
+            .map(|(id, secret)| Credential::Key { id, secret })
+            .ok_or_else(unknown_key)
     }
+
+    /// Whether authenticating `credential` would read the catalog: a tenant
+    /// key or a token whose key is not in memory. Such a request pays its
+    /// client address's bucket first, so that guessing keys cannot turn
+    /// into a flood of catalog reads.
+    pub fn needs_lookup(&self, credential: &Result<Credential<'_>, ApiError>) -> bool {
+        let id = match credential {
+            Ok(Credential::Key { id, .. }) => Some(*id),
+            Ok(Credential::Token { key_id, .. }) => key_id.as_deref(),
+            _ => None,
+        };
+        id.is_some_and(|id| !self.keys.contains_key(id))
+    }
+
+    /// Who presented `credential`: the admin, a tenant key, a search token,
+    /// or the reason for a 401/403.
+    pub async fn verify(
+        &self,
+        credential: Result<Credential<'_>, ApiError>,
+        catalog: &dyn Catalog,
+    ) -> Result<Principal, ApiError> {
+        match credential? {
+            Credential::Admin => Ok(Principal::Admin),
+            Credential::Token { token, key_id } => super::token::verify(self, catalog, token, key_id)
+                .await
+                .map(Principal::Token),
+            Credential::Key { id, secret } => {
+                let record = self.key(catalog, id).await?.ok_or_else(unknown_key)?;
+                let presented = hex(&sha256(secret.as_bytes()));
+                if !bool::from(presented.as_bytes().ct_eq(record.secret_hash.as_bytes())) {
+                    return Err(unknown_key());
+                }
+                Ok(Principal::Tenant {
+                    tenant: record.tenant.clone(),
+                    key_id: record.id.clone(),
+                    scopes: scopes_of(&record),
+                })
+            }
+        }
+    }
+
+    /// Who sent these headers ([`Authenticator::credential`], then
+    /// [`Authenticator::verify`]).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        catalog: &dyn Catalog,
+    ) -> Result<Principal, ApiError> {
+        self.verify(self.credential(headers), catalog).await
+    }
+}
+
+/// What a request's `Authorization` header presents.
+pub enum Credential<'h> {
+    Admin,
+    /// `vtr_<id>_<secret>`.
+    Key {
+        id: &'h str,
+        secret: &'h str,
+    },
+    /// A JWT-shaped bearer, with the key id its claims name (unverified).
+    Token {
+        token: &'h str,
+        key_id: Option<String>,
+    },
+}
+
+/// A search token where it does not work.
+pub fn token_not_allowed() -> ApiError {
+    ApiError::forbidden(
+        ErrorCode::TokenNotAllowed,
+        "a search token works on the searches and product images only",
+    )
+}
+
+fn unknown_key() -> ApiError {
+    ApiError::unauthorized("unknown or revoked API key")
 }
 
 /// A stored key's scopes.

@@ -263,9 +263,10 @@ fn token_route(method: &Method, route: &str) -> bool {
 
 /// Authenticates every routed request, then takes it from its rate-limit
 /// buckets, before any handler (or body read) runs: a tenant key's bucket
-/// per class; for a search token, its key's bucket and the client
-/// address's; for a request without a valid key, the client address's. The
-/// admin key is not limited. Handlers read the outcome ([`auth::Principal`]).
+/// per class; for a search token, the client address's and its key's
+/// tokens' bucket; for a request without a valid key, the client
+/// address's. The admin key is not limited. Handlers read the outcome
+/// ([`auth::Principal`]).
 async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     use limits::{Class, Owner};
     let route = req
@@ -289,79 +290,68 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
         })
         .filter(|_| limited);
     let mut shown = None;
-    // A credential that costs a catalog read (a key not in memory) pays
-    // the address's bucket first: guessing keys cannot flood the catalog.
+    // The address's bucket, at most once per request.
     let mut address_paid = false;
-    if let Some(a) = address
-        && state.auth.needs_lookup(req.headers())
-    {
+    let mut pay_address = |shown: &mut Option<limits::Standing>| {
+        let Some(a) = address.filter(|_| !address_paid) else {
+            return Ok(());
+        };
+        address_paid = true;
         let standing = state
             .rate_limits
             .take(Owner::Address(a), state.rate_limits.address_bucket());
         if standing.refused() {
+            return Err(standing);
+        }
+        *shown = Some(standing);
+        Ok(())
+    };
+    let credential = state.auth.credential(req.headers());
+    // A credential that costs a catalog read (a key not in memory) pays
+    // the address's bucket first: guessing keys cannot flood the catalog.
+    if state.auth.needs_lookup(&credential)
+        && let Err(refused) = pay_address(&mut shown)
+    {
+        return too_many(&refused);
+    }
+    let outcome = state.auth.verify(credential, &*state.catalog).await;
+    if let Ok(auth::Principal::Token(_)) = &outcome {
+        // A token's shoppers each pay their own address's bucket, before
+        // anything else: off its routes it is refused then, without
+        // drawing on any bucket of its key.
+        if let Err(refused) = pay_address(&mut shown) {
+            return too_many(&refused);
+        }
+        if !token_route(req.method(), &route) {
+            return auth::token_not_allowed().into_response();
+        }
+    }
+    if outcome.is_err()
+        && let Err(refused) = pay_address(&mut shown)
+    {
+        return too_many(&refused);
+    }
+    if limited
+        && let Ok(p) = &outcome
+        && let Some((tenant, key_id)) = p.key()
+    {
+        let own = match state.policies.get(&*state.catalog, tenant).await {
+            Ok(l) => l,
+            Err(e) => return e.into_response(),
+        };
+        let eff = state.rate_limits.effective(&own.rate_limits);
+        let class = Class::of(req.method(), &route);
+        let (owner, bucket) = match (p, class) {
+            // A key's tokens share one bucket with its search limits.
+            (auth::Principal::Token(_), _) => (Owner::Token(key_id.to_owned()), eff.search),
+            (_, Class::Search) => (Owner::Key(key_id.to_owned(), class), eff.search),
+            (_, Class::Write) => (Owner::Key(key_id.to_owned(), class), eff.write),
+        };
+        let standing = state.rate_limits.take(owner, bucket);
+        if standing.refused() {
             return too_many(&standing);
         }
-        address_paid = true;
         shown = Some(standing);
-    }
-    let outcome = state.auth.authenticate(req.headers(), &*state.catalog).await;
-    if let Ok(auth::Principal::Token(_)) = &outcome
-        && !token_route(req.method(), &route)
-    {
-        // Refused before it draws on any bucket of its key.
-        return ApiError::forbidden(
-            ErrorCode::TokenNotAllowed,
-            "a search token works on the searches and product images only",
-        )
-        .into_response();
-    }
-    if limited {
-        let class = Class::of(req.method(), &route);
-        let mut owners = Vec::with_capacity(2);
-        let address_bucket = state.rate_limits.address_bucket();
-        match &outcome {
-            Ok(auth::Principal::Admin) => {}
-            Ok(p) => {
-                let token = matches!(p, auth::Principal::Token(_));
-                // A token's shoppers share their key's tokens' bucket, and
-                // each pays its own address's first.
-                if token
-                    && !address_paid
-                    && let Some(a) = address
-                {
-                    owners.push((Owner::Address(a), address_bucket));
-                }
-                if let Some((tenant, key_id)) = p.key() {
-                    let own = match state.policies.get(&*state.catalog, tenant).await {
-                        Ok(l) => l,
-                        Err(e) => return e.into_response(),
-                    };
-                    let eff = state.rate_limits.effective(&own.rate_limits);
-                    let bucket = match class {
-                        Class::Search => eff.search,
-                        Class::Write => eff.write,
-                    };
-                    let owner = if token {
-                        Owner::Token(key_id.to_owned())
-                    } else {
-                        Owner::Key(key_id.to_owned(), class)
-                    };
-                    owners.push((owner, bucket));
-                }
-            }
-            Err(_) => {
-                if !address_paid && let Some(a) = address {
-                    owners.push((Owner::Address(a), address_bucket));
-                }
-            }
-        }
-        for (owner, bucket) in owners {
-            let standing = state.rate_limits.take(owner, bucket);
-            if standing.refused() {
-                return too_many(&standing);
-            }
-            shown = Some(standing);
-        }
     }
     req.extensions_mut().insert(auth::Authenticated(outcome));
     let mut res = next.run(req).await;
