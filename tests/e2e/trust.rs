@@ -505,6 +505,12 @@ async fn search_tokens_are_verified_confined_and_revocable() {
             "invalid_token",
         ),
         (
+            "a NUL in a forced filter",
+            token(&key, claims(&key, json!({"filters": {"tags": ["a\0b"]}}))),
+            401,
+            "invalid_token",
+        ),
+        (
             // A misspelt `filters` never widens a token.
             "a claim nobody defined",
             token(&key, claims(&key, json!({"filter": {"category": "shoes"}}))),

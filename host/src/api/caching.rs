@@ -58,10 +58,15 @@ fn names(headers: &HeaderMap, etag: &str) -> bool {
     if_none_match(headers).any(|t| t.trim_start_matches("W/") == etag)
 }
 
+/// Whether `If-None-Match` is `*` (any current representation).
+fn any_tag(headers: &HeaderMap) -> bool {
+    if_none_match(headers).any(|t| t == "*")
+}
+
 /// Whether `If-None-Match` holds `etag` or `*`, for a representation that
 /// exists.
 pub fn fresh(headers: &HeaderMap, etag: &str) -> bool {
-    names(headers, etag) || if_none_match(headers).any(|t| t == "*")
+    names(headers, etag) || any_tag(headers)
 }
 
 /// `res` with its ETag and the revalidation policy.
@@ -87,7 +92,7 @@ pub async fn conditional<R: IntoResponse>(
     if names(headers, etag) {
         return Ok(not_modified(etag));
     }
-    if fresh(headers, etag) {
+    if any_tag(headers) {
         // `*` holds only when a representation exists (RFC 9110 13.1.2):
         // a product that is not there is still a 404.
         produce.await?;

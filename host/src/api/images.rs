@@ -243,11 +243,11 @@ pub async fn get(
     // A search token (a shop's page showing its results) may fetch the
     // images of the products its forced filters let through; another is
     // as absent as a product that does not exist.
-    let forced = match &principal {
+    let grant = match &principal {
         Principal::Token(_) => {
             let grant = principal.require_search(&tenant)?;
             super::tenants::tenant_exists(&state, &tenant).await?;
-            Some(grant.and_then(|g| g.filter.clone()))
+            grant
         }
         _ => {
             authorize_tenant_read(&state, &principal, &tenant).await?;
@@ -255,9 +255,7 @@ pub async fn get(
         }
     };
     let p = product(&state, &tenant, &id).await?;
-    if let Some(Some(filter)) = &forced
-        && !filter.admits(&crate::indexing::payload(&p))
-    {
+    if grant.is_some_and(|g| !g.shows(&p)) {
         return Err(not_found(&tenant, &id));
     }
     let (Some(key), Some(sha)) = (p.image_key.as_deref(), p.image_sha256()) else {
@@ -285,15 +283,9 @@ pub async fn get(
     Ok(with_image_headers(res, &etag))
 }
 
-fn with_image_headers(mut res: Response, etag: &str) -> Response {
+fn with_image_headers(res: Response, etag: &str) -> Response {
+    let mut res = super::caching::tagged(res, etag);
     let h = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache"),
-    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -22,6 +22,7 @@ use super::types::{
     PluginReport, PluginReports, SearchFilters, SearchHit, SearchOptions, SearchRequest, SearchResponse,
 };
 use crate::media::MediaError;
+use crate::media::fetch::hex_sha256;
 use crate::model;
 use crate::model::Price;
 use crate::plugins::{PluginChoice, ResolveError, World};
@@ -69,7 +70,21 @@ fn string_list(items: Vec<String>, field: &str) -> ApiResult<Vec<String>> {
             format!("`{field}` must hold non-empty strings"),
         ));
     }
+    refuse_nul(&items, field)?;
     Ok(items)
+}
+
+/// A filter value with a NUL: request bodies never get here with one (the
+/// body reader refuses them), a search token's forced filters may.
+fn refuse_nul(items: &[String], field: &str) -> ApiResult<()> {
+    if items.iter().any(|s| s.contains('\0')) {
+        return Err(invalid(
+            field,
+            ErrorCode::InvalidCharacter,
+            format!("`{field}` holds a NUL character"),
+        ));
+    }
+    Ok(())
 }
 
 /// A price bound: what a product's price may be (a number or a decimal
@@ -100,6 +115,7 @@ pub(crate) fn parse_filters(f: SearchFilters) -> ApiResult<VectorFilter> {
                 "`filters.category` must be a non-empty string",
             ));
         }
+        refuse_nul(std::slice::from_ref(&c), "filters.category")?;
         out.categories.push(c);
     }
     if let Some(c) = f.categories {
@@ -394,11 +410,6 @@ fn fingerprint(source: Option<String>, o: &Options) -> Option<String> {
     })
 }
 
-fn digest(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    super::auth::hex(&sha2::Sha256::digest(bytes))
-}
-
 /// Checks the caller may search `tenant` and that it exists; a search
 /// token's grant comes back.
 async fn authorize_search(
@@ -411,9 +422,6 @@ async fn authorize_search(
     Ok(grant)
 }
 
-/// A search token's terms over the request's: its forced filters on top
-/// of the request's, and only the plugins it allows. `false`: the two
-/// filters together let nothing through.
 /// A token with forced filters may start "more like this" only from a
 /// product those filters let through: another is answered as absent, so
 /// the token learns nothing of the products it cannot see.
@@ -423,14 +431,14 @@ async fn check_like(
     grant: Option<&SearchGrant>,
     source: &QuerySource,
 ) -> ApiResult<()> {
-    let (Some(forced), QuerySource::Like(id)) = (grant.and_then(|g| g.filter.as_ref()), source) else {
+    let (Some(grant), QuerySource::Like(id)) = (grant.filter(|g| g.filter.is_some()), source) else {
         return Ok(());
     };
     let visible = state
         .catalog
         .get_product(tenant, id)
         .await?
-        .is_some_and(|p| forced.admits(&crate::indexing::payload(&p)));
+        .is_some_and(|p| grant.shows(&p));
     if visible {
         Ok(())
     } else {
@@ -438,6 +446,9 @@ async fn check_like(
     }
 }
 
+/// A search token's terms over the request's: its forced filters on top
+/// of the request's, and only the plugins it allows. `false`: the two
+/// filters together let nothing through.
 fn apply_grant(grant: Option<&SearchGrant>, o: &mut Options) -> ApiResult<bool> {
     let Some(g) = grant else { return Ok(true) };
     g.allow_plugin(&o.plugins.filter, "plugins.filter")?;
@@ -519,7 +530,7 @@ pub async fn search(
     let source_key = match (&body.text, &body.like, &body.image_base64) {
         (Some(t), _, _) => Some(format!("text:{t}")),
         (_, Some(id), _) => Some(format!("like:{id}")),
-        (_, _, Some(b64)) => Some(format!("image:{}", digest(b64.as_bytes()))),
+        (_, _, Some(b64)) => Some(format!("image:{}", hex_sha256(b64.as_bytes()))),
         _ => None,
     };
     let source = source_from(&state, &mut body).await?;
@@ -603,7 +614,7 @@ pub async fn search_image(
         }
     };
     let options = parse_options(options)?;
-    let source_key = Some(format!("image:{}", digest(&image)));
+    let source_key = Some(format!("image:{}", hex_sha256(&image)));
     let source = QuerySource::Image {
         image: decode_image_bytes(&state.limits, image.to_vec(), "image").await?,
         url: None,

@@ -56,6 +56,13 @@ pub struct SearchGrant {
 }
 
 impl SearchGrant {
+    /// Whether the token's forced filters let `product` through.
+    pub fn shows(&self, product: &crate::model::Product) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| f.admits(&crate::indexing::payload(product)))
+    }
+
     /// Refuses a plugin choice the token does not list.
     pub fn allow_plugin(&self, choice: &PluginChoice, field: &str) -> Result<(), ApiError> {
         let allowed = &self.plugins;
