@@ -618,6 +618,7 @@ pub async fn plugins(
         },
         user_id: None,
         session_id: None,
+        generation: None,
     };
     let stats = |mut xs: Vec<f64>| {
         xs.sort_by(f64::total_cmp);

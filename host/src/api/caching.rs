@@ -24,6 +24,11 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 /// The ETag of `parts` under the tenant's current generation.
 pub async fn tenant_etag(state: &AppState, tenant: &str, parts: &[&[u8]]) -> ApiResult<String> {
     let generation = state.catalog.tenant_generation(tenant).await?;
+    Ok(etag_at(state, tenant, generation, parts))
+}
+
+/// The ETag of `parts` under a generation of the tenant read beforehand.
+pub fn etag_at(state: &AppState, tenant: &str, generation: i64, parts: &[&[u8]]) -> String {
     // The model's id (another model, other results); none while it loads.
     let model = state
         .encoder
@@ -39,7 +44,7 @@ pub async fn tenant_etag(state: &AppState, tenant: &str, parts: &[&[u8]]) -> Api
         h.update(part);
     }
     let digest = h.finalize();
-    Ok(format!("\"{}\"", super::auth::hex(&digest[..16])))
+    format!("\"{}\"", super::auth::hex(&digest[..16]))
 }
 
 /// The tags of the request's `If-None-Match`.

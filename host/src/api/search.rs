@@ -482,6 +482,13 @@ async fn run(
         })
         .into_response());
     }
+    // A tagged search reads the generation for its tag, and the search
+    // runs under that same generation (no second read).
+    let tagged = match fingerprint(source_key, &o) {
+        Some(key) => Some((key, state.catalog.tenant_generation(&tenant).await?)),
+        None => None,
+    };
+    let generation = tagged.as_ref().map(|(_, g)| *g);
     let search = async {
         let response = state
             .search
@@ -495,14 +502,15 @@ async fn run(
                 plugins: o.plugins.clone(),
                 user_id: o.user_id.clone(),
                 session_id: o.session_id.clone(),
+                generation,
             })
             .await
             .map_err(search_error)?;
         Ok(Json(self::response(response)))
     };
-    match fingerprint(source_key, &o) {
-        Some(key) => {
-            let etag = caching::tenant_etag(state, &tenant, &[b"search", key.as_bytes()]).await?;
+    match tagged {
+        Some((key, generation)) => {
+            let etag = caching::etag_at(state, &tenant, generation, &[b"search", key.as_bytes()]);
             caching::conditional(headers, &etag, search).await
         }
         None => Ok(search.await?.into_response()),

@@ -61,6 +61,9 @@ pub struct SearchRequest {
     /// Who searched, for the search log.
     pub user_id: Option<String>,
     pub session_id: Option<String>,
+    /// The tenant's generation when the caller has just read it (for an
+    /// ETag): not read a second time.
+    pub generation: Option<i64>,
 }
 
 /// The plugins a search asks for (API.md: defaults to the tenant's active
@@ -282,7 +285,10 @@ impl SearchService {
     /// What every search needs before its page-cache lookup: the tenant's
     /// generation and the filter and ranker it runs.
     async fn prelude(&self, req: &SearchRequest) -> Result<Prelude, SearchError> {
-        let generation = self.catalog.tenant_generation(&req.tenant).await?;
+        let generation = match req.generation {
+            Some(g) => g,
+            None => self.catalog.tenant_generation(&req.tenant).await?,
+        };
         let filter = self
             .plugins
             .resolve(&req.tenant, generation, World::Filter, &req.plugins.filter)
