@@ -66,6 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 tags: vec![format!("k{}", rng.random_range(0..10))],
                 in_stock: rng.random_bool(0.8),
             },
+            ..VectorPoint::default()
         });
     }
 

@@ -18,6 +18,9 @@ use crate::store::vectors::contract::cosine;
 
 pub const QUERY: &str = "red leather handbag";
 
+mod relevance;
+pub use relevance::{HybridBenchOptions, RelevanceOptions, hybrid, relevance};
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -398,10 +401,19 @@ pub async fn populate(data_dir: &Path, model: Option<&Path>, products: usize) ->
             let mut v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() - 0.5).collect();
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.iter_mut().for_each(|x| *x /= norm);
+            let text = crate::indexing::compose_text(
+                &input.fields.title,
+                input.fields.description.as_deref(),
+                Some(category),
+                &input.fields.tags,
+            );
+            let text_vector = v.iter().rev().copied().collect();
             points.push(VectorPoint {
                 tenant: "default".into(),
                 product_id: id.clone(),
                 vector: v,
+                text_vector: Some(text_vector),
+                keywords: crate::store::vectors::keywords::document(&text),
                 payload: PointPayload {
                     category: Some(category.into()),
                     price: Some(f64::from(price)),
@@ -605,9 +617,15 @@ pub async fn plugins(
         registry,
     )
     .search;
+    // Vector mode: the plugin's cost against the search it ranks, as
+    // measured before hybrid search.
     let run = |text: String, ranker: PluginChoice| SearchRequest {
         tenant: "default".into(),
         source: QuerySource::Text(text),
+        mode: crate::search::SearchMode::Vector,
+        weights: crate::store::vectors::Weights::default(),
+        fusion: crate::store::vectors::Fusion::default(),
+        facets: None,
         filter: VectorFilter::default(),
         limit: 10,
         offset: 0,

@@ -22,7 +22,7 @@ use crate::jobs::{JobContext, JobError, JobHandler};
 use crate::media::decode::DecodeError;
 use crate::media::{BlobError, BlobStore, ImageFetcher, MediaError};
 use crate::model::{IndexStatus, Product};
-use crate::store::vectors::{Generation, PointPayload, VectorError, VectorIndex, VectorPoint};
+use crate::store::vectors::{Generation, PointPayload, VectorError, VectorIndex, VectorPoint, keywords};
 use crate::store::{Catalog, IndexUpdate, Job};
 
 /// Products handled per step: one catalog read, one encoder batch per
@@ -140,17 +140,38 @@ impl Pass {
 
 /// What happened to one product in one attempt.
 enum Outcome {
-    Point(VectorPoint),
+    Point(Box<VectorPoint>),
     Fatal(String),
     Transient(String),
 }
 
-/// The text a product is known by when it has no image.
+/// The text a product is known by: its title, description, category and
+/// tags. It makes the text vector (and the image vector of a product
+/// without an image) and the keyword vector.
 pub fn product_text(p: &Product) -> String {
-    match &p.fields.description {
-        Some(d) if !d.trim().is_empty() => format!("{}. {}", p.fields.title, d),
-        _ => p.fields.title.clone(),
+    let f = &p.fields;
+    compose_text(&f.title, f.description.as_deref(), f.category.as_deref(), &f.tags)
+}
+
+/// [`product_text`] from the fields themselves.
+pub fn compose_text(
+    title: &str,
+    description: Option<&str>,
+    category: Option<&str>,
+    tags: &[String],
+) -> String {
+    let mut text = title.to_owned();
+    for part in [description, category].into_iter().flatten() {
+        if !part.trim().is_empty() {
+            text.push_str(". ");
+            text.push_str(part);
+        }
     }
+    if !tags.is_empty() {
+        text.push_str(". ");
+        text.push_str(&tags.join(", "));
+    }
+    text
 }
 
 pub fn payload(p: &Product) -> PointPayload {
@@ -305,32 +326,34 @@ impl IndexProducts {
         Ok((self.embed_products(tenant, todo).await, already))
     }
 
-    /// Embeds products (images in one encoder batch, texts of products
-    /// without an image in another) and says what happened to each.
+    /// Embeds products (images in one encoder batch, every product's text
+    /// in another; a product without an image has its text's vector for
+    /// both) and says what happened to each.
     async fn embed_products(&self, tenant: &str, todo: Vec<Product>) -> Vec<(Product, Outcome)> {
         let with_image: Vec<&Product> = todo.iter().filter(|p| p.has_image()).collect();
-        let image_vectors = self.image_vectors(&with_image).await;
-        let text_only: Vec<String> = todo.iter().filter(|p| !p.has_image()).map(product_text).collect();
-        let text_vectors = self.text_vectors(text_only).await;
+        let texts: Vec<String> = todo.iter().map(product_text).collect();
+        let (image_vectors, text_vectors) =
+            tokio::join!(self.image_vectors(&with_image), self.text_vectors(texts.clone()));
         let mut results = Vec::with_capacity(todo.len());
         let mut image_vectors = image_vectors.into_iter();
-        let mut text_vectors = text_vectors.into_iter();
-        for p in &todo {
-            let next = if p.has_image() {
-                image_vectors.next()
+        let missing = || Err((true, "missing encoder result".to_owned()));
+        for ((p, text_vector), text) in todo.iter().zip(text_vectors).zip(&texts) {
+            let image_vector = if p.has_image() {
+                image_vectors.next().unwrap_or_else(missing)
             } else {
-                text_vectors.next()
+                text_vector.clone()
             };
-            let vector = next.unwrap_or(Err((true, "missing encoder result".into())));
-            let outcome = match vector {
-                Ok(vector) => Outcome::Point(VectorPoint {
+            let outcome = match (image_vector, text_vector) {
+                (Ok(vector), Ok(text_vector)) => Outcome::Point(Box::new(VectorPoint {
                     tenant: tenant.to_owned(),
                     product_id: p.external_id.clone(),
                     vector,
+                    text_vector: Some(text_vector),
+                    keywords: keywords::document(text),
                     payload: payload(p),
-                }),
-                Err((true, e)) => Outcome::Transient(e),
-                Err((false, e)) => Outcome::Fatal(e),
+                })),
+                (Err((false, e)), _) | (_, Err((false, e))) => Outcome::Fatal(e),
+                (Err((_, e)), _) | (_, Err((_, e))) => Outcome::Transient(e),
             };
             results.push((p.clone(), outcome));
         }
@@ -368,7 +391,7 @@ impl IndexProducts {
                 };
                 match outcome {
                     Outcome::Point(point) => {
-                        points.push(point);
+                        points.push(*point);
                         updates.push(update(IndexStatus::Indexed, None));
                     }
                     Outcome::Fatal(e) => updates.push(update(IndexStatus::Failed, Some(e))),
@@ -571,7 +594,7 @@ impl Reindex {
             for (p, outcome) in results {
                 let (status, error) = match outcome {
                     Outcome::Point(point) => {
-                        points.push(point);
+                        points.push(*point);
                         (IndexStatus::Indexed, None)
                     }
                     Outcome::Fatal(e) => (IndexStatus::Failed, Some(e)),

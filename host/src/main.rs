@@ -258,6 +258,37 @@ enum BenchCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Relevance of each search mode on a synthetic catalog with known
+    /// answers (exact model numbers, partial terms, category words,
+    /// misspellings): nDCG@10, recall@10 and top-1 per mode and query kind,
+    /// and, with --python, rank_bm25 on the same set, as JSON.
+    Relevance {
+        /// Checkpoint directory; default: a random-weight ViT-B/32.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 2_400)]
+        products: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+        /// A Python with rank_bm25 and snowballstemmer (the venv of
+        /// `scripts/python-tools`: target/ci-venv/bin/python).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
+    /// Hybrid search at scale: p50/p99 of each mode and of facets against
+    /// vector mode in paired rounds, and the index bytes per product of
+    /// each representation, as JSON.
+    Hybrid {
+        #[arg(long, default_value_t = 100_000)]
+        products: usize,
+        #[arg(long, default_value_t = 512)]
+        dims: usize,
+        /// Queries per mode per round.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Quality of `encoder.precision = "bf16"` against f32 on one checkpoint:
     /// cosine of every embedding to its f32 twin, and the top-10 overlap of
     /// brute-force search over a synthetic catalog, as JSON.
@@ -506,6 +537,28 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
             model,
             products,
         } => block_on(vitrine::bench::populate(data_dir, model.as_deref(), *products)),
+        BenchCommand::Relevance {
+            model,
+            products,
+            threads,
+            python,
+        } => block_on(vitrine::bench::relevance(&vitrine::bench::RelevanceOptions {
+            model: model.as_deref(),
+            products: *products,
+            threads: *threads,
+            python: python.as_deref(),
+        })),
+        BenchCommand::Hybrid {
+            products,
+            dims,
+            queries,
+            rounds,
+        } => block_on(vitrine::bench::hybrid(&vitrine::bench::HybridBenchOptions {
+            products: *products,
+            dims: *dims,
+            queries: *queries,
+            rounds: *rounds,
+        })),
         BenchCommand::Plugins {
             plugin,
             model,

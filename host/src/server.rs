@@ -368,6 +368,9 @@ impl Indexing {
             dims = vectors.dims(),
             "vector index ready"
         );
+        if vectors.layout() == crate::store::vectors::Layout::Single {
+            move_to_hybrid(&*self.catalog).await;
+        }
         let jobs = &self.settings.jobs;
         let handler = Arc::new(index_handler(
             &self.settings,
@@ -390,6 +393,38 @@ impl Indexing {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await;
+    }
+}
+
+/// An index built before hybrid search (one vector per product) moves over
+/// through a full reindex, which builds the new index beside the live one
+/// and switches atomically: searches keep working throughout (as vector
+/// searches until the switch). Queued once, unless a reindex is queued or
+/// running already.
+async fn move_to_hybrid(catalog: &dyn Catalog) {
+    use crate::jobs::kinds::JobSpec;
+    use crate::store::JobStatus;
+    for status in [JobStatus::Running, JobStatus::Queued] {
+        match catalog.list_jobs(None, Some(status), 100).await {
+            Ok(jobs) if jobs.iter().any(|j| j.kind == JobKind::ReindexAll.as_str()) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list jobs; run POST /v1/admin/reindex for hybrid search");
+                return;
+            }
+        }
+    }
+    let job = store::NewJob::of(&JobSpec::ReindexAll { tenant: None }, None);
+    match catalog.enqueue_job(&job).await {
+        Ok(()) => tracing::warn!(
+            job_id = %job.id,
+            "the vector index holds one vector per product (built before hybrid search): \
+             a full reindex is queued to add the text and keyword vectors; searches run \
+             as vector searches until it finishes"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot queue the reindex; run POST /v1/admin/reindex for hybrid search")
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod hardening;
 mod harness;
+mod hybrid;
 mod indexing;
 mod page;
 mod plugins;

@@ -84,9 +84,18 @@ async fn every_query_source_finds_the_right_products_within_the_filters() {
         .await
         .unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
-    let r = search(&admin, "default", json!({"image_base64": b64, "limit": 5})).await;
+    // (vector mode: the score is the cosine; hybrid, the default, finds
+    // it first too, with a fused score.)
+    let r = search(
+        &admin,
+        "default",
+        json!({"image_base64": b64, "limit": 5, "mode": "vector"}),
+    )
+    .await;
     assert_eq!(ids(&r)[0], "p7", "{r}");
     assert!(r["hits"][0]["score"].as_f64().unwrap() > 0.999, "{r}");
+    let r = search(&admin, "default", json!({"image_base64": b64, "limit": 5})).await;
+    assert_eq!((ids(&r)[0].as_str(), &r["mode"]), ("p7", &json!("hybrid")), "{r}");
     assert_eq!(r["query_type"], "image");
     assert!(r["took_ms"].as_f64().is_some());
     assert_eq!(r["hits"][0]["product"]["title"], "Product 7");
@@ -271,7 +280,7 @@ async fn every_query_source_finds_the_right_products_within_the_filters() {
     .await;
     search_err(
         &admin,
-        json!({"text": "a", "min_score": 2}),
+        json!({"text": "a", "min_score": 2_000_000}),
         400,
         "invalid_parameter",
     )
@@ -630,7 +639,7 @@ async fn uploaded_images_are_indexed_found_served_and_removed() {
             assert_eq!(job["result"]["indexed"], 1, "{backend}: {job}");
         }
         let b64 = base64::engine::general_purpose::STANDARD.encode(picture(2));
-        let r = search(&admin, "default", json!({"image_base64": b64})).await;
+        let r = search(&admin, "default", json!({"image_base64": b64, "mode": "vector"})).await;
         assert_eq!(ids(&r)[0], "u2", "{backend}: {r}");
         assert!(r["hits"][0]["score"].as_f64().unwrap() > 0.999, "{backend}: {r}");
         assert_eq!(
@@ -667,7 +676,7 @@ async fn uploaded_images_are_indexed_found_served_and_removed() {
         assert_eq!(s, 200, "{backend}: {r}");
         let job = wait_for_job(&admin, r["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
         assert_eq!(job["status"], "succeeded", "{backend}: {job}");
-        let r = search(&admin, "default", json!({"image_base64": b64})).await;
+        let r = search(&admin, "default", json!({"image_base64": b64, "mode": "vector"})).await;
         let u2 = r["hits"]
             .as_array()
             .unwrap()

@@ -43,6 +43,10 @@ contract_test!(
     dimension_mismatch,
     generations,
     writes_reach_a_generation_under_construction,
+    keyword_search,
+    text_leg,
+    hybrid_fusion,
+    malformed_keywords,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,6 +55,99 @@ async fn property_random() {
         let (_dir, idx) = fresh();
         contract::property_random(&idx, seed).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facets_property() {
+    for seed in [5, 11, 13] {
+        let (_dir, idx) = fresh();
+        contract::facets_property(&idx, seed).await;
+    }
+}
+
+/// An index written before hybrid search (one unnamed vector per point)
+/// opens as `Layout::Single`: vector search goes on, the other legs are
+/// refused as not found, writes keep landing; a full reindex (a new
+/// generation) moves it to `Layout::Hybrid` with no moment without an index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_vector_index_serves_until_a_reindex_moves_it_over() {
+    use qdrant_edge::{DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeShard, EdgeVectorParams};
+    use vitrine::store::vectors::{Layout, VectorQuery, keywords};
+
+    let dir = tempfile::tempdir().unwrap();
+    let shard_dir = dir.path().join("vectors/gen-1");
+    std::fs::create_dir_all(&shard_dir).unwrap();
+    let config = EdgeConfig::builder()
+        .vector(
+            DEFAULT_VECTOR_NAME,
+            EdgeVectorParams::builder(DIMS, Distance::Cosine).build(),
+        )
+        .build();
+    let shard = EdgeShard::new(&shard_dir, config).unwrap();
+    shard.flush();
+    drop(shard);
+    std::fs::write(dir.path().join("vectors/CURRENT"), "gen-1\n").unwrap();
+
+    let idx = EdgeIndex::open(dir.path(), DIMS).unwrap();
+    assert_eq!(idx.layout(), Layout::Single);
+    let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(5);
+    let mut points = contract::text_points(&mut rng, "t", DIMS);
+    idx.upsert(points.clone()).await.unwrap();
+    let hits = idx
+        .search(&query("t", points[0].vector.clone(), 3))
+        .await
+        .unwrap();
+    assert_eq!(hits[0].product_id, points[0].product_id);
+    let keyword = VectorQuery {
+        tenant: "t".into(),
+        keywords: Some(keywords::query("ecco")),
+        limit: 3,
+        ..VectorQuery::default()
+    };
+    assert!(matches!(
+        idx.search(&keyword).await,
+        Err(VectorError::NotFound(..))
+    ));
+    let (_, text) = idx
+        .get_vectors("t", &points[0].product_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text, None);
+
+    // The reindex: a new generation gets every point; writes meanwhile
+    // reach both; the switch is atomic.
+    let generation = idx.begin_generation(DIMS).await.unwrap();
+    idx.upsert_generation(&generation, points[..5].to_vec())
+        .await
+        .unwrap();
+    idx.upsert(points[5..].to_vec()).await.unwrap();
+    assert_eq!(idx.layout(), Layout::Single);
+    assert_eq!(
+        idx.search(&query("t", points[0].vector.clone(), 3))
+            .await
+            .unwrap()[0]
+            .product_id,
+        points[0].product_id
+    );
+    idx.commit_generation(generation).await.unwrap();
+    assert_eq!(idx.layout(), Layout::Hybrid);
+    assert_eq!(idx.count(Some("t")).await.unwrap(), points.len() as u64);
+    let hits = idx.search(&keyword).await.unwrap();
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    drop(idx);
+    // Reopened, it stays hybrid.
+    let idx = EdgeIndex::open(dir.path(), DIMS).unwrap();
+    assert_eq!(idx.layout(), Layout::Hybrid);
+    points.truncate(1);
+    assert!(
+        idx.get_vectors("t", &points[0].product_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,6 +431,10 @@ mod server {
         dimension_mismatch,
         generations,
         writes_reach_a_generation_under_construction,
+        keyword_search,
+        text_leg,
+        hybrid_fusion,
+        malformed_keywords,
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,6 +446,80 @@ mod server {
             })
             .await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn facets_property() {
+        for seed in [5, 11] {
+            with_index(|idx| async move {
+                contract::facets_property(&idx, seed).await;
+                idx
+            })
+            .await;
+        }
+    }
+
+    /// Both backends answer the same hybrid, keyword and facet queries on
+    /// the same points with the same hits and scores.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hybrid_queries_agree_with_the_edge_backend() {
+        use vitrine::store::vectors::{FacetField, FacetQuery, Fusion, Weights, keywords};
+        with_index(|server| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let edge = EdgeIndex::open(dir.path(), DIMS).unwrap();
+            let mut rng = StdRng::seed_from_u64(31);
+            let mut points = contract::text_points(&mut rng, "t1", DIMS);
+            points.extend(contract::text_points(&mut rng, "t2", DIMS));
+            server.upsert(points.clone()).await.unwrap();
+            edge.upsert(points.clone()).await.unwrap();
+            let probe = random_vector(&mut rng, DIMS);
+            for text in ["ECCO 470304", "ecco boots", "iphone case", "backpack 16l"] {
+                for (vector, text_vector, fusion) in [
+                    (Vec::new(), None, Fusion::Relative),
+                    (probe.clone(), Some(probe.clone()), Fusion::Relative),
+                    (probe.clone(), Some(probe.clone()), Fusion::Rrf),
+                ] {
+                    let q = VectorQuery {
+                        tenant: "t1".into(),
+                        vector,
+                        text_vector,
+                        keywords: Some(keywords::query(text)),
+                        weights: Weights {
+                            image: 0.2,
+                            text: 0.3,
+                            keyword: 1.0,
+                        },
+                        fusion,
+                        limit: 6,
+                        ..VectorQuery::default()
+                    };
+                    let a = edge.search(&q).await.unwrap();
+                    let b = server.search(&q).await.unwrap();
+                    assert_eq!(a.len(), b.len(), "{text} {fusion:?}");
+                    for (x, y) in a.iter().zip(&b) {
+                        assert!(
+                            (x.score - y.score).abs() < 1e-3,
+                            "{text} {fusion:?}: {a:?} vs {b:?}"
+                        );
+                    }
+                }
+            }
+            let f = FacetQuery {
+                tenant: "t1".into(),
+                fields: vec![
+                    FacetField::Category,
+                    FacetField::Tags,
+                    FacetField::InStock,
+                    FacetField::Price,
+                ],
+                limit: 3,
+                price_buckets: vec![25.0, 50.0],
+                ..FacetQuery::default()
+            };
+            assert_eq!(edge.facets(&f).await.unwrap(), server.facets(&f).await.unwrap());
+            server
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,6 +599,7 @@ mod server {
                 filter: filter.clone(),
                 exclude_product: (qi % 4 == 0).then(|| "p0".to_owned()),
                 min_score: None,
+                ..VectorQuery::default()
             };
             let e = edge.search(&q).await.unwrap();
             let s = server.search(&q).await.unwrap();

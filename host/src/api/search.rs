@@ -19,7 +19,9 @@ use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::{Body, TenantPath, json_object, typed};
 use super::token::SearchGrant;
 use super::types::{
-    PluginReport, PluginReports, SearchFilters, SearchHit, SearchOptions, SearchRequest, SearchResponse,
+    FacetCount, FacetName, FacetsView, FusionName, PluginReport, PluginReports, PriceBucketView,
+    SearchDefaults, SearchFilters, SearchHit, SearchModeName, SearchOptions, SearchRequest, SearchResponse,
+    SearchWeights, StockCount,
 };
 use crate::media::MediaError;
 use crate::media::fetch::hex_sha256;
@@ -27,9 +29,10 @@ use crate::model;
 use crate::model::Price;
 use crate::plugins::{PluginChoice, ResolveError, World};
 use crate::search::{
-    PluginReport as PluginRun, PluginSelection, QuerySource, SearchError, SearchResponse as SearchOutcome,
+    FacetSpec, PluginReport as PluginRun, PluginSelection, QuerySource, SearchError, SearchMode,
+    SearchResponse as SearchOutcome,
 };
-use crate::store::vectors::VectorFilter;
+use crate::store::vectors::{FacetCounts, FacetField, Fusion, VectorFilter, Weights};
 
 pub const DEFAULT_LIMIT: u64 = 10;
 pub const MAX_LIMIT: u64 = 100;
@@ -39,6 +42,38 @@ const MAX_FILTER_VALUES: usize = 100;
 /// Longest `user_id` / `session_id`.
 const MAX_ID_CHARS: usize = 256;
 const MAX_URL_CHARS: usize = 2048;
+/// Largest leg weight.
+const MAX_WEIGHT: f64 = 100.0;
+/// Values per keyword facet: default and most.
+const DEFAULT_FACET_LIMIT: u32 = 10;
+const MAX_FACET_LIMIT: u32 = 100;
+/// Most price bucket boundaries.
+const MAX_PRICE_BUCKETS: usize = 20;
+/// Price buckets when the request names none.
+const DEFAULT_PRICE_BUCKETS: [f64; 7] = [10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+/// Highest `min_score` (BM25 scores of keyword mode exceed 1).
+const MAX_MIN_SCORE: f64 = 1_000_000.0;
+
+/// The service's leg weights for a text query (README "Search modes"):
+/// the keyword leg leads, the two CLIP legs break its ties and carry the
+/// queries it has no words for. Where no product has a query word the
+/// keyword leg is empty and the CLIP legs rank alone, whatever their
+/// weight; where products do, a CLIP share (at most 0.2 of 1.2) stays
+/// below the gap between matching every word of a query and matching
+/// some of them (see `vitrine bench relevance`).
+pub const TEXT_WEIGHTS: Weights = Weights {
+    image: 0.1,
+    text: 0.1,
+    keyword: 1.0,
+};
+
+/// The service's leg weights for an image or `like` query: the image leg
+/// (picture to picture) leads, the text leg (picture to words) breaks ties.
+pub const IMAGE_WEIGHTS: Weights = Weights {
+    image: 1.0,
+    text: 0.2,
+    keyword: 0.0,
+};
 
 /// The options every search takes, whatever its query source.
 struct Options {
@@ -46,6 +81,12 @@ struct Options {
     limit: usize,
     offset: usize,
     min_score: Option<f32>,
+    /// `None`: the tenant's default.
+    mode: Option<SearchMode>,
+    /// What the request sets; the rest comes from the tenant's defaults.
+    weights: SearchWeights,
+    fusion: Option<Fusion>,
+    facets: Option<FacetSpec>,
     plugins: PluginSelection,
     user_id: Option<String>,
     session_id: Option<String>,
@@ -202,16 +243,22 @@ fn parse_options(o: SearchOptions) -> ApiResult<Options> {
     let min_score = o
         .min_score
         .map(|s| {
-            if (-1.0..=1.0).contains(&s) {
+            if (-1.0..=MAX_MIN_SCORE).contains(&s) {
                 Ok(s as f32)
             } else {
                 Err(invalid(
                     "min_score",
                     ErrorCode::InvalidParameter,
-                    "`min_score` must be a number from -1 to 1",
+                    format!("`min_score` must be a number from -1 to {MAX_MIN_SCORE}"),
                 ))
             }
         })
+        .transpose()?;
+    let weights = o.weights.unwrap_or_default();
+    check_weights(&weights, "weights")?;
+    let facets = o
+        .facets
+        .map(|names| facet_spec(names, o.facet_limit, o.price_buckets))
         .transpose()?;
     let plugins = o.plugins.unwrap_or_default();
     Ok(Options {
@@ -219,6 +266,10 @@ fn parse_options(o: SearchOptions) -> ApiResult<Options> {
         limit: limit as usize,
         offset: offset as usize,
         min_score,
+        mode: o.mode.map(mode_of),
+        weights,
+        fusion: o.fusion.map(fusion_of),
+        facets,
         plugins: PluginSelection {
             filter: plugin_choice(plugins.filter, "plugins.filter")?,
             ranker: plugin_choice(plugins.ranker, "plugins.ranker")?,
@@ -226,6 +277,140 @@ fn parse_options(o: SearchOptions) -> ApiResult<Options> {
         user_id: bounded_id(o.user_id, "user_id")?,
         session_id: bounded_id(o.session_id, "session_id")?,
     })
+}
+
+fn mode_of(m: SearchModeName) -> SearchMode {
+    match m {
+        SearchModeName::Hybrid => SearchMode::Hybrid,
+        SearchModeName::Vector => SearchMode::Vector,
+        SearchModeName::Keyword => SearchMode::Keyword,
+    }
+}
+
+fn fusion_of(f: FusionName) -> Fusion {
+    match f {
+        FusionName::Relative => Fusion::Relative,
+        FusionName::Rrf => Fusion::Rrf,
+    }
+}
+
+/// Each weight given is a number from 0 to [`MAX_WEIGHT`].
+pub(crate) fn check_weights(w: &SearchWeights, field: &str) -> ApiResult<()> {
+    for (name, value) in [("image", w.image), ("text", w.text), ("keyword", w.keyword)] {
+        if value.is_some_and(|v| !(0.0..=MAX_WEIGHT).contains(&v)) {
+            return Err(invalid(
+                &format!("{field}.{name}"),
+                ErrorCode::InvalidParameter,
+                format!("`{field}.{name}` must be a number from 0 to {MAX_WEIGHT}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The facets asked for, once each; the price boundaries sorted, once each.
+fn facet_spec(names: Vec<FacetName>, limit: Option<u32>, buckets: Option<Vec<f64>>) -> ApiResult<FacetSpec> {
+    let mut fields = Vec::new();
+    for n in names {
+        let f = match n {
+            FacetName::Category => FacetField::Category,
+            FacetName::Tags => FacetField::Tags,
+            FacetName::InStock => FacetField::InStock,
+            FacetName::Price => FacetField::Price,
+        };
+        if !fields.contains(&f) {
+            fields.push(f);
+        }
+    }
+    let limit = limit.unwrap_or(DEFAULT_FACET_LIMIT);
+    if !(1..=MAX_FACET_LIMIT).contains(&limit) {
+        return Err(invalid(
+            "facet_limit",
+            ErrorCode::InvalidParameter,
+            format!("`facet_limit` must be an integer from 1 to {MAX_FACET_LIMIT}"),
+        ));
+    }
+    let mut price_buckets = buckets.unwrap_or_else(|| DEFAULT_PRICE_BUCKETS.to_vec());
+    if price_buckets.len() > MAX_PRICE_BUCKETS || price_buckets.iter().any(|x| !x.is_finite()) {
+        return Err(invalid(
+            "price_buckets",
+            ErrorCode::InvalidParameter,
+            format!("`price_buckets` must be at most {MAX_PRICE_BUCKETS} numbers"),
+        ));
+    }
+    price_buckets.sort_by(f64::total_cmp);
+    price_buckets.dedup();
+    Ok(FacetSpec {
+        fields,
+        limit: limit as usize,
+        price_buckets,
+    })
+}
+
+/// The mode, weights and fusion in force: the request's, then the
+/// tenant's defaults, then the service's (whose weights depend on the
+/// query source).
+fn resolve(o: &Options, defaults: &SearchDefaults, source: &QuerySource) -> (SearchMode, Weights, Fusion) {
+    let service = match source {
+        QuerySource::Text(_) => TEXT_WEIGHTS,
+        _ => IMAGE_WEIGHTS,
+    };
+    // A tenant's keyword default is for words: pictures go hybrid.
+    let tenant_mode = defaults
+        .mode
+        .map(mode_of)
+        .filter(|m| *m != SearchMode::Keyword || matches!(source, QuerySource::Text(_)));
+    let mode = o.mode.or(tenant_mode).unwrap_or(SearchMode::Hybrid);
+    let tenant = defaults.weights.unwrap_or_default();
+    let pick = |asked: Option<f64>, tenant: Option<f64>, service: f32| {
+        asked.or(tenant).map_or(service, |w| w as f32)
+    };
+    let weights = Weights {
+        image: pick(o.weights.image, tenant.image, service.image),
+        text: pick(o.weights.text, tenant.text, service.text),
+        keyword: pick(o.weights.keyword, tenant.keyword, service.keyword),
+    };
+    let fusion = o.fusion.or(defaults.fusion.map(fusion_of)).unwrap_or_default();
+    (mode, weights, fusion)
+}
+
+fn facets_view(f: FacetCounts, spec: &FacetSpec) -> FacetsView {
+    let counts = |v: Vec<(String, u64)>| {
+        v.into_iter()
+            .map(|(value, count)| FacetCount { value, count })
+            .collect()
+    };
+    let mut out = FacetsView::default();
+    for field in &spec.fields {
+        match field {
+            FacetField::Category => out.category = Some(counts(f.category.clone())),
+            FacetField::Tags => out.tags = Some(counts(f.tags.clone())),
+            FacetField::InStock => {
+                out.in_stock = Some(
+                    f.in_stock
+                        .iter()
+                        .map(|(value, count)| StockCount {
+                            value: *value,
+                            count: *count,
+                        })
+                        .collect(),
+                );
+            }
+            FacetField::Price => {
+                out.price = Some(
+                    f.price
+                        .iter()
+                        .map(|b| PriceBucketView {
+                            from: b.from,
+                            to: b.to,
+                            count: b.count,
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    out
 }
 
 fn media_error(e: MediaError) -> ApiError {
@@ -322,6 +507,16 @@ fn search_error(e: SearchError) -> ApiError {
         )
         .with_details(json!({"field": "like"})),
         SearchError::Busy => ApiError::overloaded(),
+        SearchError::KeywordsNotIndexed => {
+            let mut err = ApiError::new(
+                ErrorCode::ReindexRequired,
+                "the index was built before keyword search; keyword search works once a full reindex \
+                 (POST /v1/admin/reindex) finishes",
+            );
+            err.retry_after = Some(30);
+            err.with_details(json!({"field": "mode"}))
+        }
+        SearchError::Invalid { field, message } => invalid(field, ErrorCode::InvalidParameter, message),
         SearchError::Unavailable(what) => ApiError::unavailable(what),
         SearchError::ModelMismatch => {
             let mut err = ApiError::new(
@@ -356,8 +551,17 @@ fn search_error(e: SearchError) -> ApiError {
     }
 }
 
-fn response(r: SearchOutcome) -> SearchResponse {
+fn response(r: SearchOutcome, spec: Option<&FacetSpec>) -> SearchResponse {
     SearchResponse {
+        mode: match r.mode {
+            SearchMode::Hybrid => SearchModeName::Hybrid,
+            SearchMode::Vector => SearchModeName::Vector,
+            SearchMode::Keyword => SearchModeName::Keyword,
+        },
+        facets: match (r.facets, spec) {
+            (Some(f), Some(spec)) => Some(facets_view(f, spec)),
+            _ => None,
+        },
         hits: r
             .hits
             .iter()
@@ -397,15 +601,20 @@ pub fn plugin_reports(reports: &[PluginRun]) -> PluginReports {
 /// What identifies a search's answer besides the tenant's generation: the
 /// query source (`None`: an `image_url`, whose bytes may change under the
 /// same URL, gets no ETag) and the options in force.
-fn fingerprint(source: Option<String>, o: &Options) -> Option<String> {
+fn fingerprint(
+    source: Option<String>,
+    o: &Options,
+    (mode, weights, fusion): (SearchMode, Weights, Fusion),
+) -> Option<String> {
     source.map(|s| {
         format!(
-            "{s}|{:?}|{:?}|{}|{}|{:?}",
+            "{s}|{:?}|{:?}|{}|{}|{:?}|{mode:?}|{weights:?}|{fusion:?}|{:?}",
             o.filter,
             o.plugins,
             o.limit,
             o.offset,
-            o.min_score.map(f32::to_bits)
+            o.min_score.map(f32::to_bits),
+            o.facets,
         )
     })
 }
@@ -472,19 +681,31 @@ async fn run(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     check_like(state, &tenant, grant, &source).await?;
+    let defaults = state.policies.get(&*state.catalog, &tenant).await?;
+    let resolved = resolve(&o, &defaults.search, &source);
+    let (mode, weights, fusion) = resolved;
     if !apply_grant(grant, &mut o)? {
         // The token's filters and the request's exclude each other.
         return Ok(Json(SearchResponse {
             hits: Vec::new(),
             took_ms: 0.0,
             query_type: source.kind().to_owned(),
+            mode: match mode {
+                SearchMode::Hybrid => SearchModeName::Hybrid,
+                SearchMode::Vector => SearchModeName::Vector,
+                SearchMode::Keyword => SearchModeName::Keyword,
+            },
+            facets: o
+                .facets
+                .as_ref()
+                .map(|spec| facets_view(FacetCounts::default(), spec)),
             plugins: PluginReports::default(),
         })
         .into_response());
     }
     // A tagged search reads the generation for its tag, and the search
     // runs under that same generation (no second read).
-    let tagged = match fingerprint(source_key, &o) {
+    let tagged = match fingerprint(source_key, &o, resolved) {
         Some(key) => Some((key, state.catalog.tenant_generation(&tenant).await?)),
         None => None,
     };
@@ -495,6 +716,10 @@ async fn run(
             .search(crate::search::SearchRequest {
                 tenant: tenant.clone(),
                 source,
+                mode,
+                weights,
+                fusion,
+                facets: o.facets.clone(),
                 filter: o.filter.clone(),
                 limit: o.limit,
                 offset: o.offset,
@@ -506,7 +731,7 @@ async fn run(
             })
             .await
             .map_err(search_error)?;
-        Ok(Json(self::response(response)))
+        Ok(Json(self::response(response, o.facets.as_ref())))
     };
     match tagged {
         Some((key, generation)) => {

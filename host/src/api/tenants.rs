@@ -25,6 +25,7 @@ fn tenant_view(t: &Tenant) -> TenantView {
         rate_limits: None,
         quotas: None,
         usage: None,
+        search: None,
     }
 }
 
@@ -35,6 +36,7 @@ async fn full_view(state: &AppState, t: &Tenant) -> ApiResult<TenantView> {
         rate_limits: Some(state.rate_limits.effective(&limits.rate_limits)),
         quotas: Some(limits.quotas.clone()),
         usage: Some(super::quotas::usage(&*state.catalog, &t.id).await?),
+        search: Some(limits.search.clone()),
         ..tenant_view(t)
     })
 }
@@ -141,7 +143,7 @@ pub async fn get_tenant(
 }
 
 #[utoipa::path(
-    patch, path = "/v1/tenants/{t}", operation_id = "update_tenant", summary = "Set a tenant's rate limits and quotas", tag = "tenants",
+    patch, path = "/v1/tenants/{t}", operation_id = "update_tenant", summary = "Set a tenant's rate limits, quotas and search defaults", tag = "tenants",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")), request_body = TenantPatch,
     responses((status = 200, description = "The tenant, with its limits and usage", body = TenantView)),
     security(("bearer" = ["admin"]))
@@ -188,7 +190,13 @@ pub async fn update_tenant(
             ));
         }
     }
+    if let Some(w) = patch.search.as_ref().and_then(|s| s.weights.as_ref()) {
+        super::search::check_weights(w, "search.weights")?;
+    }
     let mut limits = (*state.policies.get(&*state.catalog, &tenant).await?).clone();
+    if let Some(search) = patch.search {
+        limits.search = search;
+    }
     if let Some(r) = patch.rate_limits {
         limits.rate_limits = r;
     }

@@ -67,6 +67,109 @@ pub struct TenantView {
     /// What the tenant holds, against `quotas`. Only on a single tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TenantUsage>,
+    /// The tenant's search defaults (absent parts: the service's). Only
+    /// on a single tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchDefaults>,
+}
+
+/// `hybrid` (every leg the query has, fused), `vector` (the image vector
+/// alone) or `keyword` (BM25 alone; text queries only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchModeName {
+    Hybrid,
+    Vector,
+    Keyword,
+}
+
+/// How hybrid legs merge: `relative` (weighted sum of each leg's scores
+/// scaled to [0, 1], the default) or `rrf` (weighted reciprocal rank
+/// fusion, k = 60).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionName {
+    Relative,
+    Rrf,
+}
+
+/// Weight of each leg of a hybrid search, 0 to 100 (0 turns a leg off);
+/// an absent one is the tenant's default, then the service's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"image": 0.2, "text": 0.3, "keyword": 1.0}))]
+pub struct SearchWeights {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 100.0)]
+    pub image: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 100.0)]
+    pub text: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 100.0)]
+    pub keyword: Option<f64>,
+}
+
+/// A tenant's search defaults, used where a search request says nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"mode": "hybrid", "weights": {"keyword": 2.0}}))]
+pub struct SearchDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SearchModeName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<SearchWeights>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<FusionName>,
+}
+
+/// A field facets can count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FacetName {
+    Category,
+    Tags,
+    InStock,
+    Price,
+}
+
+/// Facet counts over every product that passes the search's filters
+/// (including a search token's), in every mode; only the asked fields.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct FacetsView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Vec<FacetCount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<FacetCount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_stock: Option<Vec<StockCount>>,
+    /// Every bucket of `price_buckets`, in order, zero counts included;
+    /// products without a price are in none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Vec<PriceBucketView>>,
+}
+
+/// A value and how many products have it (most frequent first, ties by value).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FacetCount {
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StockCount {
+    pub value: bool,
+    pub count: u64,
+}
+
+/// Products priced in `[from, to)`; an absent bound is open.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PriceBucketView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<f64>,
+    pub count: u64,
 }
 
 /// A token bucket: `per_second` requests per second on average, and up to
@@ -139,6 +242,8 @@ pub struct TenantLimits {
     pub rate_limits: TenantRateLimits,
     #[serde(default)]
     pub quotas: Quotas,
+    #[serde(default)]
+    pub search: SearchDefaults,
 }
 
 /// `PATCH /v1/tenants/{t}` (admin): each field given replaces the
@@ -151,6 +256,9 @@ pub struct TenantPatch {
     pub rate_limits: Option<TenantRateLimits>,
     #[serde(default)]
     pub quotas: Option<Quotas>,
+    /// The search defaults: mode, weights, fusion.
+    #[serde(default)]
+    pub search: Option<SearchDefaults>,
 }
 impl RequestBody for TenantPatch {}
 
@@ -298,8 +406,29 @@ pub struct SearchRequest {
     #[schema(minimum = 0, maximum = 1000)]
     pub offset: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = -1.0, maximum = 1.0)]
+    #[schema(minimum = -1.0, maximum = 1000000.0)]
     pub min_score: Option<f64>,
+    /// `hybrid` (default, unless the tenant says otherwise), `vector` or `keyword`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SearchModeName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<SearchWeights>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<FusionName>,
+    /// Facet counts to return beside the hits (each field once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 4)]
+    pub facets: Option<Vec<FacetName>>,
+    /// Values per `category` and `tags` facet: 1 to 100; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub facet_limit: Option<u32>,
+    /// Boundaries of the price facet's buckets, strictly ascending, at
+    /// most 20: `[25, 50]` counts `< 25`, `[25, 50)` and `>= 50`. Default
+    /// `[10, 25, 50, 100, 250, 500, 1000]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 20)]
+    pub price_buckets: Option<Vec<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<PluginChoices>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,6 +447,12 @@ impl SearchRequest {
             limit: self.limit,
             offset: self.offset,
             min_score: self.min_score,
+            mode: self.mode,
+            weights: self.weights,
+            fusion: self.fusion,
+            facets: self.facets.take(),
+            facet_limit: self.facet_limit,
+            price_buckets: self.price_buckets.take(),
             plugins: self.plugins.take(),
             user_id: self.user_id.take(),
             session_id: self.session_id.take(),
@@ -336,7 +471,12 @@ impl RequestBody for SearchRequest {
 fn search_field_code(field: &str, kind: ErrorCode) -> Option<ErrorCode> {
     match field {
         "filters" if kind != ErrorCode::UnknownField => Some(ErrorCode::InvalidFilter),
-        "limit" | "offset" | "min_score" | "user_id" | "session_id" => Some(ErrorCode::InvalidParameter),
+        "limit" | "offset" | "min_score" | "user_id" | "session_id" | "facet_limit" => {
+            Some(ErrorCode::InvalidParameter)
+        }
+        "mode" | "weights" | "fusion" | "facets" | "price_buckets" if kind != ErrorCode::UnknownField => {
+            Some(ErrorCode::InvalidParameter)
+        }
         "plugins" if kind != ErrorCode::UnknownField => Some(ErrorCode::InvalidParameter),
         _ => None,
     }
@@ -356,10 +496,33 @@ pub struct SearchOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 1000)]
     pub offset: Option<u32>,
-    /// Cosine similarity from -1 to 1.
+    /// Keep hits scoring above this, on the score they are returned with:
+    /// cosine (-1 to 1) in `vector` mode, the fused score (0 to 1) in
+    /// `hybrid`, BM25 (0 and up) in `keyword`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = -1.0, maximum = 1.0)]
+    #[schema(minimum = -1.0, maximum = 1000000.0)]
     pub min_score: Option<f64>,
+    /// `hybrid` (default, unless the tenant says otherwise), `vector` or `keyword`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SearchModeName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<SearchWeights>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<FusionName>,
+    /// Facet counts to return beside the hits (each field once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 4)]
+    pub facets: Option<Vec<FacetName>>,
+    /// Values per `category` and `tags` facet: 1 to 100; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub facet_limit: Option<u32>,
+    /// Boundaries of the price facet's buckets, strictly ascending, at
+    /// most 20: `[25, 50]` counts `< 25`, `[25, 50)` and `>= 50`. Default
+    /// `[10, 25, 50, 100, 250, 500, 1000]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 20)]
+    pub price_buckets: Option<Vec<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<PluginChoices>,
     /// For the search log: 1 to 256 characters.
@@ -418,6 +581,12 @@ pub struct SearchResponse {
     pub took_ms: f64,
     /// `text`, `image` or `like`.
     pub query_type: String,
+    /// The mode that ran: `hybrid` asked of an index built before hybrid
+    /// search (until its reindex) runs as `vector`.
+    pub mode: SearchModeName,
+    /// When the request asked for facets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facets: Option<FacetsView>,
     pub plugins: PluginReports,
 }
 

@@ -19,7 +19,10 @@ use crate::model::Product;
 use crate::plugins::{
     CallError, Candidate, PluginChoice, PluginRef, PluginRegistry, Query, QueryKind, ResolveError, World,
 };
-use crate::store::vectors::{SharedVectors, VectorError, VectorFilter, VectorQuery};
+use crate::store::vectors::{
+    FacetCounts, FacetField, FacetQuery, Fusion, Layout, SharedVectors, VectorError, VectorFilter,
+    VectorQuery, Weights, keywords,
+};
 use crate::store::{Catalog, SearchLog, StoreError};
 use crate::telemetry::SEARCH_PAGE_CACHE;
 
@@ -48,10 +51,46 @@ impl QuerySource {
     }
 }
 
+/// Which legs a search runs (API.md "Search modes").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Every leg the query has: a text query the image, text and keyword
+    /// legs; an image or `like` query the image and text legs.
+    #[default]
+    Hybrid,
+    /// The image vector alone (the only mode before hybrid search).
+    Vector,
+    /// BM25 alone (text queries only).
+    Keyword,
+}
+
+impl SearchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Vector => "vector",
+            SearchMode::Keyword => "keyword",
+        }
+    }
+}
+
+/// Facet counts a search asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FacetSpec {
+    pub fields: Vec<FacetField>,
+    pub limit: usize,
+    pub price_buckets: Vec<f64>,
+}
+
 #[derive(Debug)]
 pub struct SearchRequest {
     pub tenant: String,
     pub source: QuerySource,
+    pub mode: SearchMode,
+    pub weights: Weights,
+    pub fusion: Fusion,
+    /// Counted over every product that passes `filter` (all modes).
+    pub facets: Option<FacetSpec>,
     pub filter: VectorFilter,
     pub limit: usize,
     pub offset: usize,
@@ -97,6 +136,10 @@ pub struct SearchResponse {
     pub hits: Vec<Hit>,
     pub took_ms: f64,
     pub query_type: &'static str,
+    /// The mode that ran: `hybrid` asked of an index built before hybrid
+    /// search runs as `vector` until a reindex.
+    pub mode: SearchMode,
+    pub facets: Option<FacetCounts>,
     /// The filter's and the ranker's report, for those that ran.
     pub plugins: Vec<PluginReport>,
 }
@@ -119,6 +162,16 @@ pub enum SearchError {
     /// reindex has not finished).
     #[error("the index was built with another model; a full reindex is needed")]
     ModelMismatch,
+    /// Keyword search asked of an index built before hybrid search.
+    #[error("the index was built before keyword search; a full reindex is needed")]
+    KeywordsNotIndexed,
+    /// A request option does not fit the query (keyword search of an
+    /// image, hybrid weights that turn every leg off).
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: &'static str,
+    },
     /// The request names a plugin the tenant does not have, or one of the
     /// wrong world.
     #[error(transparent)]
@@ -192,9 +245,9 @@ impl Default for SearchConfig {
 /// A cached result page: its key holds the tenant's generation, so any
 /// product write (which bumps it) makes older pages unreachable.
 type PageKey = (String, i64, String);
-/// A cached page: its hits and the plugin reports (all `ok`: pages that
-/// fell back are never cached).
-type Page = Arc<(Vec<Hit>, Vec<PluginReport>)>;
+/// A cached page: its hits, the plugin reports (all `ok`: pages that
+/// fell back are never cached), the mode that ran and the facets.
+type Page = Arc<(Vec<Hit>, Vec<PluginReport>, SearchMode, Option<FacetCounts>)>;
 
 /// The query pipeline. Cheap to share (`Arc`).
 pub struct SearchService {
@@ -314,7 +367,8 @@ impl SearchService {
         // to have evicted a text the page cache kept, the embedding is
         // spent for nothing; it still lands in the text cache.)
         let (prelude, embedded) = match &req.source {
-            QuerySource::Text(t) if !self.text_cached(t) => {
+            // (Keyword search needs no embedding, nor the encoder.)
+            QuerySource::Text(t) if req.mode != SearchMode::Keyword && !self.text_cached(t) => {
                 let (prelude, vector) = tokio::join!(self.prelude(&req), self.text_vector(t));
                 (prelude?, Some(vector?))
             }
@@ -335,17 +389,32 @@ impl SearchService {
         if let (Some(pages), Some(key)) = (&self.pages, &key) {
             if let Some(page) = pages.get(key).await {
                 metrics::counter!(SEARCH_PAGE_CACHE, "outcome" => "hit").increment(1);
-                let (hits, reports) = page.as_ref().clone();
-                return Ok(self.respond(req, hits, reports, start));
+                let (hits, reports, mode, facets) = page.as_ref().clone();
+                return Ok(self.respond(
+                    req,
+                    Ran {
+                        hits,
+                        reports,
+                        mode,
+                        facets,
+                    },
+                    start,
+                ));
             }
             metrics::counter!(SEARCH_PAGE_CACHE, "outcome" => "miss").increment(1);
         }
         let mut req = req;
-        let (hits, reports, stages) = self.run(&mut req, filter, ranker, embedded).await?;
+        let (ran, stages) = self.run(&mut req, filter, ranker, embedded).await?;
         if let (Some(pages), Some(key)) = (&self.pages, key)
-            && reports.iter().all(|r| r.error.is_none())
+            && ran.reports.iter().all(|r| r.error.is_none())
         {
-            pages.insert(key, Arc::new((hits.clone(), reports.clone()))).await;
+            let page = (
+                ran.hits.clone(),
+                ran.reports.clone(),
+                ran.mode,
+                ran.facets.clone(),
+            );
+            pages.insert(key, Arc::new(page)).await;
         }
         tracing::debug!(
             tenant = %req.tenant,
@@ -358,7 +427,7 @@ impl SearchService {
             total_ms = ms(start),
             "search stages"
         );
-        Ok(self.respond(req, hits, reports, start))
+        Ok(self.respond(req, ran, start))
     }
 
     /// The cache key of a text or like query: tenant, its generation, and
@@ -389,20 +458,20 @@ impl SearchService {
             })
             .collect();
         let canonical = format!(
-            "{model}\u{0}{source}\u{0}{filter:?}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{plugins:?}",
-            req.limit, req.offset, req.min_score
+            "{model}\u{0}{source}\u{0}{filter:?}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{plugins:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+            req.limit, req.offset, req.min_score, req.mode, req.weights, req.fusion, req.facets
         );
         (req.tenant.clone(), generation, canonical)
     }
 
     /// Logs the search and shapes the response.
-    fn respond(
-        &self,
-        req: SearchRequest,
-        hits: Vec<Hit>,
-        plugins: Vec<PluginReport>,
-        start: Instant,
-    ) -> SearchResponse {
+    fn respond(&self, req: SearchRequest, ran: Ran, start: Instant) -> SearchResponse {
+        let Ran {
+            hits,
+            reports: plugins,
+            mode,
+            facets,
+        } = ran;
         let query_type = req.source.kind();
         let (query_text, query_image_url) = match req.source {
             QuerySource::Text(t) => (Some(t), None),
@@ -425,6 +494,8 @@ impl SearchService {
             hits,
             took_ms,
             query_type,
+            mode,
+            facets,
             plugins,
         }
     }
@@ -438,18 +509,45 @@ impl SearchService {
         filter: Option<PluginRef>,
         ranker: Option<PluginRef>,
         embedded: Option<Arc<Vec<f32>>>,
-    ) -> Result<(Vec<Hit>, Vec<PluginReport>, Stages), SearchError> {
+    ) -> Result<(Ran, Stages), SearchError> {
         let vectors = self.vectors.index().map_err(|why| {
             tracing::warn!(reason = %why, "search refused: vector index not ready");
             SearchError::Unavailable("vector index")
         })?;
         let mut stages = Stages::default();
+        // An index built before hybrid search answers hybrid queries as
+        // vector ones until the reindex that moves it over.
+        let hybrid_index = vectors.layout() == Layout::Hybrid;
+        let mode = match req.mode {
+            SearchMode::Keyword if !matches!(req.source, QuerySource::Text(_)) => {
+                return Err(SearchError::Invalid {
+                    field: "mode",
+                    message: "keyword search needs a `text` query",
+                });
+            }
+            SearchMode::Keyword if !hybrid_index => return Err(SearchError::KeywordsNotIndexed),
+            SearchMode::Hybrid if !hybrid_index => SearchMode::Vector,
+            m => m,
+        };
         let t = Instant::now();
+        let mut text_vector = None;
+        let mut keyword_terms = None;
         let (vector, exclude) = match &mut req.source {
-            QuerySource::Text(t) => match embedded {
-                Some(v) => (v.as_ref().clone(), None),
-                None => (self.text_vector(t).await?.as_ref().clone(), None),
-            },
+            QuerySource::Text(text) if mode == SearchMode::Keyword => {
+                keyword_terms = Some(keywords::query(text));
+                (Vec::new(), None)
+            }
+            QuerySource::Text(text) => {
+                let v = match embedded {
+                    Some(v) => v.as_ref().clone(),
+                    None => self.text_vector(text).await?.as_ref().clone(),
+                };
+                if mode == SearchMode::Hybrid {
+                    keyword_terms = Some(keywords::query(text));
+                    text_vector = Some(v.clone());
+                }
+                (v, None)
+            }
             QuerySource::Image { image, .. } => {
                 let encoder = self
                     .encoder
@@ -457,14 +555,20 @@ impl SearchService {
                     .map_err(|_| SearchError::Unavailable("encoder"))?;
                 // Moved out (the request keeps only what the log needs).
                 let image = std::mem::replace(image, DecodedImage::from_rgb(image::RgbImage::new(1, 1)));
-                (
-                    encoder.embed_image(image).await.map_err(|e| embed_error(&e))?,
-                    None,
-                )
+                let v = encoder.embed_image(image).await.map_err(|e| embed_error(&e))?;
+                if mode == SearchMode::Hybrid {
+                    text_vector = Some(v.clone());
+                }
+                (v, None)
             }
             QuerySource::Like(id) => {
-                match vectors.get_vector(&req.tenant, id).await.map_err(vector_error)? {
-                    Some(v) => (v, Some(id)),
+                match vectors.get_vectors(&req.tenant, id).await.map_err(vector_error)? {
+                    Some((v, text)) => {
+                        if mode == SearchMode::Hybrid {
+                            text_vector = text;
+                        }
+                        (v, Some(id))
+                    }
                     None => {
                         let known = !self
                             .catalog
@@ -488,19 +592,45 @@ impl SearchService {
         } else {
             (req.limit, req.offset)
         };
+        if mode == SearchMode::Hybrid {
+            let w = &req.weights;
+            let keyword = keyword_terms.is_some() && w.keyword > 0.0;
+            let text = text_vector.is_some() && w.text > 0.0;
+            if !keyword && !text && w.image <= 0.0 {
+                return Err(SearchError::Invalid {
+                    field: "weights",
+                    message: "the weights turn off every leg this query runs",
+                });
+            }
+        }
         let t = Instant::now();
-        let scored = vectors
-            .search(&VectorQuery {
-                tenant: req.tenant.clone(),
-                vector,
-                limit,
-                offset,
-                filter: req.filter.clone(),
-                exclude_product: exclude.cloned(),
-                min_score: req.min_score,
-            })
-            .await
-            .map_err(vector_error)?;
+        let query = VectorQuery {
+            tenant: req.tenant.clone(),
+            vector,
+            text_vector,
+            keywords: keyword_terms,
+            weights: req.weights,
+            fusion: req.fusion,
+            limit,
+            offset,
+            filter: req.filter.clone(),
+            exclude_product: exclude.cloned(),
+            min_score: req.min_score,
+        };
+        let facets = req.facets.as_ref().map(|f| FacetQuery {
+            tenant: req.tenant.clone(),
+            filter: req.filter.clone(),
+            fields: f.fields.clone(),
+            limit: f.limit,
+            price_buckets: f.price_buckets.clone(),
+        });
+        let (scored, facets) = tokio::join!(vectors.search(&query), async {
+            match &facets {
+                Some(f) => vectors.facets(f).await.map(Some),
+                None => Ok(None),
+            }
+        });
+        let (scored, facets) = (scored.map_err(vector_error)?, facets.map_err(vector_error)?);
         stages.vector_ms = ms(t);
         let t = Instant::now();
         // One catalog read for the whole page, then back into hit order. A
@@ -525,7 +655,13 @@ impl SearchService {
             .collect();
         stages.hydrate_ms = ms(t);
         if !plugged {
-            return Ok((hits, Vec::new(), stages));
+            let ran = Ran {
+                hits,
+                reports: Vec::new(),
+                mode,
+                facets,
+            };
+            return Ok((ran, stages));
         }
         let t = Instant::now();
         let (text, kind) = match &req.source {
@@ -569,9 +705,24 @@ impl SearchService {
             reports.push(report(World::Ranker, &p, error, t));
         }
         stages.plugins_ms = ms(t);
-        let page = hits.into_iter().skip(req.offset).take(req.limit).collect();
-        Ok((page, reports, stages))
+        let hits = hits.into_iter().skip(req.offset).take(req.limit).collect();
+        let ran = Ran {
+            hits,
+            reports,
+            mode,
+            facets,
+        };
+        Ok((ran, stages))
     }
+}
+
+/// What a search found: the page, the plugins' reports, the mode that ran
+/// and the facets.
+struct Ran {
+    hits: Vec<Hit>,
+    reports: Vec<PluginReport>,
+    mode: SearchMode,
+    facets: Option<FacetCounts>,
 }
 
 /// The tenant's generation and the plugins a search runs.

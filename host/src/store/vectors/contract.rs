@@ -19,7 +19,10 @@ use std::future::Future;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{PointPayload, ScoredPoint, VectorError, VectorFilter, VectorIndex, VectorPoint, VectorQuery};
+use super::{
+    FacetField, FacetQuery, Fusion, Keywords, PointPayload, ScoredPoint, VectorError, VectorFilter,
+    VectorIndex, VectorPoint, VectorQuery, Weights, keywords,
+};
 
 /// Tolerance for float scores: engines score in f32 (SIMD, different
 /// summation order), the reference in f64.
@@ -50,6 +53,7 @@ pub fn point(tenant: &str, id: &str, vector: Vec<f32>, payload: PointPayload) ->
         product_id: id.into(),
         vector,
         payload,
+        ..VectorPoint::default()
     }
 }
 
@@ -799,6 +803,7 @@ pub async fn property_random(idx: &dyn VectorIndex, seed: u64) {
                 tags,
                 in_stock: rng.random_bool(0.7),
             },
+            ..VectorPoint::default()
         });
     }
     // Some points share a product id across tenants with the same vector.
@@ -858,6 +863,7 @@ pub async fn property_random(idx: &dyn VectorIndex, seed: u64) {
                     .random_bool(0.2)
                     .then(|| format!("p{}", rng.random_range(0..points.len()))),
                 min_score: rng.random_bool(0.2).then(|| rng.random_range(-0.2f32..0.3)),
+                ..VectorQuery::default()
             };
             let hits = idx.search(&q).await.unwrap();
             assert_matches_reference(&hits, &points, &q);
@@ -866,4 +872,461 @@ pub async fn property_random(idx: &dyn VectorIndex, seed: u64) {
             idx.optimize().await.unwrap();
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Hybrid search: the text and keyword legs, fusion, facets
+
+/// Product texts with brands, model numbers and sizes: (id, category, text).
+pub const TEXT_CATALOG: [(&str, &str, &str); 10] = [
+    ("boot-1", "boots", "ECCO 470304 leather ankle boots black size 42"),
+    ("boot-2", "boots", "ECCO 470305 leather ankle boots brown size 43"),
+    (
+        "boot-3",
+        "boots",
+        "Dr. Martens 1460 boots cherry red smooth leather",
+    ),
+    ("shoe-1", "shoes", "Nike Air Max 90 running shoes white"),
+    ("shoe-2", "shoes", "Adidas Ultraboost 22 running shoes black"),
+    ("shoe-3", "shoes", "ECCO Biom 2.0 walking shoes"),
+    ("case-1", "cases", "Apple iPhone 15 silicone case blue"),
+    ("case-2", "cases", "Spigen iPhone 14 rugged armor case"),
+    ("bag-1", "bags", "Herschel Little America backpack navy 25L"),
+    ("bag-2", "bags", "Fjallraven Kanken backpack ochre 16L"),
+];
+
+/// The catalog as points of `tenant`: random image and text vectors, the
+/// texts' keyword vectors.
+pub fn text_points(rng: &mut StdRng, tenant: &str, dims: usize) -> Vec<VectorPoint> {
+    TEXT_CATALOG
+        .iter()
+        .enumerate()
+        .map(|(i, (id, category, text))| VectorPoint {
+            tenant: tenant.into(),
+            product_id: (*id).into(),
+            vector: random_vector(rng, dims),
+            text_vector: Some(random_vector(rng, dims)),
+            keywords: keywords::document(text),
+            payload: PointPayload {
+                category: Some((*category).into()),
+                price: Some(10.0 * (i + 1) as f64),
+                currency: Some("EUR".into()),
+                tags: vec![if i % 2 == 0 { "even" } else { "odd" }.into()],
+                in_stock: i % 3 != 0,
+            },
+        })
+        .collect()
+}
+
+/// BM25 as the engines score it: the query's terms weighted by
+/// `ln(1 + (N - n + 0.5) / (n + 0.5))` over every point of the index
+/// (`N` points, `n` with the term), times the documents' weights; the
+/// tenant's points that pass the filter and match a term, best first.
+pub fn bm25_reference(points: &[VectorPoint], q: &VectorQuery) -> Vec<(String, f32)> {
+    let terms = q.keywords.clone().unwrap_or_default();
+    let n = points.len() as f64;
+    let idf = |term: u32| {
+        let df = points
+            .iter()
+            .filter(|p| p.keywords.indices.contains(&term))
+            .count() as f64;
+        ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
+    };
+    let mut scored: Vec<(String, f32)> = points
+        .iter()
+        .filter(|p| p.tenant == q.tenant && filter_matches(&q.filter, &p.payload))
+        .filter_map(|p| {
+            let mut score = 0.0;
+            let mut hit = false;
+            for (t, w) in terms.indices.iter().zip(&terms.values) {
+                if let Some(i) = p.keywords.indices.iter().position(|x| x == t) {
+                    score += idf(*t) * f64::from(*w) * f64::from(p.keywords.values[i]);
+                    hit = true;
+                }
+            }
+            hit.then(|| (p.product_id.clone(), score as f32))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    scored
+}
+
+fn keyword_query(tenant: &str, text: &str, limit: usize) -> VectorQuery {
+    VectorQuery {
+        tenant: tenant.into(),
+        keywords: Some(keywords::query(text)),
+        limit,
+        ..VectorQuery::default()
+    }
+}
+
+/// The keyword leg alone is BM25 with the index's IDF: exact model numbers
+/// come first, scores equal the reference, tenants and filters hold.
+pub async fn keyword_search(idx: &dyn VectorIndex) {
+    let dims = idx.dims();
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut points = text_points(&mut rng, "t1", dims);
+    // Another tenant holds the same texts: never returned, but counted in
+    // the IDF (one index, as the engine computes it).
+    points.extend(text_points(&mut rng, "t2", dims));
+    idx.upsert(points.clone()).await.unwrap();
+
+    for (text, first) in [
+        ("ECCO 470304", "boot-1"),
+        ("ecco 470305 boots", "boot-2"),
+        ("iphone 15", "case-1"),
+        ("kanken", "bag-2"),
+        ("running shoe", "shoe-1"),
+    ] {
+        let q = keyword_query("t1", text, 10);
+        let hits = idx.search(&q).await.unwrap();
+        let reference = bm25_reference(&points, &q);
+        assert_eq!(hits.len(), reference.len(), "{text}: {hits:?} vs {reference:?}");
+        for (hit, (id, score)) in hits.iter().zip(&reference) {
+            assert!(
+                (hit.score - score).abs() <= EPS * score.max(1.0),
+                "{text}: {hit:?} vs {id} {score}"
+            );
+        }
+        if text != "running shoe" {
+            assert_eq!(hits[0].product_id, first, "{text}: {hits:?}");
+        } else {
+            // Both running shoes tie on the terms; either may lead.
+            assert!(hits[..2].iter().any(|h| h.product_id == first));
+        }
+        assert!(hits.iter().all(|h| h.product_id.contains('-')));
+    }
+    // A term no product has, and a query of stopwords only, find nothing.
+    assert!(
+        idx.search(&keyword_query("t1", "zzzz", 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        idx.search(&keyword_query("t1", "the of and", 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Filters and tenants hold in the keyword leg.
+    let mut q = keyword_query("t1", "ecco", 10);
+    q.filter.categories = vec!["shoes".into()];
+    let hits = idx.search(&q).await.unwrap();
+    assert_eq!(ids(&hits), ["shoe-3"]);
+    assert!(
+        idx.search(&keyword_query("t3", "ecco", 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // min_score applies to the BM25 score; pagination cuts the same order.
+    let all = idx.search(&keyword_query("t1", "ecco boots", 10)).await.unwrap();
+    assert!(all.len() >= 4);
+    let mut q = keyword_query("t1", "ecco boots", 2);
+    q.offset = 1;
+    assert_eq!(ids(&idx.search(&q).await.unwrap()), ids(&all[1..3]));
+    let mut q = keyword_query("t1", "ecco boots", 10);
+    q.min_score = Some(all[1].score);
+    assert!(
+        idx.search(&q)
+            .await
+            .unwrap()
+            .iter()
+            .all(|h| h.score > all[1].score)
+    );
+}
+
+/// The text leg alone is cosine over the text vectors; `get_vectors`
+/// returns both vectors.
+pub async fn text_leg(idx: &dyn VectorIndex) {
+    let dims = idx.dims();
+    let mut rng = StdRng::seed_from_u64(19);
+    let points = text_points(&mut rng, "t1", dims);
+    idx.upsert(points.clone()).await.unwrap();
+    let probe = random_vector(&mut rng, dims);
+    let q = VectorQuery {
+        tenant: "t1".into(),
+        text_vector: Some(probe.clone()),
+        limit: 5,
+        ..VectorQuery::default()
+    };
+    let hits = idx.search(&q).await.unwrap();
+    let mut reference: Vec<(String, f32)> = points
+        .iter()
+        .map(|p| {
+            (
+                p.product_id.clone(),
+                cosine(&probe, p.text_vector.as_ref().unwrap()),
+            )
+        })
+        .collect();
+    reference.sort_by(|a, b| b.1.total_cmp(&a.1));
+    assert_eq!(hits.len(), 5);
+    for (hit, (_, score)) in hits.iter().zip(&reference) {
+        assert!((hit.score - score).abs() <= EPS, "{hit:?} vs {score}");
+    }
+    let (image, text) = idx.get_vectors("t1", "boot-1").await.unwrap().unwrap();
+    assert!(cosine(&image, &points[0].vector) > 1.0 - EPS);
+    assert!(cosine(&text.unwrap(), points[0].text_vector.as_ref().unwrap()) > 1.0 - EPS);
+    assert_eq!(idx.get_vectors("t2", "boot-1").await.unwrap(), None);
+}
+
+/// Fused searches: relative fusion equals its definition over the legs'
+/// own results; a leading keyword weight puts the exact match first in
+/// both fusions; a leg of weight 0 is not run; pages within the window
+/// cut one order; filters and tenants hold.
+pub async fn hybrid_fusion(idx: &dyn VectorIndex) {
+    let dims = idx.dims();
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut points = text_points(&mut rng, "t1", dims);
+    points.extend(text_points(&mut rng, "t2", dims));
+    idx.upsert(points.clone()).await.unwrap();
+    let probe = random_vector(&mut rng, dims);
+    let hybrid = |text: &str, weights: Weights, fusion: Fusion, limit: usize| VectorQuery {
+        tenant: "t1".into(),
+        vector: probe.clone(),
+        text_vector: Some(probe.clone()),
+        keywords: Some(keywords::query(text)),
+        weights,
+        fusion,
+        limit,
+        ..VectorQuery::default()
+    };
+    let weights = Weights {
+        image: 0.2,
+        text: 0.3,
+        keyword: 1.0,
+    };
+
+    // Relative fusion by hand, from each leg run alone.
+    let q = hybrid("ecco boots", weights, Fusion::Relative, 10);
+    let legs = [
+        (
+            weights.image,
+            VectorQuery {
+                tenant: "t1".into(),
+                vector: probe.clone(),
+                limit: 100,
+                ..VectorQuery::default()
+            },
+        ),
+        (
+            weights.text,
+            VectorQuery {
+                tenant: "t1".into(),
+                text_vector: Some(probe.clone()),
+                limit: 100,
+                ..VectorQuery::default()
+            },
+        ),
+        (weights.keyword, keyword_query("t1", "ecco boots", 100)),
+    ];
+    let mut expected: HashMap<String, f32> = HashMap::new();
+    let total = weights.image + weights.text + weights.keyword;
+    for (w, leg) in legs {
+        let hits = idx.search(&leg).await.unwrap();
+        let best = hits.iter().map(|h| h.score).fold(0.0f32, f32::max);
+        for h in hits {
+            let scaled = if best > 0.0 { h.score.max(0.0) / best } else { 0.0 };
+            *expected.entry(h.product_id).or_default() += w * scaled / total;
+        }
+    }
+    let mut expected: Vec<(String, f32)> = expected.into_iter().collect();
+    expected.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let hits = idx.search(&q).await.unwrap();
+    assert_eq!(hits.len(), 10);
+    for (hit, (id, score)) in hits.iter().zip(&expected) {
+        assert!((hit.score - score).abs() <= 1e-3, "{hit:?} vs {id} {score}");
+        assert!((0.0..=1.0 + EPS).contains(&hit.score));
+    }
+
+    // The exact model number leads relative fusion. Rank fusion forgets
+    // by how much it led the keyword leg (and the engine's weights only
+    // stretch ranks: `1 / (rank / w + k - 1)`), so a product second on
+    // keywords and first on a vector leg can pass it: only its top 3.
+    let hits = idx
+        .search(&hybrid("ECCO 470305", weights, Fusion::Relative, 5))
+        .await
+        .unwrap();
+    assert_eq!(hits[0].product_id, "boot-2", "{hits:?}");
+    let rrf = idx
+        .search(&hybrid("ECCO 470305", weights, Fusion::Rrf, 5))
+        .await
+        .unwrap();
+    assert!(ids(&rrf[..3]).contains(&"boot-2".to_owned()), "{rrf:?}");
+    for hits in [&hits, &rrf] {
+        assert_no_duplicates(hits);
+        assert_sorted(hits);
+    }
+
+    // Only the image weight: the image leg alone, cosine scores.
+    let only_image = Weights {
+        image: 1.0,
+        text: 0.0,
+        keyword: 0.0,
+    };
+    let hits = idx
+        .search(&hybrid("ecco", only_image, Fusion::Relative, 5))
+        .await
+        .unwrap();
+    let alone = idx
+        .search(&VectorQuery {
+            tenant: "t1".into(),
+            vector: probe.clone(),
+            limit: 5,
+            ..VectorQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&hits), ids(&alone));
+
+    // Pages within the window are cut from one order, in both fusions.
+    for fusion in [Fusion::Relative, Fusion::Rrf] {
+        let all = idx
+            .search(&hybrid("ecco boots", weights, fusion, 10))
+            .await
+            .unwrap();
+        let mut page = hybrid("ecco boots", weights, fusion, 3);
+        page.offset = 3;
+        assert_eq!(
+            ids(&idx.search(&page).await.unwrap()),
+            ids(&all[3..6]),
+            "{fusion:?}"
+        );
+    }
+
+    // Filters, exclusions and tenants hold in every leg.
+    let mut q = hybrid("ecco iphone", weights, Fusion::Relative, 10);
+    q.filter.categories = vec!["cases".into()];
+    q.exclude_product = Some("case-2".into());
+    assert_eq!(ids(&idx.search(&q).await.unwrap()), ["case-1"]);
+    q.fusion = Fusion::Rrf;
+    assert_eq!(ids(&idx.search(&q).await.unwrap()), ["case-1"]);
+    let mut q = hybrid("ecco", weights, Fusion::Relative, 10);
+    q.tenant = "t3".into();
+    assert!(idx.search(&q).await.unwrap().is_empty());
+    // min_score on the fused score.
+    let mut q = hybrid("ecco boots", weights, Fusion::Relative, 10);
+    q.min_score = Some(0.5);
+    assert!(idx.search(&q).await.unwrap().iter().all(|h| h.score > 0.5));
+}
+
+/// Facets on random catalogs and random filters equal a brute-force count
+/// over the catalog (a property test, two rounds: before and after
+/// `optimize`).
+pub async fn facets_property(idx: &dyn VectorIndex, seed: u64) {
+    let dims = idx.dims();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tenants = ["t0", "t1"];
+    let categories = ["c0", "c1", "c2", "c3", "c4"];
+    let tag_pool = ["k0", "k1", "k2", "k3", "k4", "k5"];
+    let mut points = Vec::new();
+    for i in 0..300 {
+        let tags: Vec<String> = tag_pool
+            .iter()
+            .filter(|_| rng.random_bool(0.35))
+            .map(|t| (*t).to_string())
+            .collect();
+        points.push(VectorPoint {
+            tenant: tenants[rng.random_range(0..tenants.len())].into(),
+            product_id: format!("p{i}"),
+            vector: random_vector(&mut rng, dims),
+            payload: PointPayload {
+                category: rng
+                    .random_bool(0.9)
+                    .then(|| categories[rng.random_range(0..categories.len())].into()),
+                price: rng
+                    .random_bool(0.85)
+                    .then(|| f64::from(rng.random_range(0u32..400)) / 2.0),
+                currency: Some("EUR".into()),
+                tags,
+                in_stock: rng.random_bool(0.6),
+            },
+            ..VectorPoint::default()
+        });
+    }
+    for chunk in points.chunks(64) {
+        idx.upsert(chunk.to_vec()).await.unwrap();
+    }
+    let catalog = || points.iter().map(|p| (p.tenant.as_str(), &p.payload));
+    for round in 0..2 {
+        for _ in 0..25 {
+            let mut filter = VectorFilter::default();
+            if rng.random_bool(0.4) {
+                filter.categories = categories
+                    .iter()
+                    .filter(|_| rng.random_bool(0.5))
+                    .map(|c| (*c).to_string())
+                    .collect();
+            }
+            if rng.random_bool(0.3) {
+                filter.price_min = Some(f64::from(rng.random_range(0u32..100)));
+            }
+            if rng.random_bool(0.3) {
+                filter.price_max = Some(f64::from(rng.random_range(50u32..200)));
+            }
+            if rng.random_bool(0.3) {
+                filter.tags = vec![tag_pool[rng.random_range(0..tag_pool.len())].to_string()];
+            }
+            if rng.random_bool(0.3) {
+                filter.in_stock = Some(rng.random_bool(0.5));
+            }
+            let mut buckets: Vec<f64> = (0..rng.random_range(0..5))
+                .map(|_| f64::from(rng.random_range(0u32..200)) / 2.0)
+                .collect();
+            buckets.sort_by(f64::total_cmp);
+            buckets.dedup();
+            let q = FacetQuery {
+                tenant: tenants[rng.random_range(0..tenants.len())].into(),
+                filter,
+                fields: vec![
+                    FacetField::Category,
+                    FacetField::Tags,
+                    FacetField::InStock,
+                    FacetField::Price,
+                ],
+                limit: rng.random_range(1..8),
+                price_buckets: buckets,
+            };
+            let got = idx.facets(&q).await.unwrap();
+            let want = q.count_over(catalog());
+            assert_eq!(got, want, "{q:?}");
+        }
+        if round == 0 {
+            idx.optimize().await.unwrap();
+        }
+    }
+    // Unordered or non-finite buckets are refused.
+    let bad = FacetQuery {
+        tenant: "t0".into(),
+        fields: vec![FacetField::Price],
+        limit: 5,
+        price_buckets: vec![50.0, 10.0],
+        ..FacetQuery::default()
+    };
+    assert!(idx.facets(&bad).await.is_err());
+}
+
+/// Keyword vectors that the engines would refuse are refused up front.
+pub async fn malformed_keywords(idx: &dyn VectorIndex) {
+    let dims = idx.dims();
+    let mut rng = StdRng::seed_from_u64(29);
+    let mut p = point("t1", "p", random_vector(&mut rng, dims), PointPayload::default());
+    p.keywords = Keywords {
+        indices: vec![3, 1],
+        values: vec![1.0, 1.0],
+    };
+    assert!(idx.upsert(vec![p]).await.is_err());
+    let q = VectorQuery {
+        tenant: "t1".into(),
+        keywords: Some(Keywords {
+            indices: vec![1],
+            values: vec![f32::NAN],
+        }),
+        limit: 3,
+        ..VectorQuery::default()
+    };
+    assert!(idx.search(&q).await.is_err());
+    assert_eq!(idx.count(None).await.unwrap(), 0);
 }

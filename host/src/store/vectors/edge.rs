@@ -38,23 +38,26 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     AnyVariants, BoolIndexParams, Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance,
-    EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, FloatIndexParams,
-    JsonPath, KeywordIndexParams, Match, MatchAny, NamedQuery, OperationError, Payload, PayloadFieldSchema,
-    PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum,
-    QueryRequest, Range, ScoringQuery, ScrollRequest, UpdateOperation, ValueVariants, VectorInternal,
-    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+    EdgeConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParams, FacetRequest, FacetValue,
+    FieldCondition, FieldIndexOperations, Filter, FloatIndexParams, Fusion as EngineFusion, JsonPath,
+    KeywordIndexParams, Match, MatchAny, Modifier, NamedQuery, OperationError, Payload, PayloadFieldSchema,
+    PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted, Prefetch,
+    QueryEnum, QueryRequest, Range, ScoringQuery, ScrollRequest, SparseVector, UpdateOperation,
+    ValueVariants, VectorInternal, VectorPersisted, VectorStructInternal, VectorStructPersisted,
+    WithPayloadInterface, WithVector,
 };
 
 use super::{
-    F_CATEGORY, F_CURRENCY, F_IN_STOCK, F_PRICE, F_PRODUCT_ID, F_TAGS, F_TENANT, Generation, PointPayload,
-    ScoredPoint, VectorError, VectorIndex, VectorPoint, VectorQuery, check_query, check_vector,
-    decode_payload_map, payload_map, point_uuid,
+    F_CATEGORY, F_CURRENCY, F_IN_STOCK, F_PRICE, F_PRODUCT_ID, F_TAGS, F_TENANT, FacetCounts, FacetField,
+    FacetQuery, Fusion, Generation, Layout, Leg, PointPayload, PriceBucket, RRF_K, ScoredPoint, V_IMAGE,
+    V_KEYWORDS, V_TEXT, VectorError, VectorFilter, VectorIndex, VectorPoint, VectorQuery, check_facets,
+    check_keywords, check_query, check_vector, decode_payload_map, fuse_relative, payload_map, point_uuid,
 };
 
 const VECTORS_DIR: &str = "vectors";
@@ -83,6 +86,8 @@ struct Inner {
     /// Mirror of `live.dims` so the sync `dims()` never waits on a lock that a
     /// long optimisation or generation switch may hold.
     dims: AtomicUsize,
+    /// Mirror of `live.layout == Layout::Hybrid`, for the same reason.
+    hybrid: AtomicBool,
     /// Generations under construction. The per-shard mutex serialises writes
     /// into one generation (the engine's flush must not race them).
     pending: Mutex<HashMap<u64, PendingShard>>,
@@ -96,6 +101,7 @@ struct Live {
     shard: EdgeShard,
     generation: u64,
     dims: usize,
+    layout: Layout,
 }
 
 impl EdgeIndex {
@@ -129,7 +135,14 @@ impl EdgeIndex {
                     )));
                 }
                 let shard = EdgeShard::load(&path, None).map_err(op_err)?;
-                let stored = shard_dims(&shard)?;
+                let (stored, layout) = shard_dims(&shard)?;
+                if layout == Layout::Single {
+                    tracing::warn!(
+                        generation,
+                        "the live vector index holds one vector per product (built before hybrid \
+                         search): it serves vector search until a full reindex rebuilds it"
+                    );
+                }
                 if stored != dims {
                     tracing::warn!(
                         generation,
@@ -152,6 +165,7 @@ impl EdgeIndex {
                     shard,
                     generation,
                     dims: stored,
+                    layout,
                 }
             }
             None => {
@@ -167,6 +181,7 @@ impl EdgeIndex {
                     shard,
                     generation,
                     dims,
+                    layout: Layout::Hybrid,
                 }
             }
         };
@@ -184,6 +199,7 @@ impl EdgeIndex {
             inner: Arc::new(Inner {
                 root,
                 dims: AtomicUsize::new(dims),
+                hybrid: AtomicBool::new(live.layout == Layout::Hybrid),
                 live: RwLock::new(live),
                 pending: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(next),
@@ -237,6 +253,14 @@ impl VectorIndex for EdgeIndex {
         self.inner.dims.load(Ordering::Acquire)
     }
 
+    fn layout(&self) -> Layout {
+        if self.inner.hybrid.load(Ordering::Acquire) {
+            Layout::Hybrid
+        } else {
+            Layout::Single
+        }
+    }
+
     async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError> {
         if points.is_empty() {
             return Ok(());
@@ -251,12 +275,12 @@ impl VectorIndex for EdgeIndex {
             let mut written = false;
             for (dims, shard) in &pending {
                 if *dims == got {
-                    upsert_into(&shard.lock(), *dims, points.clone())?;
+                    upsert_into(&shard.lock(), *dims, Layout::Hybrid, points.clone())?;
                     written = true;
                 }
             }
             if live.dims == got || !written {
-                upsert_into(&live.shard, live.dims, points)?;
+                upsert_into(&live.shard, live.dims, live.layout, points)?;
                 live.shard.flush();
             }
             Ok(())
@@ -310,51 +334,174 @@ impl VectorIndex for EdgeIndex {
             return Ok(Vec::new());
         }
         check_query(q)?;
-        let filter = build_filter(q)?;
+        let filter = build_filter(&q.filter, &q.tenant, q.exclude_product.as_deref())?;
         let q = q.clone();
         self.blocking(move |inner| {
             let live = inner.live.read();
-            check_vector(&q.vector, live.dims)?;
-            let request = QueryRequest {
-                prefetches: Vec::new(),
-                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
-                    query: VectorInternal::Dense(q.vector),
-                    using: None,
-                }))),
-                filter: Some(filter),
-                // Engine semantics: keeps hits with score > threshold.
-                score_threshold: q.min_score.map(OrderedFloat),
-                limit: q.limit,
-                offset: q.offset,
-                // Default params: the engine picks exact (plain) scoring for
-                // unindexed segments or selective filters and HNSW otherwise.
-                params: None,
-                with_vector: WithVector::Bool(false),
-                with_payload: WithPayloadInterface::Bool(true),
+            let legs = q.legs();
+            let mut queries = Vec::with_capacity(legs.len());
+            for (leg, weight) in legs {
+                queries.push((engine_query(&leg, live.dims, live.layout)?, weight));
+            }
+            let hits = if let [(query, _)] = queries.as_slice() {
+                // One leg: the engine cuts the page and applies min_score.
+                let request = QueryRequest {
+                    prefetches: Vec::new(),
+                    query: Some(query.clone()),
+                    filter: Some(filter),
+                    score_threshold: q.min_score.map(OrderedFloat),
+                    limit: q.limit,
+                    offset: q.offset,
+                    params: None,
+                    with_vector: WithVector::Bool(false),
+                    with_payload: WithPayloadInterface::Bool(true),
+                };
+                let hits = live.shard.query(request).map_err(op_err)?;
+                // Gotcha: at shard level, qdrant's `query` returns the top
+                // `offset + limit` and leaves cutting the offset to the caller
+                // (the server does it at collection level), so skip it here.
+                hits.into_iter()
+                    .skip(q.offset)
+                    .take(q.limit)
+                    .map(scored)
+                    .collect()
+            } else if q.fusion == Fusion::Rrf {
+                let window = q.window();
+                let prefetches = queries
+                    .iter()
+                    .map(|(query, _)| Prefetch {
+                        prefetches: Vec::new(),
+                        query: Some(query.clone()),
+                        limit: window,
+                        params: None,
+                        filter: Some(filter.clone()),
+                        score_threshold: None,
+                    })
+                    .collect();
+                let request = QueryRequest {
+                    prefetches,
+                    query: Some(ScoringQuery::Fusion(EngineFusion::Rrf {
+                        k: RRF_K,
+                        weights: Some(queries.iter().map(|(_, w)| OrderedFloat(*w)).collect()),
+                    })),
+                    filter: Some(filter),
+                    score_threshold: q.min_score.map(OrderedFloat),
+                    limit: q.limit,
+                    offset: q.offset,
+                    params: None,
+                    with_vector: WithVector::Bool(false),
+                    with_payload: WithPayloadInterface::Bool(true),
+                };
+                let hits = live.shard.query(request).map_err(op_err)?;
+                hits.into_iter()
+                    .skip(q.offset)
+                    .take(q.limit)
+                    .map(scored)
+                    .collect()
+            } else {
+                let window = q.window();
+                let mut runs = Vec::with_capacity(queries.len());
+                for (query, weight) in queries {
+                    let request = QueryRequest {
+                        prefetches: Vec::new(),
+                        query: Some(query),
+                        filter: Some(filter.clone()),
+                        score_threshold: None,
+                        limit: window,
+                        offset: 0,
+                        params: None,
+                        with_vector: WithVector::Bool(false),
+                        with_payload: WithPayloadInterface::Bool(true),
+                    };
+                    let hits = live.shard.query(request).map_err(op_err)?;
+                    runs.push((weight, hits.into_iter().map(scored).collect()));
+                }
+                fuse_relative(runs, &q)
             };
-            let hits = live.shard.query(request).map_err(op_err)?;
             drop(live);
-            // Gotcha: at shard level, qdrant's `query` returns the top
-            // `offset + limit` and leaves cutting the offset to the caller
-            // (the server does it at collection level), so skip it here.
-            Ok(hits
-                .into_iter()
-                .skip(q.offset)
-                .take(q.limit)
-                .map(|hit| {
-                    let (product_id, payload) = decode_payload(hit.payload.as_ref());
-                    ScoredPoint {
-                        product_id,
-                        score: hit.score,
-                        payload,
-                    }
-                })
-                .collect())
+            Ok(hits)
         })
         .await
     }
 
-    async fn get_vector(&self, tenant: &str, product_id: &str) -> Result<Option<Vec<f32>>, VectorError> {
+    async fn facets(&self, q: &FacetQuery) -> Result<FacetCounts, VectorError> {
+        check_facets(q)?;
+        let filter = build_filter(&q.filter, &q.tenant, None)?;
+        let q = q.clone();
+        self.blocking(move |inner| {
+            let live = inner.live.read();
+            let keyword = |field: &str| -> Result<Vec<(FacetValue, u64)>, VectorError> {
+                // Both values of a flag, whatever the limit.
+                let limit = if field == F_IN_STOCK { 2 } else { q.limit.max(1) };
+                let response = live
+                    .shard
+                    .facet(FacetRequest {
+                        key: json_path(field)?,
+                        limit,
+                        filter: Some(filter.clone()),
+                        exact: true,
+                    })
+                    .map_err(op_err)?;
+                Ok(response
+                    .hits
+                    .into_iter()
+                    .map(|h| (h.value, h.count as u64))
+                    .collect())
+            };
+            let mut out = FacetCounts::default();
+            for field in &q.fields {
+                match field {
+                    FacetField::Category => out.category = strings(keyword(F_CATEGORY)?),
+                    FacetField::Tags => out.tags = strings(keyword(F_TAGS)?),
+                    FacetField::InStock => {
+                        out.in_stock = keyword(F_IN_STOCK)?
+                            .into_iter()
+                            .filter_map(|(v, n)| match v {
+                                FacetValue::Bool(b) => Some((b, n)),
+                                _ => None,
+                            })
+                            .collect();
+                    }
+                    FacetField::Price => {
+                        for (from, to) in q.buckets() {
+                            let mut bucket = filter.clone();
+                            bucket.must.get_or_insert_with(Vec::new).push(Condition::Field(
+                                FieldCondition::new_range(
+                                    json_path(F_PRICE)?,
+                                    Range {
+                                        gte: from.map(OrderedFloat),
+                                        lt: to.map(OrderedFloat),
+                                        gt: None,
+                                        lte: None,
+                                    },
+                                ),
+                            ));
+                            let count = live
+                                .shard
+                                .count(CountRequest {
+                                    filter: Some(bucket),
+                                    exact: true,
+                                })
+                                .map_err(op_err)?;
+                            out.price.push(PriceBucket {
+                                from,
+                                to,
+                                count: count as u64,
+                            });
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_vectors(
+        &self,
+        tenant: &str,
+        product_id: &str,
+    ) -> Result<Option<(Vec<f32>, Option<Vec<f32>>)>, VectorError> {
         let id = PointId::Uuid(point_uuid(tenant, product_id));
         self.blocking(move |inner| {
             let live = inner.live.read();
@@ -371,7 +518,7 @@ impl VectorIndex for EdgeIndex {
                 .into_iter()
                 .next()
                 .and_then(|r| r.vector)
-                .and_then(dense_default_vector))
+                .and_then(dense_vectors))
         })
         .await
     }
@@ -446,6 +593,8 @@ impl VectorIndex for EdgeIndex {
         self.blocking(move |inner| {
             let id = inner.next_generation.fetch_add(1, Ordering::AcqRel);
             let shard = create_shard(&generation_dir(&inner.root, id), dims)?;
+            // Every new generation is hybrid: a reindex is how an index
+            // built before moves over.
             inner
                 .pending
                 .lock()
@@ -478,7 +627,7 @@ impl VectorIndex for EdgeIndex {
             let shard = shard.lock();
             // No per-batch flush: an interrupted build is discarded on the
             // next open anyway; commit flushes once.
-            upsert_into(&shard, dims, points)
+            upsert_into(&shard, dims, Layout::Hybrid, points)
         })
         .await
     }
@@ -514,9 +663,11 @@ impl VectorIndex for EdgeIndex {
                     shard,
                     generation: generation.id,
                     dims: generation.dims,
+                    layout: Layout::Hybrid,
                 },
             );
             inner.dims.store(generation.dims, Ordering::Release);
+            inner.hybrid.store(true, Ordering::Release);
             drop(live);
 
             let old_generation = old.generation;
@@ -555,9 +706,11 @@ fn create_shard(path: &Path, dims: usize) -> Result<EdgeShard, VectorError> {
     }
     fs::create_dir_all(path).map_err(|e| io_unavailable("create", path, e))?;
     let config = EdgeConfig::builder()
-        .vector(
-            DEFAULT_VECTOR_NAME,
-            EdgeVectorParams::builder(dims, Distance::Cosine).build(),
+        .vector(V_IMAGE, EdgeVectorParams::builder(dims, Distance::Cosine).build())
+        .vector(V_TEXT, EdgeVectorParams::builder(dims, Distance::Cosine).build())
+        .sparse_vector(
+            V_KEYWORDS,
+            EdgeSparseVectorParams::builder().modifier(Modifier::Idf).build(),
         )
         .build();
     let shard = EdgeShard::new(path, config).map_err(op_err)?;
@@ -565,19 +718,35 @@ fn create_shard(path: &Path, dims: usize) -> Result<EdgeShard, VectorError> {
     Ok(shard)
 }
 
-fn shard_dims(shard: &EdgeShard) -> Result<usize, VectorError> {
+/// The dimension and layout of a stored shard.
+fn shard_dims(shard: &EdgeShard) -> Result<(usize, Layout), VectorError> {
     let config = shard.config();
-    let params = config
-        .vectors
-        .get(DEFAULT_VECTOR_NAME)
-        .ok_or_else(|| VectorError::other("shard has no default dense vector; not a vitrine index"))?;
+    let (params, layout) = match config.vectors.get(DEFAULT_VECTOR_NAME) {
+        Some(p) => (p, Layout::Single),
+        None => {
+            let image = config.vectors.get(V_IMAGE);
+            let text = config.vectors.get(V_TEXT);
+            match (image, text, config.sparse_vectors.get(V_KEYWORDS)) {
+                (Some(image), Some(text), Some(_))
+                    if image.size == text.size && text.distance == image.distance =>
+                {
+                    (image, Layout::Hybrid)
+                }
+                _ => {
+                    return Err(VectorError::other(
+                        "shard lacks vitrine's vectors; not a vitrine index",
+                    ));
+                }
+            }
+        }
+    };
     if params.distance != Distance::Cosine {
         return Err(VectorError::other(format!(
             "shard uses {:?} distance, expected Cosine",
             params.distance
         )));
     }
-    Ok(params.size)
+    Ok((params.size, layout))
 }
 
 /// Create the payload indexes. Idempotent: the engine skips indexes that
@@ -633,9 +802,18 @@ fn optimize_shard(shard: &EdgeShard) -> Result<(), VectorError> {
 
 /// Validate the whole batch first so a bad point rejects the batch without
 /// partial writes, then apply it in WAL-friendly chunks.
-fn upsert_into(shard: &EdgeShard, dims: usize, points: Vec<VectorPoint>) -> Result<(), VectorError> {
+fn upsert_into(
+    shard: &EdgeShard,
+    dims: usize,
+    layout: Layout,
+    points: Vec<VectorPoint>,
+) -> Result<(), VectorError> {
     for p in &points {
         check_vector(&p.vector, dims)?;
+        if let Some(t) = &p.text_vector {
+            check_vector(t, dims)?;
+        }
+        check_keywords(&p.keywords)?;
         if p.payload.price.is_some_and(|x| !x.is_finite()) {
             return Err(VectorError::other(format!(
                 "price of product {:?} is not finite",
@@ -643,7 +821,7 @@ fn upsert_into(shard: &EdgeShard, dims: usize, points: Vec<VectorPoint>) -> Resu
             )));
         }
     }
-    let mut points = points.into_iter().map(encode_point).peekable();
+    let mut points = points.into_iter().map(|p| encode_point(p, layout)).peekable();
     while points.peek().is_some() {
         let chunk: Vec<PointStructPersisted> = points.by_ref().take(UPSERT_CHUNK).collect();
         shard
@@ -768,14 +946,86 @@ fn remove_if_exists(path: &Path) {
 // ---------------------------------------------------------------------------
 // Conversions
 
-fn encode_point(p: VectorPoint) -> PointStructPersisted {
+fn encode_point(p: VectorPoint, layout: Layout) -> PointStructPersisted {
     let id = PointId::Uuid(point_uuid(&p.tenant, &p.product_id));
     let m = payload_map(&p.tenant, &p.product_id, &p.payload);
+    let vector = match layout {
+        Layout::Single => VectorStructPersisted::Single(p.vector),
+        Layout::Hybrid => {
+            let mut named = HashMap::new();
+            named.insert(V_IMAGE.into(), VectorPersisted::Dense(p.vector));
+            if let Some(t) = p.text_vector {
+                named.insert(V_TEXT.into(), VectorPersisted::Dense(t));
+            }
+            named.insert(
+                V_KEYWORDS.into(),
+                VectorPersisted::Sparse(SparseVector {
+                    indices: p.keywords.indices,
+                    values: p.keywords.values,
+                }),
+            );
+            VectorStructPersisted::Named(named)
+        }
+    };
     PointStructPersisted {
         id,
-        vector: VectorStructPersisted::Single(p.vector),
+        vector,
         payload: Some(Payload(m)),
     }
+}
+
+/// A leg as the engine's query, on the vector the layout names.
+fn engine_query(leg: &Leg, dims: usize, layout: Layout) -> Result<ScoringQuery, VectorError> {
+    let (query, using) = match (leg, layout) {
+        (Leg::Dense { using, vector }, Layout::Hybrid) => {
+            check_vector(vector, dims)?;
+            (VectorInternal::Dense(vector.clone()), Some((*using).into()))
+        }
+        (Leg::Dense { using, vector }, Layout::Single) if *using == V_IMAGE => {
+            check_vector(vector, dims)?;
+            (VectorInternal::Dense(vector.clone()), None)
+        }
+        (Leg::Keywords(k), Layout::Hybrid) => (
+            VectorInternal::Sparse(SparseVector {
+                indices: k.indices.clone(),
+                values: k.values.clone(),
+            }),
+            Some(V_KEYWORDS.into()),
+        ),
+        _ => return Err(single_layout()),
+    };
+    Ok(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+        query,
+        using,
+    })))
+}
+
+fn single_layout() -> VectorError {
+    VectorError::NotFound(
+        "the index holds one vector per product (built before hybrid search): \
+         run a full reindex (POST /v1/admin/reindex) for text and keyword search"
+            .into(),
+        None,
+    )
+}
+
+fn scored(hit: qdrant_edge::ScoredPoint) -> ScoredPoint {
+    let (product_id, payload) = decode_payload(hit.payload.as_ref());
+    ScoredPoint {
+        product_id,
+        score: hit.score,
+        payload,
+    }
+}
+
+fn strings(values: Vec<(FacetValue, u64)>) -> Vec<(String, u64)> {
+    values
+        .into_iter()
+        .filter_map(|(v, n)| match v {
+            FacetValue::Keyword(s) => Some((s, n)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn decode_payload(payload: Option<&Payload>) -> (String, PointPayload) {
@@ -785,13 +1035,18 @@ fn decode_payload(payload: Option<&Payload>) -> (String, PointPayload) {
     }
 }
 
-fn dense_default_vector(v: VectorStructInternal) -> Option<Vec<f32>> {
+/// The image (or only) vector and the text vector of a stored point.
+fn dense_vectors(v: VectorStructInternal) -> Option<(Vec<f32>, Option<Vec<f32>>)> {
     match v {
-        VectorStructInternal::Single(v) => Some(v),
-        VectorStructInternal::Named(mut named) => match named.remove(DEFAULT_VECTOR_NAME) {
-            Some(VectorInternal::Dense(v)) => Some(v),
-            _ => None,
-        },
+        VectorStructInternal::Single(v) => Some((v, None)),
+        VectorStructInternal::Named(mut named) => {
+            let dense = |v: Option<VectorInternal>| match v {
+                Some(VectorInternal::Dense(v)) => Some(v),
+                _ => None,
+            };
+            let image = dense(named.remove(V_IMAGE)).or_else(|| dense(named.remove(DEFAULT_VECTOR_NAME)))?;
+            Some((image, dense(named.remove(V_TEXT))))
+        }
         VectorStructInternal::MultiDense(_) => None,
     }
 }
@@ -811,9 +1066,8 @@ fn keyword_eq(field: &str, value: &str) -> Result<Condition, VectorError> {
 /// Translate the request into ONE engine filter: tenant, request filters and
 /// the exclusion all run inside the engine's (filtered) search, so `limit`
 /// and `offset` apply to matching points only.
-fn build_filter(q: &VectorQuery) -> Result<Filter, VectorError> {
-    let f = &q.filter;
-    let mut must = vec![keyword_eq(F_TENANT, &q.tenant)?];
+fn build_filter(f: &VectorFilter, tenant: &str, exclude: Option<&str>) -> Result<Filter, VectorError> {
+    let mut must = vec![keyword_eq(F_TENANT, tenant)?];
     if !f.categories.is_empty() {
         must.push(Condition::Field(FieldCondition::new_match(
             json_path(F_CATEGORY)?,
@@ -847,7 +1101,7 @@ fn build_filter(q: &VectorQuery) -> Result<Filter, VectorError> {
             Match::new_value(ValueVariants::Bool(in_stock)),
         )));
     }
-    let must_not = match &q.exclude_product {
+    let must_not = match exclude {
         Some(p) => Some(vec![keyword_eq(F_PRODUCT_ID, p)?]),
         None => None,
     };

@@ -7,6 +7,13 @@
 //!
 //! Collection semantics (shared by every backend):
 //! * one collection, [`COLLECTION`], dimension fixed at open, cosine distance;
+//! * three representations per point ([`Layout::Hybrid`]): the named dense
+//!   vectors [`V_IMAGE`] (the image's CLIP embedding, or the text's for a
+//!   product without an image) and [`V_TEXT`] (the CLIP embedding of the
+//!   product's text), and the sparse vector [`V_KEYWORDS`] (BM25 term
+//!   weights from [`keywords`], with the engine's IDF modifier). An index
+//!   built before them ([`Layout::Single`]) holds one unnamed vector and
+//!   serves vector search until a full reindex rebuilds it;
 //! * every point carries `tenant`, `product_id`, `category`, `price`,
 //!   `currency`, `tags`, `in_stock` in its payload, each with a payload index;
 //! * point ids are [`point_uuid`]`(tenant, product_id)` so upserts replace;
@@ -17,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod edge;
+pub mod keywords;
 pub mod server;
 
 /// The contract suite every backend passes; public so that each backend's
@@ -54,11 +62,94 @@ pub fn point_uuid(tenant: &str, product_id: &str) -> uuid::Uuid {
 /// own default full-scan threshold and is far beyond any UI page.
 pub const MAX_RESULT_WINDOW: usize = 10_000;
 
-#[derive(Debug, Clone, PartialEq)]
+/// Named dense vector: the product image's CLIP embedding (the text's for a
+/// product without an image).
+pub const V_IMAGE: &str = "image";
+/// Named dense vector: the CLIP text embedding of the product's text.
+pub const V_TEXT: &str = "text";
+/// Named sparse vector: BM25 term weights, scored with the engine's IDF.
+pub const V_KEYWORDS: &str = "keywords";
+
+/// Candidates each leg of a fused search contributes at least (more when
+/// `offset + limit` is larger). Pages within the first `FUSION_WINDOW`
+/// results are cut from the same candidates, so they never overlap or skip.
+pub const FUSION_WINDOW: usize = 100;
+
+/// Reciprocal-rank constant of [`Fusion::Rrf`] (the usual 60; Qdrant's
+/// own default is 2, which lets one leg's top hit dominate).
+pub const RRF_K: usize = 60;
+
+/// How the points of an index generation are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One unnamed dense vector per point (indexes built before hybrid
+    /// search): vector search only, until a full reindex.
+    Single,
+    /// The named vectors [`V_IMAGE`], [`V_TEXT`] and [`V_KEYWORDS`].
+    Hybrid,
+}
+
+/// A sparse vector of BM25 weights: term ids (hashes of the tokens) and
+/// their weights, ids strictly ascending.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Keywords {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+impl Keywords {
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
+/// How a search with several legs merges them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fusion {
+    /// Weighted relative-score fusion: each leg's scores are divided by
+    /// that leg's best (negative ones count as 0), so each leg gives its
+    /// candidates a share in [0, 1]; the fused score is the weighted sum
+    /// of the shares over the sum of the weights, in [0, 1]. A leg whose
+    /// candidates all score alike (it cannot tell them apart) moves the
+    /// order little, where min-max scaling would stretch its noise over
+    /// the whole range.
+    #[default]
+    Relative,
+    /// Weighted reciprocal rank fusion, run inside the engine (prefetch
+    /// per leg, then RRF with k = [`RRF_K`]). Qdrant's weights stretch
+    /// ranks rather than scale scores: a hit at 1-based rank `r` of a leg
+    /// of weight `w` scores `1 / (r / w + k - 1)`.
+    Rrf,
+}
+
+/// Weight of each leg of a fused search. A leg with weight 0 is not run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    pub image: f32,
+    pub text: f32,
+    pub keyword: f32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            image: 1.0,
+            text: 1.0,
+            keyword: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct VectorPoint {
     pub tenant: String,
     pub product_id: String,
+    /// The [`V_IMAGE`] vector (the only one of a [`Layout::Single`] index).
     pub vector: Vec<f32>,
+    /// The [`V_TEXT`] vector; a point without one is found by the other legs.
+    pub text_vector: Option<Vec<f32>>,
+    /// The [`V_KEYWORDS`] vector (empty: no terms).
+    pub keywords: Keywords,
     pub payload: PointPayload,
 }
 
@@ -152,18 +243,258 @@ impl VectorFilter {
     }
 }
 
+/// A search: one or more legs (each a nearest-neighbour query on one
+/// vector of the points), fused when there are several. Every leg runs with
+/// the tenant and the filter inside the engine.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VectorQuery {
     pub tenant: String,
+    /// Nearest by [`V_IMAGE`]; empty: no such leg.
     pub vector: Vec<f32>,
+    /// Nearest by [`V_TEXT`].
+    pub text_vector: Option<Vec<f32>>,
+    /// BM25 over [`V_KEYWORDS`] (term weights 1: the engine applies IDF).
+    pub keywords: Option<Keywords>,
+    /// Weights of the legs when there are several (ignored for one).
+    pub weights: Weights,
+    pub fusion: Fusion,
     pub limit: usize,
     pub offset: usize,
     pub filter: VectorFilter,
     /// Never return this product (e.g. "similar products" for a product page).
     pub exclude_product: Option<String>,
     /// Only return hits scoring strictly above this (qdrant's
-    /// `score_threshold` semantics: `score > min_score`).
+    /// `score_threshold` semantics: `score > min_score`), on the score the
+    /// hit is returned with: cosine for one dense leg, BM25 for the keyword
+    /// leg alone, the fused score for several.
     pub min_score: Option<f32>,
+}
+
+/// One leg of a search, as a backend runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Leg {
+    Dense { using: &'static str, vector: Vec<f32> },
+    Keywords(Keywords),
+}
+
+impl Leg {
+    fn weight(&self, w: &Weights) -> f32 {
+        match self {
+            Leg::Dense { using, .. } if *using == V_TEXT => w.text,
+            Leg::Dense { .. } => w.image,
+            Leg::Keywords(_) => w.keyword,
+        }
+    }
+}
+
+impl VectorQuery {
+    /// The legs to run with their weights: those the query has, with a
+    /// weight above 0 when there are several.
+    pub(crate) fn legs(&self) -> Vec<(Leg, f32)> {
+        let mut legs = Vec::new();
+        if !self.vector.is_empty() {
+            legs.push(Leg::Dense {
+                using: V_IMAGE,
+                vector: self.vector.clone(),
+            });
+        }
+        if let Some(v) = &self.text_vector {
+            legs.push(Leg::Dense {
+                using: V_TEXT,
+                vector: v.clone(),
+            });
+        }
+        if let Some(k) = &self.keywords {
+            legs.push(Leg::Keywords(k.clone()));
+        }
+        let weighted: Vec<(Leg, f32)> = legs
+            .into_iter()
+            .map(|l| {
+                let w = l.weight(&self.weights);
+                (l, w)
+            })
+            .collect();
+        if weighted.len() > 1 {
+            weighted.into_iter().filter(|(_, w)| *w > 0.0).collect()
+        } else {
+            weighted
+        }
+    }
+
+    /// Candidates each leg of a fused search fetches.
+    pub(crate) fn window(&self) -> usize {
+        (self.offset + self.limit).clamp(FUSION_WINDOW, MAX_RESULT_WINDOW)
+    }
+}
+
+/// Weighted relative-score fusion ([`Fusion::Relative`]) of the legs'
+/// candidates, then `min_score`, `offset` and `limit`. Equal fused scores
+/// keep product-id order, so pages are stable.
+pub(crate) fn fuse_relative(legs: Vec<(f32, Vec<ScoredPoint>)>, q: &VectorQuery) -> Vec<ScoredPoint> {
+    let total: f32 = legs.iter().map(|(w, _)| *w).sum();
+    let mut fused: std::collections::HashMap<String, ScoredPoint> = std::collections::HashMap::new();
+    for (weight, hits) in legs {
+        let best = hits.iter().map(|h| h.score).fold(0.0f32, f32::max);
+        for hit in hits {
+            let scaled = if best > 0.0 {
+                hit.score.max(0.0) / best
+            } else {
+                0.0
+            };
+            let share = if total > 0.0 { weight * scaled / total } else { 0.0 };
+            fused
+                .entry(hit.product_id.clone())
+                .and_modify(|p| p.score += share)
+                .or_insert(ScoredPoint { score: share, ..hit });
+        }
+    }
+    let mut hits: Vec<ScoredPoint> = fused
+        .into_values()
+        .filter(|h| q.min_score.is_none_or(|m| h.score > m))
+        .collect();
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.product_id.cmp(&b.product_id))
+    });
+    hits.into_iter().skip(q.offset).take(q.limit).collect()
+}
+
+/// The fields a facet query can count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FacetField {
+    Category,
+    Tags,
+    InStock,
+    Price,
+}
+
+/// Counts of the values of some fields over every product of a tenant that
+/// passes a filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FacetQuery {
+    pub tenant: String,
+    pub filter: VectorFilter,
+    pub fields: Vec<FacetField>,
+    /// Values returned per keyword field (category, tags): the most
+    /// frequent, ties in ascending value order. `in_stock` always has both.
+    pub limit: usize,
+    /// Price bucket boundaries, strictly ascending: `b0 < b1 < ...` make the
+    /// buckets `< b0`, `[b0, b1)`, ..., `>= bn`.
+    pub price_buckets: Vec<f64>,
+}
+
+/// One price bucket: `[from, to)`, open where `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceBucket {
+    pub from: Option<f64>,
+    pub to: Option<f64>,
+    pub count: u64,
+}
+
+/// The answer to a [`FacetQuery`]: the asked fields filled, values with a
+/// count of 0 left out (price buckets are all there).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FacetCounts {
+    pub category: Vec<(String, u64)>,
+    pub tags: Vec<(String, u64)>,
+    pub in_stock: Vec<(bool, u64)>,
+    pub price: Vec<PriceBucket>,
+}
+
+impl FacetQuery {
+    /// The `[from, to)` price buckets of the boundaries.
+    pub fn buckets(&self) -> Vec<(Option<f64>, Option<f64>)> {
+        let b = &self.price_buckets;
+        let mut out = Vec::with_capacity(b.len() + 1);
+        let mut from = None;
+        for x in b {
+            out.push((from, Some(*x)));
+            from = Some(*x);
+        }
+        out.push((from, None));
+        out
+    }
+
+    /// The counts by brute force over `points` (the reference the engines
+    /// are checked against, and what a backend without a facet API does).
+    pub fn count_over<'a>(
+        &self,
+        points: impl IntoIterator<Item = (&'a str, &'a PointPayload)>,
+    ) -> FacetCounts {
+        let mut category: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        let mut tags: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        let mut stock = [0u64; 2];
+        let buckets = self.buckets();
+        let mut price = vec![0u64; buckets.len()];
+        for (tenant, p) in points {
+            if tenant != self.tenant || !self.filter.admits(p) {
+                continue;
+            }
+            if let Some(c) = &p.category {
+                *category.entry(c).or_default() += 1;
+            }
+            let mut seen: Vec<&str> = Vec::new();
+            for t in &p.tags {
+                if !seen.contains(&t.as_str()) {
+                    seen.push(t);
+                    *tags.entry(t).or_default() += 1;
+                }
+            }
+            stock[usize::from(p.in_stock)] += 1;
+            if let Some(x) = p.price {
+                for (i, (from, to)) in buckets.iter().enumerate() {
+                    if from.is_none_or(|f| x >= f) && to.is_none_or(|t| x < t) {
+                        price[i] += 1;
+                    }
+                }
+            }
+        }
+        let top = |m: std::collections::HashMap<&str, u64>| {
+            let mut v: Vec<(String, u64)> = m.into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.truncate(self.limit);
+            v
+        };
+        let mut out = FacetCounts::default();
+        for field in &self.fields {
+            match field {
+                FacetField::Category => out.category = top(category.clone()),
+                FacetField::Tags => out.tags = top(tags.clone()),
+                FacetField::InStock => {
+                    let mut v: Vec<(bool, u64)> = [(false, stock[0]), (true, stock[1])]
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .collect();
+                    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                    out.in_stock = v;
+                }
+                FacetField::Price => {
+                    out.price = buckets
+                        .iter()
+                        .zip(&price)
+                        .map(|((from, to), n)| PriceBucket {
+                            from: *from,
+                            to: *to,
+                            count: *n,
+                        })
+                        .collect();
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Checks a facet query before it reaches a backend.
+pub(crate) fn check_facets(q: &FacetQuery) -> Result<(), VectorError> {
+    check_filter(&q.filter)?;
+    if q.price_buckets.iter().any(|x| !x.is_finite()) || q.price_buckets.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(VectorError::other(
+            "price buckets must be finite and strictly ascending",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +562,9 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), VectorError>;
     /// Dimension of the live generation.
     fn dims(&self) -> usize;
+    /// Layout of the live generation: a [`Layout::Single`] index answers
+    /// only queries on [`V_IMAGE`] (others fail with `NotFound`).
+    fn layout(&self) -> Layout;
     /// Batch upsert; idempotent by `(tenant, product_id)`. Durable on return.
     /// Also written to every generation under construction whose dimension
     /// fits, so a reindex misses nothing written while it runs; vectors of
@@ -241,8 +575,22 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn delete(&self, tenant: &str, product_ids: &[String]) -> Result<(), VectorError>;
     async fn delete_tenant(&self, tenant: &str) -> Result<(), VectorError>;
     async fn search(&self, q: &VectorQuery) -> Result<Vec<ScoredPoint>, VectorError>;
-    /// The stored vector (normalised to unit length by cosine distance).
-    async fn get_vector(&self, tenant: &str, product_id: &str) -> Result<Option<Vec<f32>>, VectorError>;
+    /// Facet counts over every point of the tenant that passes the filter.
+    async fn facets(&self, q: &FacetQuery) -> Result<FacetCounts, VectorError>;
+    /// The stored image vector and, where there is one, text vector
+    /// (normalised to unit length by cosine distance).
+    async fn get_vectors(
+        &self,
+        tenant: &str,
+        product_id: &str,
+    ) -> Result<Option<(Vec<f32>, Option<Vec<f32>>)>, VectorError>;
+    /// The stored image vector.
+    async fn get_vector(&self, tenant: &str, product_id: &str) -> Result<Option<Vec<f32>>, VectorError> {
+        Ok(self
+            .get_vectors(tenant, product_id)
+            .await?
+            .map(|(image, _)| image))
+    }
     /// Every product id of one tenant in the live generation, in no
     /// particular order (a reindex uses it to drop vectors whose product is
     /// gone).
@@ -350,9 +698,39 @@ pub(crate) fn check_query(q: &VectorQuery) -> Result<(), VectorError> {
     if q.min_score.is_some_and(|s| !s.is_finite()) {
         return Err(VectorError::other("min_score must be finite"));
     }
-    let f = &q.filter;
+    let w = &q.weights;
+    if [w.image, w.text, w.keyword]
+        .iter()
+        .any(|x| !x.is_finite() || *x < 0.0)
+    {
+        return Err(VectorError::other("weights must be finite and >= 0"));
+    }
+    if q.legs().is_empty() {
+        return Err(VectorError::other(
+            "a search needs a vector, a text vector or keywords",
+        ));
+    }
+    if let Some(k) = &q.keywords {
+        check_keywords(k)?;
+    }
+    check_filter(&q.filter)
+}
+
+fn check_filter(f: &VectorFilter) -> Result<(), VectorError> {
     if f.price_min.is_some_and(|x| !x.is_finite()) || f.price_max.is_some_and(|x| !x.is_finite()) {
         return Err(VectorError::other("price bounds must be finite"));
+    }
+    Ok(())
+}
+
+/// A sparse vector the engines accept: as many weights as ids, ids
+/// strictly ascending, weights finite.
+pub(crate) fn check_keywords(k: &Keywords) -> Result<(), VectorError> {
+    if k.indices.len() != k.values.len()
+        || k.indices.windows(2).any(|w| w[0] >= w[1])
+        || k.values.iter().any(|x| !x.is_finite())
+    {
+        return Err(VectorError::other("malformed keyword vector"));
     }
     Ok(())
 }

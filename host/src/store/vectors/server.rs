@@ -18,23 +18,27 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use qdrant_client::qdrant::{
     BoolIndexParamsBuilder, Condition, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder,
-    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter,
-    FloatIndexParamsBuilder, GetPointsBuilder, KeywordIndexParamsBuilder, PayloadIncludeSelector, PointId,
-    PointStruct, PointsIdsList, QueryPointsBuilder, Range, ScrollPointsBuilder, UpsertPointsBuilder,
-    VectorParamsBuilder, vector_output, vectors_config,
+    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FacetCounts as FacetRequest, FieldType,
+    Filter, FloatIndexParamsBuilder, GetPointsBuilder, KeywordIndexParamsBuilder, Modifier,
+    PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, PrefetchQueryBuilder, Query,
+    QueryBatchPoints, QueryPoints, QueryPointsBuilder, Range, Rrf, ScrollPointsBuilder, SparseVectorParams,
+    SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
+    VectorsConfigBuilder, facet_value, vector_output, vectors_config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::Value;
 
 use super::{
-    COLLECTION, F_CATEGORY, F_CURRENCY, F_IN_STOCK, F_PRICE, F_PRODUCT_ID, F_TAGS, F_TENANT, Generation,
-    PointPayload, ScoredPoint, VectorError, VectorIndex, VectorPoint, VectorQuery, check_query, check_vector,
-    decode_payload_map, payload_map, point_uuid,
+    COLLECTION, F_CATEGORY, F_CURRENCY, F_IN_STOCK, F_PRICE, F_PRODUCT_ID, F_TAGS, F_TENANT, FacetCounts,
+    FacetField, FacetQuery, Fusion, Generation, Layout, Leg, PointPayload, PriceBucket, RRF_K, ScoredPoint,
+    V_IMAGE, V_KEYWORDS, V_TEXT, VectorError, VectorFilter, VectorIndex, VectorPoint, VectorQuery,
+    check_facets, check_keywords, check_query, check_vector, decode_payload_map, fuse_relative, payload_map,
+    point_uuid,
 };
 
 /// Points per upsert request: well under the server's 32 MiB gRPC message
@@ -74,6 +78,8 @@ pub struct QdrantIndex {
     /// Dimension of the live generation as last seen (refreshed by `ping`
     /// and after a commit, since another host may switch generations).
     dims: AtomicUsize,
+    /// Whether the live generation is [`Layout::Hybrid`], refreshed with `dims`.
+    hybrid: AtomicBool,
 }
 
 impl QdrantIndex {
@@ -96,12 +102,21 @@ impl QdrantIndex {
             client: Arc::new(client),
             alias: config.collection,
             dims: AtomicUsize::new(dims),
+            hybrid: AtomicBool::new(true),
         };
         let live = match index.live_collection().await? {
             Some(live) => live,
             None => index.create_first_generation(dims).await?,
         };
-        let stored = index.collection_dims(&live).await?;
+        let (stored, layout) = index.collection_dims(&live).await?;
+        if layout == Layout::Single {
+            tracing::warn!(
+                collection = %live,
+                "the live vector index holds one vector per product (built before hybrid search): \
+                 it serves vector search until a full reindex rebuilds it"
+            );
+        }
+        index.hybrid.store(layout == Layout::Hybrid, Ordering::Release);
         if stored != dims {
             tracing::warn!(
                 collection = %live,
@@ -166,15 +181,15 @@ impl QdrantIndex {
     }
 
     /// Generations under construction (newer than the live one), with
-    /// their dimensions.
-    async fn pending(&self) -> Result<Vec<(String, usize)>, VectorError> {
+    /// their dimensions and layouts.
+    async fn pending(&self) -> Result<Vec<(String, usize, Layout)>, VectorError> {
         let live = self.live_collection().await?;
         let live_id = live.as_deref().and_then(|l| self.generation_of(l)).unwrap_or(0);
         let mut out = Vec::new();
         for (id, name) in self.generations().await? {
             if id > live_id {
                 match self.collection_dims(&name).await {
-                    Ok(d) => out.push((name, d)),
+                    Ok((d, layout)) => out.push((name, d, layout)),
                     // Committed and dropped by another host in between.
                     Err(e) => tracing::debug!(collection = %name, error = %e, "pending generation vanished"),
                 }
@@ -183,34 +198,62 @@ impl QdrantIndex {
         Ok(out)
     }
 
-    async fn collection_dims(&self, name: &str) -> Result<usize, VectorError> {
+    /// The dimension and layout of a collection.
+    async fn collection_dims(&self, name: &str) -> Result<(usize, Layout), VectorError> {
         let info = self.client.collection_info(name).await.map_err(client_err)?;
-        let params = info
-            .result
-            .and_then(|r| r.config)
-            .and_then(|c| c.params)
-            .and_then(|p| p.vectors_config)
-            .and_then(|v| v.config);
-        match params {
-            Some(vectors_config::Config::Params(p)) => {
-                if p.distance != Distance::Cosine as i32 {
+        let params = info.result.and_then(|r| r.config).and_then(|c| c.params);
+        let has_keywords = params
+            .as_ref()
+            .and_then(|p| p.sparse_vectors_config.as_ref())
+            .is_some_and(|s| s.map.contains_key(V_KEYWORDS));
+        let (size, distance, layout) = match params.and_then(|p| p.vectors_config).and_then(|v| v.config) {
+            Some(vectors_config::Config::Params(p)) => (p.size, p.distance, Layout::Single),
+            Some(vectors_config::Config::ParamsMap(m)) => match (m.map.get(V_IMAGE), m.map.get(V_TEXT)) {
+                (Some(image), Some(text))
+                    if has_keywords && image.size == text.size && image.distance == text.distance =>
+                {
+                    (image.size, image.distance, Layout::Hybrid)
+                }
+                _ => {
                     return Err(VectorError::other(format!(
-                        "collection {name} does not use cosine distance; not a vitrine index"
+                        "collection {name} lacks vitrine's vectors; not a vitrine index"
                     )));
                 }
-                Ok(p.size as usize)
+            },
+            None => {
+                return Err(VectorError::other(format!(
+                    "collection {name} has no vectors; not a vitrine index"
+                )));
             }
-            _ => Err(VectorError::other(format!(
-                "collection {name} has no single unnamed vector; not a vitrine index"
-            ))),
+        };
+        if distance != Distance::Cosine as i32 {
+            return Err(VectorError::other(format!(
+                "collection {name} does not use cosine distance; not a vitrine index"
+            )));
         }
+        Ok((size as usize, layout))
     }
 
+    /// A hybrid collection: the two dense vectors, the keyword vector with
+    /// the IDF modifier, and the payload indexes.
     async fn create_collection(&self, name: &str, dims: usize) -> Result<(), VectorError> {
+        let mut vectors = VectorsConfigBuilder::default();
+        vectors
+            .add_named_vector_params(V_IMAGE, VectorParamsBuilder::new(dims as u64, Distance::Cosine))
+            .add_named_vector_params(V_TEXT, VectorParamsBuilder::new(dims as u64, Distance::Cosine));
+        let mut sparse = SparseVectorsConfigBuilder::default();
+        sparse.add_named_vector_params(
+            V_KEYWORDS,
+            SparseVectorParams {
+                index: None,
+                modifier: Some(Modifier::Idf as i32),
+            },
+        );
         self.client
             .create_collection(
                 CreateCollectionBuilder::new(name)
-                    .vectors_config(VectorParamsBuilder::new(dims as u64, Distance::Cosine)),
+                    .vectors_config(vectors)
+                    .sparse_vectors_config(sparse),
             )
             .await
             .map_err(client_err)?;
@@ -262,10 +305,15 @@ impl QdrantIndex {
         &self,
         collection: &str,
         dims: usize,
+        layout: Layout,
         points: &[VectorPoint],
     ) -> Result<(), VectorError> {
         for p in points {
             check_vector(&p.vector, dims)?;
+            if let Some(t) = &p.text_vector {
+                check_vector(t, dims)?;
+            }
+            check_keywords(&p.keywords)?;
             if p.payload.price.is_some_and(|x| !x.is_finite()) {
                 return Err(VectorError::other(format!(
                     "price of product {:?} is not finite",
@@ -274,7 +322,7 @@ impl QdrantIndex {
             }
         }
         for chunk in points.chunks(UPSERT_CHUNK) {
-            let structs: Vec<PointStruct> = chunk.iter().map(encode_point).collect();
+            let structs: Vec<PointStruct> = chunk.iter().map(|p| encode_point(p, layout)).collect();
             self.client
                 .upsert_points(UpsertPointsBuilder::new(collection, structs).wait(true))
                 .await
@@ -299,13 +347,64 @@ enum DeleteSelector<'a> {
     Filter(&'a Filter),
 }
 
-fn encode_point(p: &VectorPoint) -> PointStruct {
+fn encode_point(p: &VectorPoint, layout: Layout) -> PointStruct {
     let payload = Payload::from(payload_map(&p.tenant, &p.product_id, &p.payload));
-    PointStruct::new(
-        point_uuid(&p.tenant, &p.product_id).to_string(),
-        p.vector.clone(),
+    let id = point_uuid(&p.tenant, &p.product_id).to_string();
+    match layout {
+        Layout::Single => PointStruct::new(id, p.vector.clone(), payload),
+        Layout::Hybrid => {
+            let mut named: HashMap<String, Vector> = HashMap::new();
+            named.insert(V_IMAGE.into(), Vector::new_dense(p.vector.clone()));
+            if let Some(t) = &p.text_vector {
+                named.insert(V_TEXT.into(), Vector::new_dense(t.clone()));
+            }
+            named.insert(
+                V_KEYWORDS.into(),
+                Vector::new_sparse(p.keywords.indices.clone(), p.keywords.values.clone()),
+            );
+            PointStruct::new(id, named, payload)
+        }
+    }
+}
+
+/// A leg as the server's query and the vector it names.
+fn leg_query(leg: &Leg, dims: usize, layout: Layout) -> Result<(Query, Option<&'static str>), VectorError> {
+    match (leg, layout) {
+        (Leg::Dense { using, vector }, Layout::Hybrid) => {
+            check_vector(vector, dims)?;
+            Ok((Query::new_nearest(vector.clone()), Some(*using)))
+        }
+        (Leg::Dense { using, vector }, Layout::Single) if *using == V_IMAGE => {
+            check_vector(vector, dims)?;
+            Ok((Query::new_nearest(vector.clone()), None))
+        }
+        (Leg::Keywords(k), Layout::Hybrid) => Ok((
+            Query::new_nearest(VectorInput::new_sparse(k.indices.clone(), k.values.clone())),
+            Some(V_KEYWORDS),
+        )),
+        _ => Err(VectorError::NotFound(
+            "the index holds one vector per product (built before hybrid search): \
+             run a full reindex (POST /v1/admin/reindex) for text and keyword search"
+                .into(),
+            None,
+        )),
+    }
+}
+
+fn scored(hit: qdrant_client::qdrant::ScoredPoint) -> ScoredPoint {
+    let (product_id, payload) = decode_payload(hit.payload);
+    ScoredPoint {
+        product_id,
+        score: hit.score,
         payload,
-    )
+    }
+}
+
+fn dense(v: Option<vector_output::Vector>) -> Option<Vec<f32>> {
+    match v {
+        Some(vector_output::Vector::Dense(d)) => Some(d.data),
+        _ => None,
+    }
 }
 
 fn decode_payload(payload: HashMap<String, qdrant_client::qdrant::Value>) -> (String, PointPayload) {
@@ -318,9 +417,8 @@ fn tenant_filter(tenant: &str) -> Filter {
 }
 
 /// The same conditions as the Edge backend's filter, in the server's terms.
-fn build_filter(q: &VectorQuery) -> Filter {
-    let f = &q.filter;
-    let mut must = vec![Condition::matches(F_TENANT, q.tenant.clone())];
+fn build_filter(f: &VectorFilter, tenant: &str, exclude: Option<&str>) -> Filter {
+    let mut must = vec![Condition::matches(F_TENANT, tenant.to_owned())];
     if !f.categories.is_empty() {
         must.push(Condition::matches(F_CATEGORY, f.categories.clone()));
     }
@@ -341,8 +439,8 @@ fn build_filter(q: &VectorQuery) -> Filter {
         must.push(Condition::matches(F_IN_STOCK, in_stock));
     }
     let mut filter = Filter::must(must);
-    if let Some(p) = &q.exclude_product {
-        filter.must_not = vec![Condition::matches(F_PRODUCT_ID, p.clone())];
+    if let Some(p) = exclude {
+        filter.must_not = vec![Condition::matches(F_PRODUCT_ID, p.to_owned())];
     }
     filter
 }
@@ -401,13 +499,22 @@ impl VectorIndex for QdrantIndex {
             .live_collection()
             .await?
             .ok_or_else(|| VectorError::unavailable(format!("alias {} is missing", self.alias)))?;
-        let dims = self.collection_dims(&live).await?;
+        let (dims, layout) = self.collection_dims(&live).await?;
         self.dims.store(dims, Ordering::Release);
+        self.hybrid.store(layout == Layout::Hybrid, Ordering::Release);
         Ok(())
     }
 
     fn dims(&self) -> usize {
         self.dims.load(Ordering::Acquire)
+    }
+
+    fn layout(&self) -> Layout {
+        if self.hybrid.load(Ordering::Acquire) {
+            Layout::Hybrid
+        } else {
+            Layout::Single
+        }
     }
 
     async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError> {
@@ -418,15 +525,16 @@ impl VectorIndex for QdrantIndex {
         let mut written = false;
         // Generations under construction first, as on Edge: a reindex must
         // miss nothing written while it runs.
-        for (name, dims) in self.pending().await? {
+        for (name, dims, layout) in self.pending().await? {
             if dims == got {
-                self.upsert_into(&name, dims, &points).await?;
+                self.upsert_into(&name, dims, layout, &points).await?;
                 written = true;
             }
         }
         let live_dims = self.dims();
         if live_dims == got || !written {
-            self.upsert_into(&self.alias, live_dims, &points).await?;
+            self.upsert_into(&self.alias, live_dims, self.layout(), &points)
+                .await?;
         }
         Ok(())
     }
@@ -439,7 +547,7 @@ impl VectorIndex for QdrantIndex {
             .iter()
             .map(|p| PointId::from(point_uuid(tenant, p).to_string()))
             .collect();
-        for (name, _) in self.pending().await? {
+        for (name, _, _) in self.pending().await? {
             self.delete_by(&name, DeleteSelector::Ids(&ids)).await?;
         }
         self.delete_by(&self.alias, DeleteSelector::Ids(&ids)).await
@@ -447,7 +555,7 @@ impl VectorIndex for QdrantIndex {
 
     async fn delete_tenant(&self, tenant: &str) -> Result<(), VectorError> {
         let filter = tenant_filter(tenant);
-        for (name, _) in self.pending().await? {
+        for (name, _, _) in self.pending().await? {
             self.delete_by(&name, DeleteSelector::Filter(&filter)).await?;
         }
         self.delete_by(&self.alias, DeleteSelector::Filter(&filter)).await
@@ -458,32 +566,163 @@ impl VectorIndex for QdrantIndex {
             return Ok(Vec::new());
         }
         check_query(q)?;
-        check_vector(&q.vector, self.dims())?;
-        let mut request = QueryPointsBuilder::new(&self.alias)
-            .query(q.vector.clone())
-            .filter(build_filter(q))
-            .limit(q.limit as u64)
-            .offset(q.offset as u64)
-            .with_payload(true);
-        if let Some(s) = q.min_score {
-            request = request.score_threshold(s);
+        let filter = build_filter(&q.filter, &q.tenant, q.exclude_product.as_deref());
+        let (dims, layout) = (self.dims(), self.layout());
+        let mut legs = Vec::new();
+        for (leg, weight) in q.legs() {
+            let (query, using) = leg_query(&leg, dims, layout)?;
+            legs.push((query, using, weight));
         }
-        let response = self.client.query(request).await.map_err(client_err)?;
-        Ok(response
-            .result
-            .into_iter()
-            .map(|hit| {
-                let (product_id, payload) = decode_payload(hit.payload);
-                ScoredPoint {
-                    product_id,
-                    score: hit.score,
-                    payload,
+        let page = |request: QueryPointsBuilder| {
+            let mut request = request
+                .filter(filter.clone())
+                .limit(q.limit as u64)
+                .offset(q.offset as u64)
+                .with_payload(true);
+            if let Some(s) = q.min_score {
+                request = request.score_threshold(s);
+            }
+            request
+        };
+        let request = match legs.as_slice() {
+            [(query, using, _)] => {
+                let mut request = QueryPointsBuilder::new(&self.alias).query(query.clone());
+                if let Some(u) = using {
+                    request = request.using(*u);
                 }
-            })
-            .collect())
+                page(request)
+            }
+            _ if q.fusion == Fusion::Rrf => {
+                let window = q.window() as u64;
+                let mut request = QueryPointsBuilder::new(&self.alias);
+                for (query, using, _) in &legs {
+                    let mut prefetch = PrefetchQueryBuilder::default()
+                        .query(query.clone())
+                        .filter(filter.clone())
+                        .limit(window);
+                    if let Some(u) = using {
+                        prefetch = prefetch.using(*u);
+                    }
+                    request = request.add_prefetch(prefetch);
+                }
+                let rrf = Rrf {
+                    k: Some(RRF_K as u32),
+                    weights: legs.iter().map(|(_, _, w)| *w).collect(),
+                };
+                page(request.query(Query::new_rrf(rrf)))
+            }
+            _ => {
+                // Every leg in one round trip; fused here.
+                let window = q.window() as u64;
+                let query_points: Vec<QueryPoints> = legs
+                    .iter()
+                    .map(|(query, using, _)| {
+                        let mut request = QueryPointsBuilder::new(&self.alias)
+                            .query(query.clone())
+                            .filter(filter.clone())
+                            .limit(window)
+                            .with_payload(true);
+                        if let Some(u) = using {
+                            request = request.using(*u);
+                        }
+                        request.build()
+                    })
+                    .collect();
+                let response = self
+                    .client
+                    .query_batch(QueryBatchPoints {
+                        collection_name: self.alias.clone(),
+                        query_points,
+                        ..QueryBatchPoints::default()
+                    })
+                    .await
+                    .map_err(client_err)?;
+                let runs = legs
+                    .iter()
+                    .zip(response.result)
+                    .map(|((_, _, weight), r)| (*weight, r.result.into_iter().map(scored).collect()))
+                    .collect();
+                return Ok(fuse_relative(runs, q));
+            }
+        };
+        let response = self.client.query(request).await.map_err(client_err)?;
+        Ok(response.result.into_iter().map(scored).collect())
     }
 
-    async fn get_vector(&self, tenant: &str, product_id: &str) -> Result<Option<Vec<f32>>, VectorError> {
+    async fn facets(&self, q: &FacetQuery) -> Result<FacetCounts, VectorError> {
+        check_facets(q)?;
+        let filter = build_filter(&q.filter, &q.tenant, None);
+        let mut out = FacetCounts::default();
+        for field in &q.fields {
+            let key = match field {
+                FacetField::Category => F_CATEGORY,
+                FacetField::Tags => F_TAGS,
+                FacetField::InStock => F_IN_STOCK,
+                FacetField::Price => {
+                    for (from, to) in q.buckets() {
+                        let mut bucket = filter.clone();
+                        bucket.must.push(Condition::range(
+                            F_PRICE,
+                            Range {
+                                gte: from,
+                                lt: to,
+                                ..Range::default()
+                            },
+                        ));
+                        let response = self
+                            .client
+                            .count(CountPointsBuilder::new(&self.alias).filter(bucket).exact(true))
+                            .await
+                            .map_err(client_err)?;
+                        out.price.push(PriceBucket {
+                            from,
+                            to,
+                            count: response.result.map_or(0, |r| r.count),
+                        });
+                    }
+                    continue;
+                }
+            };
+            let response = self
+                .client
+                .facet(FacetRequest {
+                    collection_name: self.alias.clone(),
+                    key: key.to_owned(),
+                    filter: Some(filter.clone()),
+                    // Both values of a flag, whatever the limit.
+                    limit: Some(if key == F_IN_STOCK {
+                        2
+                    } else {
+                        q.limit.max(1) as u64
+                    }),
+                    exact: Some(true),
+                    ..FacetRequest::default()
+                })
+                .await
+                .map_err(client_err)?;
+            for hit in response.hits {
+                match (field, hit.value.and_then(|v| v.variant)) {
+                    (FacetField::InStock, Some(facet_value::Variant::BoolValue(b))) => {
+                        out.in_stock.push((b, hit.count))
+                    }
+                    (FacetField::Category, Some(facet_value::Variant::StringValue(s))) => {
+                        out.category.push((s, hit.count))
+                    }
+                    (FacetField::Tags, Some(facet_value::Variant::StringValue(s))) => {
+                        out.tags.push((s, hit.count))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_vectors(
+        &self,
+        tenant: &str,
+        product_id: &str,
+    ) -> Result<Option<(Vec<f32>, Option<Vec<f32>>)>, VectorError> {
         let id = PointId::from(point_uuid(tenant, product_id).to_string());
         let response = self
             .client
@@ -499,10 +738,9 @@ impl VectorIndex for QdrantIndex {
             .into_iter()
             .next()
             .and_then(|p| p.vectors)
-            .and_then(|v| v.get_vector())
-            .and_then(|v| match v {
-                vector_output::Vector::Dense(d) => Some(d.data),
-                _ => None,
+            .and_then(|v| {
+                let image = dense(v.get_vector()).or_else(|| dense(v.get_vector_by_name(V_IMAGE)))?;
+                Some((image, dense(v.get_vector_by_name(V_TEXT))))
             }))
     }
 
@@ -575,7 +813,7 @@ impl VectorIndex for QdrantIndex {
             return Ok(());
         }
         let name = self.generation_name(generation.id);
-        self.upsert_into(&name, generation.dims, &points)
+        self.upsert_into(&name, generation.dims, Layout::Hybrid, &points)
             .await
             .map_err(|e| match e {
                 VectorError::NotFound(..) => unknown_generation(generation.id),
@@ -596,6 +834,7 @@ impl VectorIndex for QdrantIndex {
             .await
             .map_err(client_err)?;
         self.dims.store(generation.dims, Ordering::Release);
+        self.hybrid.store(true, Ordering::Release);
         // The old generation and any abandoned older build go away.
         for (g, other) in self.generations().await? {
             if g < generation.id
