@@ -470,11 +470,16 @@ fn client_err(e: QdrantError) -> VectorError {
 /// reset, timed out, name not resolved) rather than that it refused the
 /// request. tonic reports a failed connection as `Internal` or `Unknown`
 /// with the transport error as its source; a status the server sent has
-/// no source.
+/// no source. qdrant-client's channel pool reports a failed reconnect (the
+/// next request after a broken connection) as `Internal` with no source
+/// and a message of its own.
 fn status_means_unreachable(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => true,
-        tonic::Code::Internal | tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+        tonic::Code::Internal | tonic::Code::Unknown => {
+            std::error::Error::source(status).is_some()
+                || status.message().starts_with("Failed to connect to ")
+        }
         _ => false,
     }
 }
@@ -861,5 +866,23 @@ impl VectorIndex for QdrantIndex {
         }
         tracing::info!(collection = %name, "aborted vector index generation");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_means_unreachable;
+
+    #[test]
+    fn a_failed_reconnect_is_unreachable_and_a_refusal_is_not() {
+        let reconnect = tonic::Status::internal(
+            "Failed to connect to http://127.0.0.1:1/: tonic::transport::Error(Transport, ConnectError)",
+        );
+        assert!(status_means_unreachable(&reconnect));
+        assert!(status_means_unreachable(&tonic::Status::unavailable("down")));
+        assert!(!status_means_unreachable(&tonic::Status::internal(
+            "Wrong input: bad vector"
+        )));
+        assert!(!status_means_unreachable(&tonic::Status::invalid_argument("bad")));
     }
 }
