@@ -291,6 +291,15 @@ async fn the_search_page_works_in_a_real_browser() {
     )
     .await;
     assert!(score.as_str().unwrap().contains('.'), "{score}");
+    assert!(latency.as_str().unwrap().contains("hybrid search"), "{latency}");
+    // Facets beside the results: every product in one category or another.
+    wait_for(&b, "facets", "!document.querySelector('#facets').hidden").await;
+    let counted = js(
+        &b,
+        "[...document.querySelectorAll('#facet-category .facet-count')].map(c => Number(c.textContent)).reduce((a, b) => a + b, 0)",
+    )
+    .await;
+    assert_eq!(counted, 30);
     screenshot(&b, "02-text-search").await;
 
     // Pagination: the six others on page 2, and back.
@@ -327,7 +336,34 @@ async fn the_search_page_works_in_a_real_browser() {
          [...document.querySelectorAll('#results .result .category')].every(c => c.textContent.includes('hats'))",
     )
     .await;
+    // The category facet now shows the filter in force.
+    wait_for(
+        &b,
+        "pressed facet",
+        "[...document.querySelectorAll('#facet-category .facet-button')].some(b => b.textContent === 'hats' && b.getAttribute('aria-pressed') === 'true')",
+    )
+    .await;
     screenshot(&b, "03-filtered").await;
+    // Clicking the pressed facet lifts the filter; clicking another sets it.
+    click(&b, "#facet-category .facet-button[aria-pressed='true']").await;
+    wait_for(
+        &b,
+        "filter lifted",
+        "document.querySelector('#filter-category').value === '' && document.querySelectorAll('#results .result').length === 24",
+    )
+    .await;
+    js(
+        &b,
+        "[...document.querySelectorAll('#facet-category .facet-button')].find(b => b.textContent === 'hats').click()",
+    )
+    .await;
+    wait_for(
+        &b,
+        "hats by facet",
+        "document.querySelector('#filter-category').value === 'hats' && document.querySelectorAll('#results .result').length === 10 && \
+         [...document.querySelectorAll('#results .result .category')].every(c => c.textContent.includes('hats'))",
+    )
+    .await;
 
     // More like this, on the first hat.
     let hat = result_ids(&b).await[0].clone();

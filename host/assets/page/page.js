@@ -29,7 +29,12 @@
     priceMin: $('filter-price-min'),
     priceMax: $('filter-price-max'),
     inStock: $('filter-in-stock'),
+    mode: $('mode'),
     apply: $('apply-filters'),
+    facets: $('facets'),
+    facetCategory: $('facet-category'),
+    facetPrice: $('facet-price'),
+    facetStock: $('facet-stock'),
     summary: $('query-summary'),
     latency: $('latency'),
     plugins: $('plugins'),
@@ -169,13 +174,16 @@
     }
     if (els.inStock.checked) filters.in_stock = true;
     const { filters: _previous, ...rest } = base;
+    rest.mode = els.mode.value;
     return Object.keys(filters).length ? { ...rest, filters } : rest;
   }
 
   function buildRequest(query, offset, key, tenant) {
     const url = `/v1/tenants/${encodeURIComponent(tenant)}/search`;
-    const options = { limit: PAGE_SIZE, offset };
+    const options = { limit: PAGE_SIZE, offset, facets: ['category', 'price', 'in_stock'] };
     if (query.filters) options.filters = query.filters;
+    // Keyword matching needs words: other queries keep the server's default (hybrid).
+    if (query.mode && (query.mode !== 'keyword' || query.type === 'text')) options.mode = query.mode;
     const headers = { Authorization: `Bearer ${key}`, Accept: 'application/json' };
     if (query.type === 'image') {
       const form = new FormData();
@@ -207,6 +215,7 @@
 
   function resetOutput() {
     renderResults([], '');
+    renderFacets(null);
     els.latency.textContent = '';
     els.plugins.replaceChildren();
     updatePager(0);
@@ -318,8 +327,10 @@
     const hits = body.hits.filter((hit) => hit && typeof hit === 'object' && hit.product);
     renderResults(hits, key);
     noteCategories(hits);
-    els.latency.textContent = `${formatMs(body.took_ms)} ms on the server, ${Math.round(roundTrip)} ms round trip`;
+    const mode = typeof body.mode === 'string' ? `${body.mode} search, ` : '';
+    els.latency.textContent = `${mode}${formatMs(body.took_ms)} ms on the server, ${Math.round(roundTrip)} ms round trip`;
     renderPlugins(body.plugins);
+    renderFacets(body.facets);
     if (hits.length === 0) {
       setStatus(state.offset === 0 ? 'No products match.' : 'No products match on this page.');
     } else {
@@ -350,6 +361,64 @@
         return el('li', `plugin ${outcome === 'ok' ? 'ok' : 'fallback'}`, `${kind} ${p.name}@${p.version}: ${outcome}${error}`);
       }),
     );
+  }
+
+  // ---------- facets ----------
+
+  function facetButton(label, count, pressed, onClick) {
+    const item = el('li', 'facet-value');
+    const button = el('button', 'facet-button', label);
+    button.type = 'button';
+    button.setAttribute('aria-pressed', String(pressed));
+    button.addEventListener('click', onClick);
+    item.append(button, el('span', 'facet-count', String(count)));
+    return item;
+  }
+
+  function formatPrice(n) {
+    return Number.isFinite(n) ? String(n) : '';
+  }
+
+  function renderFacets(facets) {
+    if (!facets || typeof facets !== 'object') {
+      els.facets.hidden = true;
+      return;
+    }
+    const list = (v) => (Array.isArray(v) ? v.filter((x) => x && typeof x === 'object' && typeof x.count === 'number') : []);
+    const current = els.category.value.trim();
+    els.facetCategory.replaceChildren(
+      ...list(facets.category).map((f) =>
+        facetButton(String(f.value), f.count, String(f.value) === current, () => {
+          els.category.value = String(f.value) === current ? '' : String(f.value);
+          submitCurrent();
+        }),
+      ),
+    );
+    els.facetPrice.replaceChildren(
+      ...list(facets.price)
+        .filter((b) => b.count > 0)
+        .map((b) => {
+          const from = typeof b.from === 'number' ? b.from : null;
+          const to = typeof b.to === 'number' ? b.to : null;
+          const label = from === null ? `under ${formatPrice(to)}` : to === null ? `${formatPrice(from)} and up` : `${formatPrice(from)} to ${formatPrice(to)}`;
+          const pressed = els.priceMin.value === (from === null ? '' : String(from)) && els.priceMax.value === (to === null ? '' : String(to));
+          return facetButton(label, b.count, pressed, () => {
+            els.priceMin.value = pressed || from === null ? '' : String(from);
+            // The bucket excludes its upper bound; the filter includes it (a product at exactly `to` may show).
+            els.priceMax.value = pressed || to === null ? '' : String(to);
+            submitCurrent();
+          });
+        }),
+    );
+    els.facetStock.replaceChildren(
+      ...list(facets.in_stock).map((f) =>
+        facetButton(f.value ? 'in stock' : 'sold out', f.count, f.value === true && els.inStock.checked, () => {
+          els.inStock.checked = f.value === true && !els.inStock.checked;
+          submitCurrent();
+        }),
+      ),
+    );
+    els.facets.hidden = false;
   }
 
   function noteCategories(hits) {
