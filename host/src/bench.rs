@@ -413,7 +413,7 @@ pub async fn populate(data_dir: &Path, model: Option<&Path>, products: usize) ->
                 product_id: id.clone(),
                 vector: v,
                 text_vector: Some(text_vector),
-                keywords: crate::store::vectors::keywords::document(&text),
+                keywords: crate::store::vectors::keywords::document("default", &text),
                 payload: PointPayload {
                     category: Some(category.into()),
                     price: Some(f64::from(price)),

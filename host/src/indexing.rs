@@ -332,8 +332,12 @@ impl IndexProducts {
     async fn embed_products(&self, tenant: &str, todo: Vec<Product>) -> Vec<(Product, Outcome)> {
         let with_image: Vec<&Product> = todo.iter().filter(|p| p.has_image()).collect();
         let texts: Vec<String> = todo.iter().map(product_text).collect();
-        let (image_vectors, text_vectors) =
+        let (image_vectors, mut text_vectors) =
             tokio::join!(self.image_vectors(&with_image), self.text_vectors(texts.clone()));
+        // One vector per text, or every product is retried.
+        if text_vectors.len() != todo.len() {
+            text_vectors = vec![Err((true, "the encoder returned too few vectors".to_owned())); todo.len()];
+        }
         let mut results = Vec::with_capacity(todo.len());
         let mut image_vectors = image_vectors.into_iter();
         let missing = || Err((true, "missing encoder result".to_owned()));
@@ -349,7 +353,7 @@ impl IndexProducts {
                     product_id: p.external_id.clone(),
                     vector,
                     text_vector: Some(text_vector),
-                    keywords: keywords::document(text),
+                    keywords: keywords::document(tenant, text),
                     payload: payload(p),
                 })),
                 (Err((false, e)), _) | (_, Err((false, e))) => Outcome::Fatal(e),

@@ -100,7 +100,7 @@ async fn a_single_vector_index_serves_until_a_reindex_moves_it_over() {
     assert_eq!(hits[0].product_id, points[0].product_id);
     let keyword = VectorQuery {
         tenant: "t".into(),
-        keywords: Some(keywords::query("ecco")),
+        keywords: Some(keywords::query("t", "ecco")),
         limit: 3,
         ..VectorQuery::default()
     };
@@ -483,7 +483,7 @@ mod server {
                         tenant: "t1".into(),
                         vector,
                         text_vector,
-                        keywords: Some(keywords::query(text)),
+                        keywords: Some(keywords::query("t1", text)),
                         weights: Weights {
                             image: 0.2,
                             text: 0.3,

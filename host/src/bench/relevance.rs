@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::{model_or_random_vit_b32, percentile, spread};
 use crate::api::search::TEXT_WEIGHTS;
 use crate::encoder::{Encoder, EncoderOptions};
+use crate::search::SearchMode;
 use crate::store::vectors::{
     EdgeIndex, FacetField, FacetQuery, Fusion, PointPayload, VectorFilter, VectorIndex, VectorPoint,
     VectorQuery, Weights, keywords,
@@ -326,7 +327,7 @@ pub async fn relevance(o: &RelevanceOptions<'_>) -> anyhow::Result<Value> {
             // No photos: a product without an image has its text's vector.
             vector: v.clone(),
             text_vector: Some(v.clone()),
-            keywords: keywords::document(text),
+            keywords: keywords::document("bench", text),
             payload: PointPayload {
                 category: Some(p.category.into()),
                 price: Some(p.price),
@@ -374,11 +375,11 @@ pub async fn relevance(o: &RelevanceOptions<'_>) -> anyhow::Result<Value> {
             };
             match (name, fused) {
                 ("vector", _) => query.vector = v.clone(),
-                ("keyword", _) => query.keywords = Some(keywords::query(&q.text)),
+                ("keyword", _) => query.keywords = Some(keywords::query("bench", &q.text)),
                 (_, Some((weights, fusion))) => {
                     query.vector = v.clone();
                     query.text_vector = Some(v.clone());
-                    query.keywords = Some(keywords::query(&q.text));
+                    query.keywords = Some(keywords::query("bench", &q.text));
                     query.weights = weights;
                     query.fusion = fusion;
                 }
@@ -482,11 +483,13 @@ fn bm25_reference(
     Ok(json!({"by_kind": theirs, "keyword_minus_rank_bm25_ndcg@10": diff}))
 }
 
-pub struct HybridBenchOptions {
+pub struct HybridBenchOptions<'a> {
     pub products: usize,
-    pub dims: usize,
+    /// Checkpoint directory; default: a random-weight ViT-B/32.
+    pub model: Option<&'a Path>,
     pub queries: usize,
     pub rounds: usize,
+    pub threads: Option<usize>,
 }
 
 /// Bytes under `dir` whose path contains `needle`.
@@ -509,151 +512,211 @@ fn bytes_under(dir: &Path, needle: &str) -> u64 {
     total
 }
 
-/// Latency of each mode on `products` products (random unit vectors, the
-/// synthetic catalog's texts), in paired rounds: every round runs the
-/// same queries in every mode back to back (rotating the order), and the
-/// ratios to vector mode are taken within a round. Also the cost of facets
-/// and the bytes per product of each representation.
-pub async fn hybrid(o: &HybridBenchOptions) -> anyhow::Result<Value> {
+/// What one timed variant runs.
+#[derive(Clone, Copy)]
+enum Variant {
+    Service(SearchMode, bool),
+    Engine(&'static str),
+}
+
+/// Hybrid search at scale, on `products` products written by `populate`
+/// (random unit vectors, their texts' keyword vectors, the catalog):
+///
+/// * `service`: whole text searches through the search service as `vitrine
+///   serve` runs them (a new query text each time, so every search embeds
+///   it; hydration from the catalog; page cache off), in each mode, and
+///   hybrid with four facets;
+/// * `engine`: the vector index alone, each mode's legs and fusion;
+///
+/// in paired rounds: every round runs every variant back to back (the
+/// order rotating), and ratios to vector mode are taken within a round.
+/// Also the bytes per product of each representation on disk.
+pub async fn hybrid(o: &HybridBenchOptions<'_>) -> anyhow::Result<Value> {
+    use std::sync::Arc;
+
+    use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
+    use crate::plugins::{PluginChoice, PluginRegistry};
+    use crate::search::{FacetSpec, PluginSelection, QuerySource, SearchRequest};
+
     let dir = tempfile::tempdir()?;
-    let index = EdgeIndex::open_async(dir.path().to_path_buf(), o.dims).await?;
-    let catalog = synthetic_catalog(o.products, 3);
-    let mut rng = StdRng::seed_from_u64(5);
-    let unit = |rng: &mut StdRng| {
-        let mut v: Vec<f32> = (0..o.dims).map(|_| rng.random::<f32>() - 0.5).collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|x| *x /= n);
-        v
-    };
-    let t = Instant::now();
-    for chunk in catalog.chunks(1000) {
-        let points: Vec<VectorPoint> = chunk
-            .iter()
-            .map(|p| VectorPoint {
-                tenant: "bench".into(),
-                product_id: p.id.clone(),
-                vector: unit(&mut rng),
-                text_vector: Some(unit(&mut rng)),
-                keywords: keywords::document(&p.text()),
-                payload: PointPayload {
-                    category: Some(p.category.into()),
-                    price: Some(p.price),
-                    currency: Some("EUR".into()),
-                    tags: p.tags.clone(),
-                    in_stock: rng.random_bool(0.8),
-                },
-            })
-            .collect();
-        index.upsert(points).await?;
-    }
-    let load_secs = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    index.optimize().await?;
-    let optimize_secs = t.elapsed().as_secs_f64();
+    let populated = super::populate(dir.path(), o.model, o.products).await?;
+    let model_dir = std::path::PathBuf::from(populated["model"].as_str().unwrap_or_default());
+    let encoder = Encoder::from_dir(
+        &model_dir,
+        &EncoderOptions {
+            threads: o.threads,
+            ..EncoderOptions::default()
+        },
+    )?;
+    let service = EncoderService::start(encoder, BatchConfig::default())?;
+    let dims = service.dims();
+    let shared_encoder = SharedEncoder::default();
+    shared_encoder.set(EncoderState::Ready(service));
+    let mut settings = crate::config::Settings::defaults().clone();
+    settings.data_dir = dir.path().to_path_buf();
+    settings.search.page_cache_mb = 0;
+    let (catalog, vectors) = super::open_stores(&settings, dims).await?;
+    let index = vectors.index().map_err(|e| anyhow::anyhow!(e))?;
+    let blobs = crate::media::BlobStore::open(None, dir.path())?;
+    let host = crate::server::plugin_host(&settings, blobs)?;
+    let registry = Arc::new(PluginRegistry::new(host, catalog.clone()));
+    let fetcher = Arc::new(crate::media::ImageFetcher::new(
+        crate::media::FetchConfig::from_settings(&settings.media),
+    )?);
+    let search = crate::server::app_state(
+        &settings,
+        catalog,
+        shared_encoder.clone(),
+        vectors,
+        fetcher,
+        registry,
+    )
+    .search;
     let n = o.products.max(1) as f64;
+    let root = dir.path().join("vectors");
     let size = json!({
-        "image_bytes_per_product": bytes_under(dir.path(), "vector_storage-image") as f64 / n,
-        "text_bytes_per_product": bytes_under(dir.path(), "vector_storage-text") as f64 / n,
-        "image_hnsw_bytes_per_product": bytes_under(dir.path(), "vector_index-image") as f64 / n,
-        "text_hnsw_bytes_per_product": bytes_under(dir.path(), "vector_index-text") as f64 / n,
-        "keywords_bytes_per_product": (bytes_under(dir.path(), "vector_storage-keywords") + bytes_under(dir.path(), "vector_index-keywords")) as f64 / n,
-        "payload_bytes_per_product": (bytes_under(dir.path(), "payload_storage") + bytes_under(dir.path(), "payload_index")) as f64 / n,
-        "total_bytes_per_product": bytes_under(dir.path(), "") as f64 / n,
+        "image_vector_bytes_per_product": bytes_under(&root, "vector_storage-image") as f64 / n,
+        "image_hnsw_bytes_per_product": bytes_under(&root, "vector_index-image") as f64 / n,
+        "text_vector_bytes_per_product": bytes_under(&root, "vector_storage-text") as f64 / n,
+        "text_hnsw_bytes_per_product": bytes_under(&root, "vector_index-text") as f64 / n,
+        "keywords_bytes_per_product": (bytes_under(&root, "vector_storage-keywords") + bytes_under(&root, "vector_index-keywords")) as f64 / n,
+        "payload_bytes_per_product": (bytes_under(&root, "payload_storage") + bytes_under(&root, "payload_index")) as f64 / n,
+        "total_bytes_per_product": bytes_under(&root, "") as f64 / n,
     });
-    let queries: Vec<(String, Vec<f32>)> = (0..o.queries)
-        .map(|i| {
-            let p = &catalog[(i * 7919) % catalog.len()];
-            let text = match i % 3 {
-                0 => p.model.clone(),
-                1 => format!("{} {}", p.brand, p.kind),
-                _ => format!("{} {}", p.colour, p.kind),
-            };
-            (text, unit(&mut rng))
-        })
-        .collect();
-    let facet_fields = vec![
-        FacetField::Category,
-        FacetField::Tags,
-        FacetField::InStock,
-        FacetField::Price,
+    const CATEGORIES: [&str; 8] = [
+        "boots", "dresses", "bags", "hats", "shirts", "toys", "fruit", "tools",
     ];
-    type Run = (&'static str, fn(&str, &[f32]) -> VectorQuery);
-    let modes: [Run; 4] = [
-        ("vector", |_, v| VectorQuery {
-            vector: v.to_vec(),
-            ..base()
-        }),
-        ("keyword", |t, _| VectorQuery {
-            keywords: Some(keywords::query(t)),
-            ..base()
-        }),
-        ("hybrid", |t, v| VectorQuery {
-            vector: v.to_vec(),
-            text_vector: Some(v.to_vec()),
-            keywords: Some(keywords::query(t)),
-            weights: TEXT_WEIGHTS,
-            ..base()
-        }),
-        ("hybrid_rrf", |t, v| VectorQuery {
-            vector: v.to_vec(),
-            text_vector: Some(v.to_vec()),
-            keywords: Some(keywords::query(t)),
-            weights: TEXT_WEIGHTS,
-            fusion: Fusion::Rrf,
-            ..base()
-        }),
+    let facets = FacetSpec {
+        fields: vec![
+            FacetField::Category,
+            FacetField::Tags,
+            FacetField::InStock,
+            FacetField::Price,
+        ],
+        limit: 10,
+        price_buckets: vec![10.0, 25.0, 50.0, 100.0, 250.0],
+    };
+    let request = |text: String, mode: SearchMode, faceted: bool| SearchRequest {
+        tenant: "default".into(),
+        source: QuerySource::Text(text),
+        mode,
+        weights: TEXT_WEIGHTS,
+        fusion: Fusion::Relative,
+        facets: faceted.then(|| facets.clone()),
+        filter: VectorFilter::default(),
+        limit: 10,
+        offset: 0,
+        min_score: None,
+        plugins: PluginSelection {
+            filter: PluginChoice::Off,
+            ranker: PluginChoice::Off,
+        },
+        user_id: None,
+        session_id: None,
+        generation: None,
+    };
+    let encoder = shared_encoder.service().map_err(|e| anyhow::anyhow!(e))?;
+    let variants: [(&str, Variant); 8] = [
+        ("service_vector", Variant::Service(SearchMode::Vector, false)),
+        ("service_hybrid", Variant::Service(SearchMode::Hybrid, false)),
+        ("service_keyword", Variant::Service(SearchMode::Keyword, false)),
+        (
+            "service_hybrid_with_facets",
+            Variant::Service(SearchMode::Hybrid, true),
+        ),
+        ("engine_vector", Variant::Engine("vector")),
+        ("engine_hybrid", Variant::Engine("hybrid")),
+        ("engine_hybrid_rrf", Variant::Engine("hybrid_rrf")),
+        ("engine_keyword", Variant::Engine("keyword")),
     ];
-    // Warm up the page cache of the OS and the engine.
-    for (t, v) in queries.iter().take(50) {
-        for (_, make) in &modes {
-            index.search(&make(t, v)).await?;
-        }
-    }
-    let mut p99: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut p50: HashMap<&str, Vec<f64>> = HashMap::new();
+    let mut p99: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut ratios: HashMap<&str, Vec<f64>> = HashMap::new();
-    for round in 0..o.rounds {
-        let mut round_p99 = HashMap::new();
-        for k in 0..modes.len() + 1 {
-            let which = (k + round) % (modes.len() + 1);
-            let mut times = Vec::with_capacity(queries.len());
-            let name = if which == modes.len() {
-                for (_, _) in &queries {
-                    let q = FacetQuery {
-                        tenant: "bench".into(),
-                        filter: VectorFilter::default(),
-                        fields: facet_fields.clone(),
-                        limit: 10,
-                        price_buckets: vec![10.0, 25.0, 50.0, 100.0, 250.0],
-                    };
-                    let t = Instant::now();
-                    index.facets(&q).await?;
-                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+    let mut facet_ms = Vec::new();
+    let mut rng = StdRng::seed_from_u64(9);
+    for round in 0..=o.rounds {
+        let mut round_p99: HashMap<&str, f64> = HashMap::new();
+        for k in 0..variants.len() {
+            let (name, variant) = variants[(k + round) % variants.len()];
+            let mut times = Vec::with_capacity(o.queries);
+            for i in 0..o.queries {
+                // A new text each time: every service search embeds it.
+                let text = format!(
+                    "{} product {} {round} {name} {i}",
+                    CATEGORIES[i % CATEGORIES.len()],
+                    rng.random_range(0..o.products.max(1))
+                );
+                let start = Instant::now();
+                match variant {
+                    Variant::Service(mode, faceted) => {
+                        let r = search.search(request(text, mode, faceted)).await?;
+                        anyhow::ensure!(!r.hits.is_empty(), "{name}: no hits");
+                    }
+                    Variant::Engine(mode) => {
+                        // The query's embedding is not timed here.
+                        let v = encoder.embed_text(text.clone()).await?;
+                        let start_search = Instant::now();
+                        let mut q = VectorQuery {
+                            tenant: "default".into(),
+                            limit: 10,
+                            ..VectorQuery::default()
+                        };
+                        if mode != "keyword" {
+                            q.vector = v.clone();
+                        }
+                        if mode.starts_with("hybrid") {
+                            q.text_vector = Some(v);
+                            q.weights = TEXT_WEIGHTS;
+                        }
+                        if mode != "vector" {
+                            q.keywords = Some(keywords::query("default", &text));
+                        }
+                        if mode == "hybrid_rrf" {
+                            q.fusion = Fusion::Rrf;
+                        }
+                        index.search(&q).await?;
+                        times.push(start_search.elapsed().as_secs_f64() * 1000.0);
+                        continue;
+                    }
                 }
-                "facets"
-            } else {
-                let (name, make) = &modes[which];
-                for (t, v) in &queries {
-                    let q = make(t, v);
-                    let start = Instant::now();
-                    index.search(&q).await?;
-                    times.push(start.elapsed().as_secs_f64() * 1000.0);
-                }
-                name
-            };
+                times.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            if round == 0 {
+                continue; // warm-up
+            }
             times.sort_by(f64::total_cmp);
             round_p99.insert(name, percentile(&times, 99.0));
             p99.entry(name).or_default().push(percentile(&times, 99.0));
             p50.entry(name).or_default().push(percentile(&times, 50.0));
         }
-        let base = round_p99["vector"];
+        if round == 0 {
+            continue;
+        }
         for (name, v) in &round_p99 {
+            let base = if name.starts_with("service") {
+                round_p99["service_vector"]
+            } else {
+                round_p99["engine_vector"]
+            };
             ratios.entry(name).or_default().push(v / base);
         }
+        // Facets alone, on the whole catalog.
+        for _ in 0..o.queries.min(100) {
+            let q = FacetQuery {
+                tenant: "default".into(),
+                filter: VectorFilter::default(),
+                fields: facets.fields.clone(),
+                limit: 10,
+                price_buckets: facets.price_buckets.clone(),
+            };
+            let t = Instant::now();
+            index.facets(&q).await?;
+            facet_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
     }
-    let per_mode: serde_json::Map<String, Value> = p99
-        .keys()
-        .map(|name| {
+    let per_variant: serde_json::Map<String, Value> = variants
+        .iter()
+        .map(|(name, _)| {
             (
                 (*name).to_owned(),
                 json!({"p50_ms": spread(p50[name].clone()), "p99_ms": spread(p99[name].clone()),
@@ -661,24 +724,17 @@ pub async fn hybrid(o: &HybridBenchOptions) -> anyhow::Result<Value> {
             )
         })
         .collect();
+    facet_ms.sort_by(f64::total_cmp);
     Ok(json!({
         "products": o.products,
-        "dims": o.dims,
-        "queries_per_round": o.queries,
+        "dims": dims,
+        "populate": populated,
+        "queries_per_variant_per_round": o.queries,
         "rounds": o.rounds,
-        "load_secs": load_secs,
-        "optimize_secs": optimize_secs,
         "index_size": size,
-        "modes": per_mode,
+        "variants": per_variant,
+        "facets_alone_ms": {"p50": percentile(&facet_ms, 50.0), "p99": percentile(&facet_ms, 99.0)},
     }))
-}
-
-fn base() -> VectorQuery {
-    VectorQuery {
-        tenant: "bench".into(),
-        limit: 10,
-        ..VectorQuery::default()
-    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@ use crate::plugins::{
     CallError, Candidate, PluginChoice, PluginRef, PluginRegistry, Query, QueryKind, ResolveError, World,
 };
 use crate::store::vectors::{
-    FacetCounts, FacetField, FacetQuery, Fusion, Layout, SharedVectors, VectorError, VectorFilter,
-    VectorQuery, Weights, keywords,
+    FacetCounts, FacetField, FacetQuery, Fusion, Layout, PointPayload, SharedVectors, VectorError,
+    VectorFilter, VectorQuery, Weights, keywords,
 };
 use crate::store::{Catalog, SearchLog, StoreError};
 use crate::telemetry::SEARCH_PAGE_CACHE;
@@ -534,7 +534,7 @@ impl SearchService {
         let mut keyword_terms = None;
         let (vector, exclude) = match &mut req.source {
             QuerySource::Text(text) if mode == SearchMode::Keyword => {
-                keyword_terms = Some(keywords::query(text));
+                keyword_terms = Some(keywords::query(&req.tenant, text));
                 (Vec::new(), None)
             }
             QuerySource::Text(text) => {
@@ -543,7 +543,7 @@ impl SearchService {
                     None => self.text_vector(text).await?.as_ref().clone(),
                 };
                 if mode == SearchMode::Hybrid {
-                    keyword_terms = Some(keywords::query(text));
+                    keyword_terms = Some(keywords::query(&req.tenant, text));
                     text_vector = Some(v.clone());
                 }
                 (v, None)
@@ -617,7 +617,7 @@ impl SearchService {
             exclude_product: exclude.cloned(),
             min_score: req.min_score,
         };
-        let facets = req.facets.as_ref().map(|f| FacetQuery {
+        let facet_query = req.facets.as_ref().map(|f| FacetQuery {
             tenant: req.tenant.clone(),
             filter: req.filter.clone(),
             fields: f.fields.clone(),
@@ -625,12 +625,12 @@ impl SearchService {
             price_buckets: f.price_buckets.clone(),
         });
         let (scored, facets) = tokio::join!(vectors.search(&query), async {
-            match &facets {
+            match &facet_query {
                 Some(f) => vectors.facets(f).await.map(Some),
                 None => Ok(None),
             }
         });
-        let (scored, facets) = (scored.map_err(vector_error)?, facets.map_err(vector_error)?);
+        let (scored, mut facets) = (scored.map_err(vector_error)?, facets.map_err(vector_error)?);
         stages.vector_ms = ms(t);
         let t = Instant::now();
         // One catalog read for the whole page, then back into hit order. A
@@ -682,6 +682,16 @@ impl SearchService {
             let error = match outcome {
                 Ok(keep) => {
                     hits.retain(|h| keep.contains(&h.product.external_id));
+                    // A filter plugin may hide products (a tenant's own
+                    // rule): facets then count what it kept, not the
+                    // catalog, so they name nothing it hid.
+                    if let Some(q) = &facet_query {
+                        let kept: Vec<PointPayload> = hits
+                            .iter()
+                            .map(|h| crate::indexing::payload(&h.product))
+                            .collect();
+                        facets = Some(q.count_over(kept.iter().map(|p| (q.tenant.as_str(), p))));
+                    }
                     None
                 }
                 Err(e) => Some(e),

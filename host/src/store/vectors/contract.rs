@@ -906,7 +906,7 @@ pub fn text_points(rng: &mut StdRng, tenant: &str, dims: usize) -> Vec<VectorPoi
             product_id: (*id).into(),
             vector: random_vector(rng, dims),
             text_vector: Some(random_vector(rng, dims)),
-            keywords: keywords::document(text),
+            keywords: keywords::document(tenant, text),
             payload: PointPayload {
                 category: Some((*category).into()),
                 price: Some(10.0 * (i + 1) as f64),
@@ -954,7 +954,7 @@ pub fn bm25_reference(points: &[VectorPoint], q: &VectorQuery) -> Vec<(String, f
 fn keyword_query(tenant: &str, text: &str, limit: usize) -> VectorQuery {
     VectorQuery {
         tenant: tenant.into(),
-        keywords: Some(keywords::query(text)),
+        keywords: Some(keywords::query(tenant, text)),
         limit,
         ..VectorQuery::default()
     }
@@ -1087,7 +1087,7 @@ pub async fn hybrid_fusion(idx: &dyn VectorIndex) {
         tenant: "t1".into(),
         vector: probe.clone(),
         text_vector: Some(probe.clone()),
-        keywords: Some(keywords::query(text)),
+        keywords: Some(keywords::query("t1", text)),
         weights,
         fusion,
         limit,

@@ -5,6 +5,13 @@
 //! the engine multiplies the query's weights by each term's IDF over the
 //! index ([`super::V_KEYWORDS`] is created with the IDF modifier).
 //!
+//! Term ids are per tenant: each token's id is hashed again with the
+//! tenant ([`tenant_term`]), so a word of one tenant and the same word of
+//! another are different terms. The engine's document frequencies are
+//! then each tenant's own, and no tenant's scores say how many of another
+//! tenant's products hold a word; only the index's total point count,
+//! which IDF also uses, is shared.
+//!
 //! Document weights are BM25's saturated term frequencies,
 //! `tf (k1 + 1) / (tf + k1 (1 - b + b len / avg_len))` with k1 = 1.2 and
 //! b = 0.75. `avg_len` is fixed (the engine has no corpus statistics for
@@ -50,9 +57,23 @@ fn cut(text: &str) -> &str {
     &text[..end]
 }
 
-/// Sorted by term id with duplicates summed, as the engines require.
-fn sorted(indices: Vec<u32>, values: Vec<f32>) -> Keywords {
-    let mut pairs: Vec<(u32, f32)> = indices.into_iter().zip(values).collect();
+/// A token's term id for one tenant: FNV-1a (32 bits) of the tenant, a NUL
+/// and the engine's id. Stable across processes and versions: NEVER change
+/// it, every stored keyword vector depends on it.
+pub fn tenant_term(tenant: &str, term: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in tenant.bytes().chain([0]).chain(term.to_le_bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The tenant's term ids, sorted, with the weights of ids that meet
+/// summed, as the engines require.
+fn sorted(tenant: &str, indices: Vec<u32>, values: Vec<f32>) -> Keywords {
+    let indices = indices.into_iter().map(|i| tenant_term(tenant, i));
+    let mut pairs: Vec<(u32, f32)> = indices.zip(values).collect();
     pairs.sort_by_key(|(i, _)| *i);
     let mut out = Keywords::default();
     for (i, v) in pairs {
@@ -68,34 +89,29 @@ fn sorted(indices: Vec<u32>, values: Vec<f32>) -> Keywords {
     out
 }
 
-/// A product text's BM25 document vector.
-pub fn document(text: &str) -> Keywords {
+/// A product text's BM25 document vector, in its tenant's terms.
+pub fn document(tenant: &str, text: &str) -> Keywords {
     match BM25.as_ref() {
         Some(m) => {
             let v = m.embed_document(cut(text));
-            sorted(v.indices, v.values)
+            sorted(tenant, v.indices, v.values)
         }
         None => Keywords::default(),
     }
 }
 
-/// A query's terms, each with weight 1 (a repeated term counts once).
-pub fn query(text: &str) -> Keywords {
+/// A query's terms in its tenant's terms, each with weight 1 (a repeated
+/// term counts once).
+pub fn query(tenant: &str, text: &str) -> Keywords {
     match BM25.as_ref() {
         Some(m) => {
             let v = m.embed_query(cut(text));
-            let mut k = sorted(v.indices, v.values);
+            let mut k = sorted(tenant, v.indices, v.values);
             k.values.iter_mut().for_each(|x| *x = 1.0);
             k
         }
         None => Keywords::default(),
     }
-}
-
-/// The number of terms a text has for the keyword leg (tests and the
-/// relevance benchmark's reference).
-pub fn tokens(text: &str) -> usize {
-    query(text).indices.len()
 }
 
 #[cfg(test)]
@@ -104,14 +120,14 @@ mod tests {
 
     #[test]
     fn terms_are_stemmed_lowercased_and_stopwords_dropped() {
-        assert_eq!(query("Running Shoes"), query("the running shoe"));
-        assert_ne!(query("ECCO 470304"), query("ECCO 470305"));
-        assert!(query("the and of").is_empty());
-        let d = document("red boots red");
+        assert_eq!(query("t", "Running Shoes"), query("t", "the running shoe"));
+        assert_ne!(query("t", "ECCO 470304"), query("t", "ECCO 470305"));
+        assert!(query("t", "the and of").is_empty());
+        let d = document("t", "red boots red");
         assert_eq!(d.indices.len(), 2);
         assert!(d.indices.windows(2).all(|w| w[0] < w[1]));
         // "red" twice weighs more than "boots" once.
-        let q_red = query("red").indices[0];
+        let q_red = query("t", "red").indices[0];
         let red = d.indices.iter().position(|i| *i == q_red).unwrap();
         assert!(d.values[red] > d.values[1 - red]);
     }
@@ -119,6 +135,16 @@ mod tests {
     #[test]
     fn long_texts_are_cut_at_a_char_boundary() {
         let long = "é".repeat(MAX_TEXT_BYTES);
-        assert!(!document(&long).is_empty());
+        assert!(!document("t", &long).is_empty());
+    }
+
+    #[test]
+    fn one_word_is_a_different_term_for_each_tenant() {
+        assert_ne!(query("a", "boots"), query("b", "boots"));
+        assert_ne!(query("ab", "boots"), query("a", "bboots"));
+        assert_eq!(query("a", "boots"), query("a", "boot"));
+        // Pinned: stored vectors depend on these ids.
+        assert_eq!(tenant_term("", 0), 0x1210_d00f);
+        assert_eq!(tenant_term("shop", 7), 0x327a_3ecc);
     }
 }
