@@ -366,6 +366,10 @@ impl VectorIndex for EdgeIndex {
                     .map(scored)
                     .collect()
             } else if q.fusion == Fusion::Rrf {
+                // Fused hits carry their product id only: the service
+                // hydrates from the catalog, and reading every candidate's
+                // payload would cost more than the search.
+                let id_only = WithPayloadInterface::Fields(vec![json_path(F_PRODUCT_ID)?]);
                 let window = q.window();
                 let prefetches = queries
                     .iter()
@@ -390,7 +394,7 @@ impl VectorIndex for EdgeIndex {
                     offset: q.offset,
                     params: None,
                     with_vector: WithVector::Bool(false),
-                    with_payload: WithPayloadInterface::Bool(true),
+                    with_payload: id_only.clone(),
                 };
                 let hits = live.shard.query(request).map_err(op_err)?;
                 hits.into_iter()
@@ -399,6 +403,7 @@ impl VectorIndex for EdgeIndex {
                     .map(scored)
                     .collect()
             } else {
+                let id_only = WithPayloadInterface::Fields(vec![json_path(F_PRODUCT_ID)?]);
                 let window = q.window();
                 let mut runs = Vec::with_capacity(queries.len());
                 for (query, weight) in queries {
@@ -411,7 +416,7 @@ impl VectorIndex for EdgeIndex {
                         offset: 0,
                         params: None,
                         with_vector: WithVector::Bool(false),
-                        with_payload: WithPayloadInterface::Bool(true),
+                        with_payload: id_only.clone(),
                     };
                     let hits = live.shard.query(request).map_err(op_err)?;
                     runs.push((weight, hits.into_iter().map(scored).collect()));

@@ -500,8 +500,11 @@ pub(crate) fn check_facets(q: &FacetQuery) -> Result<(), VectorError> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredPoint {
     pub product_id: String,
-    /// Cosine similarity in [-1, 1]; higher is closer.
+    /// Cosine similarity in [-1, 1] for a dense leg, BM25 for the keyword
+    /// leg, the fused score for several; higher is closer.
     pub score: f32,
+    /// The filter payload; empty on the hits of a fused search (several
+    /// legs), which read only their candidates' product ids.
     pub payload: PointPayload,
 }
 

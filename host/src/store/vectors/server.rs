@@ -331,6 +331,115 @@ impl QdrantIndex {
         Ok(())
     }
 
+    /// One search on the layout last seen.
+    async fn search_once(&self, q: &VectorQuery) -> Result<Vec<ScoredPoint>, VectorError> {
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        check_query(q)?;
+        let filter = build_filter(&q.filter, &q.tenant, q.exclude_product.as_deref());
+        let (dims, layout) = (self.dims(), self.layout());
+        let mut legs = Vec::new();
+        for (leg, weight) in q.legs() {
+            let (query, using) = leg_query(&leg, dims, layout)?;
+            legs.push((query, using, weight));
+        }
+        // Fused hits carry their product id only (see the Edge backend).
+        let id_only = || PayloadIncludeSelector::from(vec![F_PRODUCT_ID.to_owned()]);
+        let page = |request: QueryPointsBuilder, full: bool| {
+            let request = request
+                .filter(filter.clone())
+                .limit(q.limit as u64)
+                .offset(q.offset as u64);
+            let mut request = if full {
+                request.with_payload(true)
+            } else {
+                request.with_payload(id_only())
+            };
+            if let Some(s) = q.min_score {
+                request = request.score_threshold(s);
+            }
+            request
+        };
+        let request = match legs.as_slice() {
+            [(query, using, _)] => {
+                let mut request = QueryPointsBuilder::new(&self.alias).query(query.clone());
+                if let Some(u) = using {
+                    request = request.using(*u);
+                }
+                page(request, true)
+            }
+            _ if q.fusion == Fusion::Rrf => {
+                let window = q.window() as u64;
+                let mut request = QueryPointsBuilder::new(&self.alias);
+                for (query, using, _) in &legs {
+                    let mut prefetch = PrefetchQueryBuilder::default()
+                        .query(query.clone())
+                        .filter(filter.clone())
+                        .limit(window);
+                    if let Some(u) = using {
+                        prefetch = prefetch.using(*u);
+                    }
+                    request = request.add_prefetch(prefetch);
+                }
+                let rrf = Rrf {
+                    k: Some(RRF_K as u32),
+                    weights: legs.iter().map(|(_, _, w)| *w).collect(),
+                };
+                page(request.query(Query::new_rrf(rrf)), false)
+            }
+            _ => {
+                // Every leg in one round trip; fused here.
+                let window = q.window() as u64;
+                let query_points: Vec<QueryPoints> = legs
+                    .iter()
+                    .map(|(query, using, _)| {
+                        let mut request = QueryPointsBuilder::new(&self.alias)
+                            .query(query.clone())
+                            .filter(filter.clone())
+                            .limit(window)
+                            .with_payload(id_only());
+                        if let Some(u) = using {
+                            request = request.using(*u);
+                        }
+                        request.build()
+                    })
+                    .collect();
+                let response = self
+                    .client
+                    .query_batch(QueryBatchPoints {
+                        collection_name: self.alias.clone(),
+                        query_points,
+                        ..QueryBatchPoints::default()
+                    })
+                    .await
+                    .map_err(client_err)?;
+                let runs = legs
+                    .iter()
+                    .zip(response.result)
+                    .map(|((_, _, weight), r)| (*weight, r.result.into_iter().map(scored).collect()))
+                    .collect();
+                return Ok(fuse_relative(runs, q));
+            }
+        };
+        let response = self.client.query(request).await.map_err(client_err)?;
+        Ok(response.result.into_iter().map(scored).collect())
+    }
+
+    /// Re-reads the live generation's dimension and layout (another host
+    /// may have committed a reindex); whether the layout changed.
+    async fn refresh(&self) -> Result<bool, VectorError> {
+        let before = self.layout();
+        let live = self
+            .live_collection()
+            .await?
+            .ok_or_else(|| VectorError::unavailable(format!("alias {} is missing", self.alias)))?;
+        let (dims, layout) = self.collection_dims(&live).await?;
+        self.dims.store(dims, Ordering::Release);
+        self.hybrid.store(layout == Layout::Hybrid, Ordering::Release);
+        Ok(layout != before)
+    }
+
     async fn delete_by(&self, collection: &str, selector: DeleteSelector<'_>) -> Result<(), VectorError> {
         let request = DeletePointsBuilder::new(collection).wait(true);
         let request = match selector {
@@ -538,8 +647,17 @@ impl VectorIndex for QdrantIndex {
         }
         let live_dims = self.dims();
         if live_dims == got || !written {
-            self.upsert_into(&self.alias, live_dims, self.layout(), &points)
-                .await?;
+            match self
+                .upsert_into(&self.alias, live_dims, self.layout(), &points)
+                .await
+            {
+                // The layout changed under this host (see `search`).
+                Err(VectorError::Other(..)) if self.refresh().await? => {
+                    self.upsert_into(&self.alias, self.dims(), self.layout(), &points)
+                        .await?;
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -567,91 +685,14 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn search(&self, q: &VectorQuery) -> Result<Vec<ScoredPoint>, VectorError> {
-        if q.limit == 0 {
-            return Ok(Vec::new());
+        match self.search_once(q).await {
+            // Another host may have switched to a generation of another
+            // layout since this one last looked: look again, then retry.
+            Err(VectorError::Other(..) | VectorError::NotFound(..)) if self.refresh().await? => {
+                self.search_once(q).await
+            }
+            other => other,
         }
-        check_query(q)?;
-        let filter = build_filter(&q.filter, &q.tenant, q.exclude_product.as_deref());
-        let (dims, layout) = (self.dims(), self.layout());
-        let mut legs = Vec::new();
-        for (leg, weight) in q.legs() {
-            let (query, using) = leg_query(&leg, dims, layout)?;
-            legs.push((query, using, weight));
-        }
-        let page = |request: QueryPointsBuilder| {
-            let mut request = request
-                .filter(filter.clone())
-                .limit(q.limit as u64)
-                .offset(q.offset as u64)
-                .with_payload(true);
-            if let Some(s) = q.min_score {
-                request = request.score_threshold(s);
-            }
-            request
-        };
-        let request = match legs.as_slice() {
-            [(query, using, _)] => {
-                let mut request = QueryPointsBuilder::new(&self.alias).query(query.clone());
-                if let Some(u) = using {
-                    request = request.using(*u);
-                }
-                page(request)
-            }
-            _ if q.fusion == Fusion::Rrf => {
-                let window = q.window() as u64;
-                let mut request = QueryPointsBuilder::new(&self.alias);
-                for (query, using, _) in &legs {
-                    let mut prefetch = PrefetchQueryBuilder::default()
-                        .query(query.clone())
-                        .filter(filter.clone())
-                        .limit(window);
-                    if let Some(u) = using {
-                        prefetch = prefetch.using(*u);
-                    }
-                    request = request.add_prefetch(prefetch);
-                }
-                let rrf = Rrf {
-                    k: Some(RRF_K as u32),
-                    weights: legs.iter().map(|(_, _, w)| *w).collect(),
-                };
-                page(request.query(Query::new_rrf(rrf)))
-            }
-            _ => {
-                // Every leg in one round trip; fused here.
-                let window = q.window() as u64;
-                let query_points: Vec<QueryPoints> = legs
-                    .iter()
-                    .map(|(query, using, _)| {
-                        let mut request = QueryPointsBuilder::new(&self.alias)
-                            .query(query.clone())
-                            .filter(filter.clone())
-                            .limit(window)
-                            .with_payload(true);
-                        if let Some(u) = using {
-                            request = request.using(*u);
-                        }
-                        request.build()
-                    })
-                    .collect();
-                let response = self
-                    .client
-                    .query_batch(QueryBatchPoints {
-                        collection_name: self.alias.clone(),
-                        query_points,
-                        ..QueryBatchPoints::default()
-                    })
-                    .await
-                    .map_err(client_err)?;
-                let runs = legs
-                    .iter()
-                    .zip(response.result)
-                    .map(|((_, _, weight), r)| (*weight, r.result.into_iter().map(scored).collect()))
-                    .collect();
-                return Ok(fuse_relative(runs, q));
-            }
-        };
-        let response = self.client.query(request).await.map_err(client_err)?;
-        Ok(response.result.into_iter().map(scored).collect())
     }
 
     async fn facets(&self, q: &FacetQuery) -> Result<FacetCounts, VectorError> {
