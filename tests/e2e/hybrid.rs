@@ -275,6 +275,60 @@ async fn modes_weights_defaults_and_facets() {
             json!([{"value": "black", "count": 3}, {"value": "blue", "count": 1}]),
             "{name}: {r}"
         );
+        // A search token's forced filter bounds the facets too: they never
+        // count a product the token cannot see, in any mode.
+        let (s, k) = admin
+            .post("/v1/tenants/default/keys", &json!({"scopes": ["search"]}))
+            .await;
+        assert_eq!(s, 201, "{k}");
+        let key = k["key"].as_str().unwrap();
+        let claims = json!({"exp": crate::trust::in_an_hour(), "tenant": "default", "key_id": crate::trust::key_id(key),
+                            "scopes": ["search"], "filters": {"categories": ["bags", "hats"]}});
+        let token = admin.with_key(&crate::trust::token(key, claims));
+        for mode in ["hybrid", "keyword", "vector"] {
+            let r = search(
+                &token,
+                "default",
+                json!({"text": "ecco boots", "mode": mode, "facets": ["category", "price", "in_stock", "tags"],
+                       "price_buckets": [50, 120]}),
+            )
+            .await;
+            let want = counts(|p| p.2 == "bags" || p.2 == "hats");
+            assert_eq!(r["facets"]["category"], want["category"], "{name} {mode}: {r}");
+            assert_eq!(r["facets"]["price"], want["price"], "{name} {mode}: {r}");
+            assert_eq!(r["facets"]["in_stock"], want["in_stock"], "{name} {mode}: {r}");
+            assert!(
+                ids(&r)
+                    .iter()
+                    .all(|id| id.starts_with('k') || id.starts_with('h')),
+                "{name} {mode}: {r}"
+            );
+        }
+        // Filters that exclude the token's: no hits, every bucket at 0.
+        let r = search(
+            &token,
+            "default",
+            json!({"text": "ecco", "facets": ["price"], "price_buckets": [50], "filters": {"category": "boots"}}),
+        )
+        .await;
+        assert_eq!(r["hits"], json!([]));
+        assert_eq!(
+            r["facets"]["price"],
+            json!([{"to": 50.0, "count": 0}, {"from": 50.0, "count": 0}]),
+            "{name}: {r}"
+        );
+        let (s, r) = token
+            .post(
+                "/v1/tenants/default/search",
+                &json!({"like": "k1", "mode": "keyword", "filters": {"category": "boots"}}),
+            )
+            .await;
+        assert_eq!(
+            (s, &r["error"]["code"]),
+            (400, &json!("invalid_parameter")),
+            "{name}: {r}"
+        );
+
         // No facets asked, none given.
         let r = search(&admin, "default", json!({"text": "shoes"})).await;
         assert!(r.get("facets").is_none());

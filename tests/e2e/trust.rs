@@ -38,7 +38,7 @@ fn http() -> reqwest::Client {
 
 /// A search token signed with `key` (`vtr_<id>_<secret>`), the way the
 /// README tells shops to make one.
-fn token(key: &str, claims: Value) -> String {
+pub(crate) fn token(key: &str, claims: Value) -> String {
     let rest = key.strip_prefix("vtr_").unwrap();
     let (id, secret) = (&rest[..16], &rest[17..]);
     let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
@@ -47,11 +47,11 @@ fn token(key: &str, claims: Value) -> String {
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&signing_key)).unwrap()
 }
 
-fn key_id(key: &str) -> &str {
+pub(crate) fn key_id(key: &str) -> &str {
     &key[4..20]
 }
 
-fn in_an_hour() -> u64 {
+pub(crate) fn in_an_hour() -> u64 {
     jsonwebtoken::get_current_timestamp() + 3600
 }
 

@@ -180,7 +180,9 @@
 
   function buildRequest(query, offset, key, tenant) {
     const url = `/v1/tenants/${encodeURIComponent(tenant)}/search`;
-    const options = { limit: PAGE_SIZE, offset, facets: ['category', 'price', 'in_stock'] };
+    const options = { limit: PAGE_SIZE, offset };
+    // Facets do not change from page to page: asked for on the first only.
+    if (offset === 0) options.facets = ['category', 'price', 'in_stock'];
     if (query.filters) options.filters = query.filters;
     // Keyword matching needs words: other queries keep the server's default (hybrid).
     if (query.mode && (query.mode !== 'keyword' || query.type === 'text')) options.mode = query.mode;
@@ -330,7 +332,7 @@
     const mode = typeof body.mode === 'string' ? `${body.mode} search, ` : '';
     els.latency.textContent = `${mode}${formatMs(body.took_ms)} ms on the server, ${Math.round(roundTrip)} ms round trip`;
     renderPlugins(body.plugins);
-    renderFacets(body.facets);
+    if (state.offset === 0) renderFacets(body.facets);
     if (hits.length === 0) {
       setStatus(state.offset === 0 ? 'No products match.' : 'No products match on this page.');
     } else {

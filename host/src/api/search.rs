@@ -32,7 +32,7 @@ use crate::search::{
     FacetSpec, PluginReport as PluginRun, PluginSelection, QuerySource, SearchError, SearchMode,
     SearchResponse as SearchOutcome,
 };
-use crate::store::vectors::{FacetCounts, FacetField, Fusion, VectorFilter, Weights};
+use crate::store::vectors::{FacetCounts, FacetField, FacetQuery, Fusion, VectorFilter, Weights};
 
 pub const DEFAULT_LIMIT: u64 = 10;
 pub const MAX_LIMIT: u64 = 100;
@@ -374,6 +374,29 @@ fn resolve(o: &Options, defaults: &SearchDefaults, source: &QuerySource) -> (Sea
     (mode, weights, fusion)
 }
 
+/// The mode fits the query and the weights leave it a leg (the search
+/// service checks the same; this answers a search whose filters let
+/// nothing through the same way).
+fn check_mode(mode: SearchMode, w: &Weights, source: &QuerySource) -> ApiResult<()> {
+    let text = matches!(source, QuerySource::Text(_));
+    if mode == SearchMode::Keyword && !text {
+        return Err(invalid(
+            "mode",
+            ErrorCode::InvalidParameter,
+            "keyword search needs a `text` query",
+        ));
+    }
+    let keyword = text && w.keyword > 0.0;
+    if mode == SearchMode::Hybrid && !keyword && w.text <= 0.0 && w.image <= 0.0 {
+        return Err(invalid(
+            "weights",
+            ErrorCode::InvalidParameter,
+            "the weights turn off every leg this query runs",
+        ));
+    }
+    Ok(())
+}
+
 fn facets_view(f: FacetCounts, spec: &FacetSpec) -> FacetsView {
     let counts = |v: Vec<(String, u64)>| {
         v.into_iter()
@@ -684,6 +707,7 @@ async fn run(
     let defaults = state.policies.get(&*state.catalog, &tenant).await?;
     let resolved = resolve(&o, &defaults.search, &source);
     let (mode, weights, fusion) = resolved;
+    check_mode(mode, &weights, &source)?;
     if !apply_grant(grant, &mut o)? {
         // The token's filters and the request's exclude each other.
         return Ok(Json(SearchResponse {
@@ -695,10 +719,15 @@ async fn run(
                 SearchMode::Vector => SearchModeName::Vector,
                 SearchMode::Keyword => SearchModeName::Keyword,
             },
-            facets: o
-                .facets
-                .as_ref()
-                .map(|spec| facets_view(FacetCounts::default(), spec)),
+            facets: o.facets.as_ref().map(|spec| {
+                let none = FacetQuery {
+                    fields: spec.fields.clone(),
+                    limit: spec.limit,
+                    price_buckets: spec.price_buckets.clone(),
+                    ..FacetQuery::default()
+                };
+                facets_view(none.count_over(std::iter::empty()), spec)
+            }),
             plugins: PluginReports::default(),
         })
         .into_response());

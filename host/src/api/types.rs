@@ -123,6 +123,12 @@ pub struct SearchDefaults {
     pub fusion: Option<FusionName>,
 }
 
+impl SearchDefaults {
+    pub fn is_empty(&self) -> bool {
+        *self == SearchDefaults::default()
+    }
+}
+
 /// A field facets can count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -242,7 +248,9 @@ pub struct TenantLimits {
     pub rate_limits: TenantRateLimits,
     #[serde(default)]
     pub quotas: Quotas,
-    #[serde(default)]
+    /// Left out when empty, so a tenant without search defaults stores
+    /// what the previous version reads.
+    #[serde(default, skip_serializing_if = "SearchDefaults::is_empty")]
     pub search: SearchDefaults,
 }
 
