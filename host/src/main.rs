@@ -281,13 +281,16 @@ enum BenchCommand {
     Hybrid {
         #[arg(long, default_value_t = 100_000)]
         products: usize,
-        #[arg(long, default_value_t = 512)]
-        dims: usize,
-        /// Queries per mode per round.
-        #[arg(long, default_value_t = 300)]
+        /// Checkpoint directory; default: a random-weight ViT-B/32.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Queries per variant per round.
+        #[arg(long, default_value_t = 200)]
         queries: usize,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Quality of `encoder.precision = "bf16"` against f32 on one checkpoint:
     /// cosine of every embedding to its f32 twin, and the top-10 overlap of
@@ -550,14 +553,16 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
         })),
         BenchCommand::Hybrid {
             products,
-            dims,
+            model,
             queries,
             rounds,
+            threads,
         } => block_on(vitrine::bench::hybrid(&vitrine::bench::HybridBenchOptions {
             products: *products,
-            dims: *dims,
+            model: model.as_deref(),
             queries: *queries,
             rounds: *rounds,
+            threads: *threads,
         })),
         BenchCommand::Plugins {
             plugin,
