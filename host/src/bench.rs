@@ -557,33 +557,18 @@ pub async fn plugins(
 ) -> anyhow::Result<Value> {
     use std::sync::Arc;
 
-    use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
     use crate::plugins::{PluginChoice, PluginRegistry, World};
     use crate::search::{PluginSelection, QuerySource, SearchRequest};
     use crate::store::vectors::VectorFilter;
 
     let dir = tempfile::tempdir()?;
-    let populated = populate(dir.path(), model, products).await?;
-    let model_dir = std::path::PathBuf::from(populated["model"].as_str().unwrap_or_default());
-    let encoder = Encoder::from_dir(
-        &model_dir,
-        &EncoderOptions {
-            threads,
-            ..EncoderOptions::default()
-        },
-    )?;
-    let service = EncoderService::start(encoder, BatchConfig::default())?;
-    let dims = service.dims();
-    let shared_encoder = SharedEncoder::default();
-    shared_encoder.set(EncoderState::Ready(service));
-    // The services as `vitrine serve` builds them from the defaults, with
-    // the result-page cache off (every query runs the pipeline) and the
-    // ranker seeing 100 candidates.
-    let mut settings = crate::config::Settings::defaults().clone();
-    settings.data_dir = dir.path().to_path_buf();
-    settings.search.page_cache_mb = 0;
-    settings.plugins.candidates = 100;
-    let (catalog, vectors) = open_stores(&settings, dims).await?;
+    // The ranker sees 100 candidates.
+    let stack = bench_stack(dir.path(), model, products, threads, |s| {
+        s.plugins.candidates = 100
+    })
+    .await?;
+    let (settings, catalog, vectors, shared_encoder) =
+        (stack.settings, stack.catalog, stack.vectors, stack.encoder);
     let blobs = crate::media::BlobStore::open(None, dir.path())?;
     let host = crate::server::plugin_host(&settings, blobs)?;
     let wasm = std::fs::read(plugin)?;
@@ -730,6 +715,54 @@ pub async fn plugins(
         "search": Value::Object(variants),
         "plugin_instantiate_and_call_ms": stats(direct),
     }))
+}
+
+/// What a benchmark of whole searches runs on: `products` products written
+/// by [`populate`] into `dir`, the encoder started on its model, and the
+/// stores opened with the default settings as `vitrine serve` would (the
+/// result-page cache off, so every query runs the pipeline), changed by
+/// `tweak`.
+struct BenchStack {
+    populated: Value,
+    settings: crate::config::Settings,
+    catalog: std::sync::Arc<dyn crate::store::Catalog>,
+    vectors: crate::store::vectors::SharedVectors,
+    encoder: crate::encoder::service::SharedEncoder,
+}
+
+async fn bench_stack(
+    dir: &Path,
+    model: Option<&Path>,
+    products: usize,
+    threads: Option<usize>,
+    tweak: impl FnOnce(&mut crate::config::Settings),
+) -> anyhow::Result<BenchStack> {
+    use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
+    let populated = populate(dir, model, products).await?;
+    let model_dir = std::path::PathBuf::from(populated["model"].as_str().unwrap_or_default());
+    let encoder = Encoder::from_dir(
+        &model_dir,
+        &EncoderOptions {
+            threads,
+            ..EncoderOptions::default()
+        },
+    )?;
+    let service = EncoderService::start(encoder, BatchConfig::default())?;
+    let dims = service.dims();
+    let shared = SharedEncoder::default();
+    shared.set(EncoderState::Ready(service));
+    let mut settings = crate::config::Settings::defaults().clone();
+    settings.data_dir = dir.to_path_buf();
+    settings.search.page_cache_mb = 0;
+    tweak(&mut settings);
+    let (catalog, vectors) = open_stores(&settings, dims).await?;
+    Ok(BenchStack {
+        populated,
+        settings,
+        catalog,
+        vectors,
+        encoder: shared,
+    })
 }
 
 /// A synthetic product title: brand, colour, material, kind and size, drawn from `i`.

@@ -204,6 +204,12 @@ async fn modes_weights_defaults_and_facets() {
                 .all(|h| (0.0..=1.0001).contains(&h["score"].as_f64().unwrap()))
         );
         assert!(ids(&r)[..2].iter().all(|id| id.starts_with('c')), "{name}: {r}");
+        assert_eq!(
+            r["weights"],
+            json!({"image": 0.1, "text": 0.1, "keyword": 1.0}),
+            "{name}: {r}"
+        );
+        assert_eq!(r["fusion"], "relative");
         let r = search(
             &admin,
             "default",
@@ -211,6 +217,7 @@ async fn modes_weights_defaults_and_facets() {
         )
         .await;
         assert_eq!(r["mode"], "vector");
+        assert!(r.get("weights").is_none());
         assert_eq!(ids(&r).len(), 12);
         // Weights: the keyword leg off leaves the CLIP legs; all off is refused.
         let r = search(

@@ -329,7 +329,13 @@
     const hits = body.hits.filter((hit) => hit && typeof hit === 'object' && hit.product);
     renderResults(hits, key);
     noteCategories(hits);
-    const mode = typeof body.mode === 'string' ? `${body.mode} search, ` : '';
+    let mode = typeof body.mode === 'string' ? `${body.mode} search, ` : '';
+    const w = body.weights;
+    if (w && typeof w === 'object') {
+      const part = (name) => (typeof w[name] === 'number' ? `${name} ${w[name]}` : null);
+      const parts = ['keyword', 'text', 'image'].map(part).filter(Boolean);
+      if (parts.length) mode = `${body.mode} search (${parts.join(', ')}), `;
+    }
     els.latency.textContent = `${mode}${formatMs(body.took_ms)} ms on the server, ${Math.round(roundTrip)} ms round trip`;
     renderPlugins(body.plugins);
     if (state.offset === 0) renderFacets(body.facets);

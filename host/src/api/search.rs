@@ -574,13 +574,41 @@ fn search_error(e: SearchError) -> ApiError {
     }
 }
 
-fn response(r: SearchOutcome, spec: Option<&FacetSpec>) -> SearchResponse {
+/// The f64 an f32 weight was written as (0.1, not 0.10000000149).
+fn shortest(w: f32) -> f64 {
+    w.to_string().parse().unwrap_or(f64::from(w))
+}
+
+/// The mode's name, and for hybrid the weights and fusion that ran.
+fn mode_view(
+    mode: SearchMode,
+    w: Weights,
+    fusion: Fusion,
+) -> (SearchModeName, Option<SearchWeights>, Option<FusionName>) {
+    match mode {
+        SearchMode::Hybrid => (
+            SearchModeName::Hybrid,
+            Some(SearchWeights {
+                image: Some(shortest(w.image)),
+                text: Some(shortest(w.text)),
+                keyword: Some(shortest(w.keyword)),
+            }),
+            Some(match fusion {
+                Fusion::Relative => FusionName::Relative,
+                Fusion::Rrf => FusionName::Rrf,
+            }),
+        ),
+        SearchMode::Vector => (SearchModeName::Vector, None, None),
+        SearchMode::Keyword => (SearchModeName::Keyword, None, None),
+    }
+}
+
+fn response(r: SearchOutcome, spec: Option<&FacetSpec>, weights: Weights, fusion: Fusion) -> SearchResponse {
+    let (mode, weights, fusion) = mode_view(r.mode, weights, fusion);
     SearchResponse {
-        mode: match r.mode {
-            SearchMode::Hybrid => SearchModeName::Hybrid,
-            SearchMode::Vector => SearchModeName::Vector,
-            SearchMode::Keyword => SearchModeName::Keyword,
-        },
+        mode,
+        weights,
+        fusion,
         facets: match (r.facets, spec) {
             (Some(f), Some(spec)) => Some(facets_view(f, spec)),
             _ => None,
@@ -709,16 +737,15 @@ async fn run(
     let (mode, weights, fusion) = resolved;
     check_mode(mode, &weights, &source)?;
     if !apply_grant(grant, &mut o)? {
+        let shown = mode_view(mode, weights, fusion);
         // The token's filters and the request's exclude each other.
         return Ok(Json(SearchResponse {
             hits: Vec::new(),
             took_ms: 0.0,
             query_type: source.kind().to_owned(),
-            mode: match mode {
-                SearchMode::Hybrid => SearchModeName::Hybrid,
-                SearchMode::Vector => SearchModeName::Vector,
-                SearchMode::Keyword => SearchModeName::Keyword,
-            },
+            mode: shown.0,
+            weights: shown.1,
+            fusion: shown.2,
             facets: o.facets.as_ref().map(|spec| {
                 let none = FacetQuery {
                     fields: spec.fields.clone(),
@@ -760,7 +787,7 @@ async fn run(
             })
             .await
             .map_err(search_error)?;
-        Ok(Json(self::response(response, o.facets.as_ref())))
+        Ok(Json(self::response(response, o.facets.as_ref(), weights, fusion)))
     };
     match tagged {
         Some((key, generation)) => {

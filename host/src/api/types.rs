@@ -431,9 +431,9 @@ pub struct SearchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100)]
     pub facet_limit: Option<u32>,
-    /// Boundaries of the price facet's buckets, strictly ascending, at
-    /// most 20: `[25, 50]` counts `< 25`, `[25, 50)` and `>= 50`. Default
-    /// `[10, 25, 50, 100, 250, 500, 1000]`.
+    /// Boundaries of the price facet's buckets, at most 20 (sorted and
+    /// taken once each): `[25, 50]` counts `< 25`, `[25, 50)` and `>= 50`.
+    /// Default `[10, 25, 50, 100, 250, 500, 1000]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 20)]
     pub price_buckets: Option<Vec<f64>>,
@@ -525,9 +525,9 @@ pub struct SearchOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100)]
     pub facet_limit: Option<u32>,
-    /// Boundaries of the price facet's buckets, strictly ascending, at
-    /// most 20: `[25, 50]` counts `< 25`, `[25, 50)` and `>= 50`. Default
-    /// `[10, 25, 50, 100, 250, 500, 1000]`.
+    /// Boundaries of the price facet's buckets, at most 20 (sorted and
+    /// taken once each): `[25, 50]` counts `< 25`, `[25, 50)` and `>= 50`.
+    /// Default `[10, 25, 50, 100, 250, 500, 1000]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 20)]
     pub price_buckets: Option<Vec<f64>>,
@@ -592,6 +592,12 @@ pub struct SearchResponse {
     /// The mode that ran: `hybrid` asked of an index built before hybrid
     /// search (until its reindex) runs as `vector`.
     pub mode: SearchModeName,
+    /// The weights of a hybrid search's legs (the request's, the tenant's
+    /// or the service's) and its fusion; absent in other modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<SearchWeights>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<FusionName>,
     /// When the request asked for facets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facets: Option<FacetsView>,

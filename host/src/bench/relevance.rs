@@ -534,28 +534,18 @@ enum Variant {
 pub async fn hybrid(o: &HybridBenchOptions<'_>) -> anyhow::Result<Value> {
     use std::sync::Arc;
 
-    use crate::encoder::service::{BatchConfig, EncoderService, EncoderState, SharedEncoder};
     use crate::plugins::{PluginChoice, PluginRegistry};
     use crate::search::{FacetSpec, PluginSelection, QuerySource, SearchRequest};
 
     let dir = tempfile::tempdir()?;
-    let populated = super::populate(dir.path(), o.model, o.products).await?;
-    let model_dir = std::path::PathBuf::from(populated["model"].as_str().unwrap_or_default());
-    let encoder = Encoder::from_dir(
-        &model_dir,
-        &EncoderOptions {
-            threads: o.threads,
-            ..EncoderOptions::default()
-        },
-    )?;
-    let service = EncoderService::start(encoder, BatchConfig::default())?;
-    let dims = service.dims();
-    let shared_encoder = SharedEncoder::default();
-    shared_encoder.set(EncoderState::Ready(service));
-    let mut settings = crate::config::Settings::defaults().clone();
-    settings.data_dir = dir.path().to_path_buf();
-    settings.search.page_cache_mb = 0;
-    let (catalog, vectors) = super::open_stores(&settings, dims).await?;
+    let stack = super::bench_stack(dir.path(), o.model, o.products, o.threads, |_| {}).await?;
+    let (populated, settings, catalog, vectors, shared_encoder) = (
+        stack.populated,
+        stack.settings,
+        stack.catalog,
+        stack.vectors,
+        stack.encoder,
+    );
     let index = vectors.index().map_err(|e| anyhow::anyhow!(e))?;
     let blobs = crate::media::BlobStore::open(None, dir.path())?;
     let host = crate::server::plugin_host(&settings, blobs)?;
@@ -727,7 +717,6 @@ pub async fn hybrid(o: &HybridBenchOptions<'_>) -> anyhow::Result<Value> {
     facet_ms.sort_by(f64::total_cmp);
     Ok(json!({
         "products": o.products,
-        "dims": dims,
         "populate": populated,
         "queries_per_variant_per_round": o.queries,
         "rounds": o.rounds,

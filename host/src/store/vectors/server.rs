@@ -609,13 +609,7 @@ impl VectorIndex for QdrantIndex {
 
     async fn ping(&self) -> Result<(), VectorError> {
         self.client.health_check().await.map_err(client_err)?;
-        let live = self
-            .live_collection()
-            .await?
-            .ok_or_else(|| VectorError::unavailable(format!("alias {} is missing", self.alias)))?;
-        let (dims, layout) = self.collection_dims(&live).await?;
-        self.dims.store(dims, Ordering::Release);
-        self.hybrid.store(layout == Layout::Hybrid, Ordering::Release);
+        self.refresh().await?;
         Ok(())
     }
 
