@@ -405,8 +405,7 @@ impl VectorIndex for EdgeIndex {
             } else {
                 let id_only = WithPayloadInterface::Fields(vec![json_path(F_PRODUCT_ID)?]);
                 let window = q.window();
-                let mut runs = Vec::with_capacity(queries.len());
-                for (query, weight) in queries {
+                let leg = |query: ScoringQuery| {
                     let request = QueryRequest {
                         prefetches: Vec::new(),
                         query: Some(query),
@@ -419,7 +418,31 @@ impl VectorIndex for EdgeIndex {
                         with_payload: id_only.clone(),
                     };
                     let hits = live.shard.query(request).map_err(op_err)?;
-                    runs.push((weight, hits.into_iter().map(scored).collect()));
+                    Ok::<Vec<ScoredPoint>, VectorError>(hits.into_iter().map(scored).collect())
+                };
+                // The legs run side by side (the shard serves concurrent
+                // reads), so a hybrid search waits for its slowest leg,
+                // not for the sum of them.
+                let results: Vec<Result<Vec<ScoredPoint>, VectorError>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = queries
+                        .iter()
+                        .map(|(query, _)| {
+                            let query = query.clone();
+                            let leg = &leg;
+                            scope.spawn(move || leg(query))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join()
+                                .unwrap_or_else(|_| Err(VectorError::other("a search leg panicked")))
+                        })
+                        .collect()
+                });
+                let mut runs = Vec::with_capacity(queries.len());
+                for ((_, weight), hits) in queries.iter().zip(results) {
+                    runs.push((*weight, hits?));
                 }
                 fuse_relative(runs, &q)
             };
