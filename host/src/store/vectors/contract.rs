@@ -774,6 +774,41 @@ where
 /// `optimize`. Sets are small, so the engine scores exactly (qdrant uses plain
 /// search below its indexing/full-scan thresholds); a large-set backend
 /// should compare recall instead.
+/// A random filter over these categories and tags: a lower price bound
+/// below `prices.0`, an upper one in `prices.1`.
+fn random_filter(
+    rng: &mut StdRng,
+    categories: &[&str],
+    tag_pool: &[&str],
+    prices: (u32, std::ops::Range<u32>),
+) -> VectorFilter {
+    let mut filter = VectorFilter::default();
+    if rng.random_bool(0.4) {
+        filter.categories = categories
+            .iter()
+            .filter(|_| rng.random_bool(0.5))
+            .map(|c| (*c).to_string())
+            .collect();
+    }
+    if rng.random_bool(0.3) {
+        filter.price_min = Some(f64::from(rng.random_range(0..prices.0)));
+    }
+    if rng.random_bool(0.3) {
+        filter.price_max = Some(f64::from(rng.random_range(prices.1)));
+    }
+    if rng.random_bool(0.3) {
+        filter.tags = tag_pool
+            .iter()
+            .filter(|_| rng.random_bool(0.3))
+            .map(|t| (*t).to_string())
+            .collect();
+    }
+    if rng.random_bool(0.3) {
+        filter.in_stock = Some(rng.random_bool(0.5));
+    }
+    filter
+}
+
 pub async fn property_random(idx: &dyn VectorIndex, seed: u64) {
     let dims = idx.dims();
     let mut rng = StdRng::seed_from_u64(seed);
@@ -820,30 +855,7 @@ pub async fn property_random(idx: &dyn VectorIndex, seed: u64) {
     for round in 0..2 {
         for _ in 0..60 {
             let tenant = tenants[rng.random_range(0..tenants.len())];
-            let mut filter = VectorFilter::default();
-            if rng.random_bool(0.4) {
-                filter.categories = categories
-                    .iter()
-                    .filter(|_| rng.random_bool(0.5))
-                    .map(|c| (*c).to_string())
-                    .collect();
-            }
-            if rng.random_bool(0.3) {
-                filter.price_min = Some(f64::from(rng.random_range(0u32..60)));
-            }
-            if rng.random_bool(0.3) {
-                filter.price_max = Some(f64::from(rng.random_range(40u32..100)));
-            }
-            if rng.random_bool(0.3) {
-                filter.tags = tag_pool
-                    .iter()
-                    .filter(|_| rng.random_bool(0.3))
-                    .map(|t| (*t).to_string())
-                    .collect();
-            }
-            if rng.random_bool(0.3) {
-                filter.in_stock = Some(rng.random_bool(0.5));
-            }
+            let filter = random_filter(&mut rng, &categories, &tag_pool, (60, 40..100));
             let vector = if rng.random_bool(0.3) {
                 points[rng.random_range(0..points.len())].vector.clone()
             } else {
@@ -1252,26 +1264,7 @@ pub async fn facets_property(idx: &dyn VectorIndex, seed: u64) {
     let catalog = || points.iter().map(|p| (p.tenant.as_str(), &p.payload));
     for round in 0..2 {
         for _ in 0..25 {
-            let mut filter = VectorFilter::default();
-            if rng.random_bool(0.4) {
-                filter.categories = categories
-                    .iter()
-                    .filter(|_| rng.random_bool(0.5))
-                    .map(|c| (*c).to_string())
-                    .collect();
-            }
-            if rng.random_bool(0.3) {
-                filter.price_min = Some(f64::from(rng.random_range(0u32..100)));
-            }
-            if rng.random_bool(0.3) {
-                filter.price_max = Some(f64::from(rng.random_range(50u32..200)));
-            }
-            if rng.random_bool(0.3) {
-                filter.tags = vec![tag_pool[rng.random_range(0..tag_pool.len())].to_string()];
-            }
-            if rng.random_bool(0.3) {
-                filter.in_stock = Some(rng.random_bool(0.5));
-            }
+            let filter = random_filter(&mut rng, &categories, &tag_pool, (100, 50..200));
             let mut buckets: Vec<f64> = (0..rng.random_range(0..5))
                 .map(|_| f64::from(rng.random_range(0u32..200)) / 2.0)
                 .collect();
