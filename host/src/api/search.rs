@@ -397,7 +397,7 @@ fn check_mode(mode: SearchMode, w: &Weights, source: &QuerySource) -> ApiResult<
     Ok(())
 }
 
-fn facets_view(f: FacetCounts, spec: &FacetSpec) -> FacetsView {
+fn facets_view(mut f: FacetCounts, spec: &FacetSpec) -> FacetsView {
     let counts = |v: Vec<(String, u64)>| {
         v.into_iter()
             .map(|(value, count)| FacetCount { value, count })
@@ -406,8 +406,8 @@ fn facets_view(f: FacetCounts, spec: &FacetSpec) -> FacetsView {
     let mut out = FacetsView::default();
     for field in &spec.fields {
         match field {
-            FacetField::Category => out.category = Some(counts(f.category.clone())),
-            FacetField::Tags => out.tags = Some(counts(f.tags.clone())),
+            FacetField::Category => out.category = Some(counts(std::mem::take(&mut f.category))),
+            FacetField::Tags => out.tags = Some(counts(std::mem::take(&mut f.tags))),
             FacetField::InStock => {
                 out.in_stock = Some(
                     f.in_stock

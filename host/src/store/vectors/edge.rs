@@ -343,33 +343,24 @@ impl VectorIndex for EdgeIndex {
             for (leg, weight) in legs {
                 queries.push((engine_query(&leg, live.dims, live.layout)?, weight));
             }
+            // Fused hits carry their product id only: the service hydrates
+            // from the catalog, and reading every candidate's payload would
+            // cost more than the search.
+            let id_only = WithPayloadInterface::Fields(vec![json_path(F_PRODUCT_ID)?]);
             let hits = if let [(query, _)] = queries.as_slice() {
                 // One leg: the engine cuts the page and applies min_score.
-                let request = QueryRequest {
-                    prefetches: Vec::new(),
-                    query: Some(query.clone()),
-                    filter: Some(filter),
-                    score_threshold: q.min_score.map(OrderedFloat),
-                    limit: q.limit,
-                    offset: q.offset,
-                    params: None,
-                    with_vector: WithVector::Bool(false),
-                    with_payload: WithPayloadInterface::Bool(true),
-                };
-                let hits = live.shard.query(request).map_err(op_err)?;
-                // Gotcha: at shard level, qdrant's `query` returns the top
-                // `offset + limit` and leaves cutting the offset to the caller
-                // (the server does it at collection level), so skip it here.
-                hits.into_iter()
-                    .skip(q.offset)
-                    .take(q.limit)
-                    .map(scored)
-                    .collect()
+                let full = WithPayloadInterface::Bool(true);
+                query_page(
+                    &live.shard,
+                    Vec::new(),
+                    query.clone(),
+                    filter,
+                    q.min_score,
+                    q.limit,
+                    q.offset,
+                    full,
+                )?
             } else if q.fusion == Fusion::Rrf {
-                // Fused hits carry their product id only: the service
-                // hydrates from the catalog, and reading every candidate's
-                // payload would cost more than the search.
-                let id_only = WithPayloadInterface::Fields(vec![json_path(F_PRODUCT_ID)?]);
                 let window = q.window();
                 let prefetches = queries
                     .iter()
@@ -382,43 +373,33 @@ impl VectorIndex for EdgeIndex {
                         score_threshold: None,
                     })
                     .collect();
-                let request = QueryRequest {
+                let rrf = ScoringQuery::Fusion(EngineFusion::Rrf {
+                    k: RRF_K,
+                    weights: Some(queries.iter().map(|(_, w)| OrderedFloat(*w)).collect()),
+                });
+                query_page(
+                    &live.shard,
                     prefetches,
-                    query: Some(ScoringQuery::Fusion(EngineFusion::Rrf {
-                        k: RRF_K,
-                        weights: Some(queries.iter().map(|(_, w)| OrderedFloat(*w)).collect()),
-                    })),
-                    filter: Some(filter),
-                    score_threshold: q.min_score.map(OrderedFloat),
-                    limit: q.limit,
-                    offset: q.offset,
-                    params: None,
-                    with_vector: WithVector::Bool(false),
-                    with_payload: id_only.clone(),
-                };
-                let hits = live.shard.query(request).map_err(op_err)?;
-                hits.into_iter()
-                    .skip(q.offset)
-                    .take(q.limit)
-                    .map(scored)
-                    .collect()
+                    rrf,
+                    filter,
+                    q.min_score,
+                    q.limit,
+                    q.offset,
+                    id_only,
+                )?
             } else {
-                let id_only = WithPayloadInterface::Fields(vec![json_path(F_PRODUCT_ID)?]);
                 let window = q.window();
                 let leg = |query: ScoringQuery| {
-                    let request = QueryRequest {
-                        prefetches: Vec::new(),
-                        query: Some(query),
-                        filter: Some(filter.clone()),
-                        score_threshold: None,
-                        limit: window,
-                        offset: 0,
-                        params: None,
-                        with_vector: WithVector::Bool(false),
-                        with_payload: id_only.clone(),
-                    };
-                    let hits = live.shard.query(request).map_err(op_err)?;
-                    Ok::<Vec<ScoredPoint>, VectorError>(hits.into_iter().map(scored).collect())
+                    query_page(
+                        &live.shard,
+                        Vec::new(),
+                        query,
+                        filter.clone(),
+                        None,
+                        window,
+                        0,
+                        id_only.clone(),
+                    )
                 };
                 // The legs run side by side (the shard serves concurrent
                 // reads), so a hybrid search waits for its slowest leg,
@@ -1000,6 +981,40 @@ fn encode_point(p: VectorPoint, layout: Layout) -> PointStructPersisted {
         vector,
         payload: Some(Payload(m)),
     }
+}
+
+/// One engine query (after `prefetches`, none for a plain one), with the
+/// page `offset..offset + limit` of its hits scoring above `threshold`.
+#[allow(clippy::too_many_arguments)]
+fn query_page(
+    shard: &EdgeShard,
+    prefetches: Vec<Prefetch>,
+    query: ScoringQuery,
+    filter: Filter,
+    threshold: Option<f32>,
+    limit: usize,
+    offset: usize,
+    with_payload: WithPayloadInterface,
+) -> Result<Vec<ScoredPoint>, VectorError> {
+    let request = QueryRequest {
+        prefetches,
+        query: Some(query),
+        filter: Some(filter),
+        // Engine semantics: keeps hits with score > threshold.
+        score_threshold: threshold.map(OrderedFloat),
+        limit,
+        offset,
+        // Default params: the engine picks exact (plain) scoring for
+        // unindexed segments or selective filters and HNSW otherwise.
+        params: None,
+        with_vector: WithVector::Bool(false),
+        with_payload,
+    };
+    let hits = shard.query(request).map_err(op_err)?;
+    // Gotcha: at shard level, qdrant's `query` returns the top
+    // `offset + limit` and leaves cutting the offset to the caller (the
+    // server does it at collection level), so skip it here.
+    Ok(hits.into_iter().skip(offset).take(limit).map(scored).collect())
 }
 
 /// A leg as the engine's query, on the vector the layout names.
