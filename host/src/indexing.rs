@@ -174,6 +174,19 @@ pub fn compose_text(
     text
 }
 
+/// A product's point: its vectors, the keyword vector of `text` (its
+/// [`product_text`]) and the filter payload of its fields.
+pub fn point(p: &Product, vector: Vec<f32>, text_vector: Option<Vec<f32>>, text: &str) -> VectorPoint {
+    VectorPoint {
+        tenant: p.tenant.clone(),
+        product_id: p.external_id.clone(),
+        vector,
+        text_vector,
+        keywords: keywords::document(&p.tenant, text),
+        payload: payload(p),
+    }
+}
+
 pub fn payload(p: &Product) -> PointPayload {
     PointPayload {
         category: p.fields.category.clone(),
@@ -323,13 +336,13 @@ impl IndexProducts {
             .into_iter()
             .partition(|p| p.index_status == IndexStatus::Indexed);
         let already = done.into_iter().map(|p| p.external_id).collect();
-        Ok((self.embed_products(tenant, todo).await, already))
+        Ok((self.embed_products(todo).await, already))
     }
 
     /// Embeds products (images in one encoder batch, every product's text
     /// in another; a product without an image has its text's vector for
     /// both) and says what happened to each.
-    async fn embed_products(&self, tenant: &str, todo: Vec<Product>) -> Vec<(Product, Outcome)> {
+    async fn embed_products(&self, todo: Vec<Product>) -> Vec<(Product, Outcome)> {
         let with_image: Vec<&Product> = todo.iter().filter(|p| p.has_image()).collect();
         let texts: Vec<String> = todo.iter().map(product_text).collect();
         let (image_vectors, mut text_vectors) =
@@ -348,14 +361,9 @@ impl IndexProducts {
                 text_vector.clone()
             };
             let outcome = match (image_vector, text_vector) {
-                (Ok(vector), Ok(text_vector)) => Outcome::Point(Box::new(VectorPoint {
-                    tenant: tenant.to_owned(),
-                    product_id: p.external_id.clone(),
-                    vector,
-                    text_vector: Some(text_vector),
-                    keywords: keywords::document(tenant, text),
-                    payload: payload(p),
-                })),
+                (Ok(vector), Ok(text_vector)) => {
+                    Outcome::Point(Box::new(point(p, vector, Some(text_vector), text)))
+                }
                 (Err((false, e)), _) | (_, Err((false, e))) => Outcome::Fatal(e),
                 (Err((_, e)), _) | (_, Err((_, e))) => Outcome::Transient(e),
             };
@@ -591,7 +599,7 @@ impl Reindex {
             let ids: Vec<String> = todo.iter().map(|p| p.external_id.clone()).collect();
             let versions: std::collections::HashMap<String, i64> =
                 todo.iter().map(|p| (p.external_id.clone(), p.version)).collect();
-            let results = self.index.embed_products(tenant, std::mem::take(&mut todo)).await;
+            let results = self.index.embed_products(std::mem::take(&mut todo)).await;
             let mut points = Vec::new();
             let mut updates = Vec::new();
             let mut again = std::collections::HashSet::new();
@@ -765,6 +773,15 @@ impl JobHandler for Reindex {
             (Ok(()), Some(g)) => {
                 let id = g.id();
                 vectors.commit_generation(g).await.map_err(vector_error)?;
+                // Edge replicas rebuild their index when this changes.
+                catalog
+                    .record_generation(&crate::store::replica::IndexGeneration {
+                        id: i64::try_from(id).unwrap_or(i64::MAX),
+                        model: encoder.source().to_owned(),
+                        model_id: encoder.model_id().to_owned(),
+                        dims: dims as i64,
+                    })
+                    .await?;
                 // Every tenant's results changed at once: drop cached pages.
                 for t in &tenants {
                     catalog.bump_generation(t).await?;

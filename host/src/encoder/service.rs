@@ -72,6 +72,8 @@ pub struct EncoderService {
     tx: SyncSender<Request>,
     model_id: Arc<str>,
     dims: usize,
+    /// The `encoder.model` it was loaded from (hub id, directory or URL).
+    source: Arc<str>,
 }
 
 impl EncoderService {
@@ -91,11 +93,27 @@ impl EncoderService {
         std::thread::Builder::new()
             .name("vitrine-encoder".into())
             .spawn(move || worker(encoder, rx, config))?;
-        Ok(Self { tx, model_id, dims })
+        Ok(Self {
+            tx,
+            model_id,
+            dims,
+            source: Arc::from(""),
+        })
+    }
+
+    /// The same service, naming the source it was loaded from.
+    pub fn with_source(mut self, source: &str) -> Self {
+        self.source = Arc::from(source);
+        self
     }
 
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    /// Where the model came from, as `encoder.model` names it.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     pub fn dims(&self) -> usize {
@@ -301,6 +319,7 @@ pub async fn load_into(
     batch: BatchConfig,
 ) {
     let started = Instant::now();
+    let named = source.to_string();
     let loaded = tokio::task::spawn_blocking(move || Encoder::load(&source, &options)).await;
     let state = match loaded {
         Ok(Ok(encoder)) => {
@@ -312,6 +331,7 @@ pub async fn load_into(
             );
             match EncoderService::start(encoder, batch) {
                 Ok(service) => {
+                    let service = service.with_source(&named);
                     tracing::info!(model = %id, dims, device = %device, kernels = %kernels, secs = started.elapsed().as_secs_f64(), "encoder ready");
                     EncoderState::Ready(service)
                 }

@@ -1139,3 +1139,163 @@ async fn plugin_versions_activation_and_deletion(c: &dyn Catalog) {
     // The other tenant's plugin of the same name is untouched.
     assert_eq!(c.get_plugin("plug-b", "boost").await.unwrap().len(), 1);
 }
+
+/// The change feed and the edges' search logs
+/// ([`super::replica::ReplicationStore`]).
+pub async fn replication(c: &dyn Catalog) {
+    every_replicated_write_is_one_change_in_commit_order(c).await;
+    concurrent_writes_are_numbered_without_holes(c).await;
+    edge_logs_are_stored_once(c).await;
+    generations_are_recorded(c).await;
+}
+
+async fn every_replicated_write_is_one_change_in_commit_order(c: &dyn Catalog) {
+    use super::replica::ChangeKind;
+    let start = c.feed_head().await.unwrap();
+    c.create_tenant("feed-a", "A").await.unwrap();
+    c.create_tenant("feed-b", "B").await.unwrap();
+    let job = |t: &str| NewJob::new("index_product", t, json!({}));
+    c.create_product("feed-a", "p1", &fields("one"), &job("feed-a")).await.unwrap();
+    c.create_product("feed-b", "p1", &fields("other"), &job("feed-b")).await.unwrap();
+    c.update_product("feed-a", "p1", &fields("two"), None, None).await.unwrap();
+    let key = ApiKeyRecord {
+        id: "feedkey".into(),
+        tenant: "feed-a".into(),
+        secret_hash: "0".repeat(64),
+        scopes: vec!["search".into()],
+        label: None,
+        created_at: now(),
+    };
+    c.create_api_key(&key).await.unwrap();
+    assert!(c.delete_api_key("feed-a", "feedkey").await.unwrap());
+    // A generation bump is not a replicated change; the limits are.
+    c.bump_generation("feed-a").await.unwrap();
+    assert!(c.set_tenant_limits("feed-a", &json!({"quotas": {}})).await.unwrap());
+    assert!(c.delete_product("feed-a", "p1", &job("feed-a")).await.unwrap());
+    let changes = c.changes_after(start, 100, None).await.unwrap();
+    let got: Vec<(ChangeKind, &str, &str)> = changes
+        .iter()
+        .map(|ch| (ch.kind, ch.tenant.as_str(), ch.entity.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (ChangeKind::Tenant, "feed-a", "feed-a"),
+            (ChangeKind::Tenant, "feed-b", "feed-b"),
+            (ChangeKind::Product, "feed-a", "p1"),
+            (ChangeKind::Product, "feed-b", "p1"),
+            (ChangeKind::Product, "feed-a", "p1"),
+            (ChangeKind::Key, "feed-a", "feedkey"),
+            (ChangeKind::Key, "feed-a", "feedkey"),
+            (ChangeKind::Tenant, "feed-a", "feed-a"),
+            (ChangeKind::Product, "feed-a", "p1"),
+        ]
+    );
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(c.feed_head().await.unwrap(), changes.last().unwrap().seq);
+    // Paging and the tenant filter.
+    let first = c.changes_after(start, 2, None).await.unwrap();
+    assert_eq!(first, changes[..2]);
+    let rest = c.changes_after(first[1].seq, 100, None).await.unwrap();
+    assert_eq!(rest, changes[2..]);
+    let only_b = c
+        .changes_after(start, 100, Some(&["feed-b".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(only_b.len(), 2);
+    assert!(only_b.iter().all(|ch| ch.tenant == "feed-b"));
+    // Snapshot reads: products by catalog row, keys by tenant.
+    let rows = c
+        .products_after_row(0, 100, Some(&["feed-b".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1.fields.title, "other");
+    let after = c.products_after_row(rows[0].0, 100, Some(&["feed-b".to_owned()])).await.unwrap();
+    assert!(after.is_empty());
+    assert!(c.all_api_keys(Some(&["feed-a".to_owned()])).await.unwrap().is_empty());
+}
+
+/// Writers racing: every change gets a number, none is skipped by a
+/// follower reading meanwhile, and numbers only grow.
+async fn concurrent_writes_are_numbered_without_holes(c: &dyn Catalog) {
+    c.create_tenant("race", "Race").await.unwrap();
+    let start = c.feed_head().await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = start;
+    let writes = async {
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            tasks.push(async move {
+                for i in 0..25 {
+                    let job = NewJob::new("index_product", "race", json!({}));
+                    c.create_product("race", &format!("w{w}-{i}"), &fields("x"), &job)
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        futures::future::join_all(tasks).await;
+    };
+    let follow = async {
+        for _ in 0..200 {
+            let page = c.changes_after(after, 10, None).await.unwrap();
+            if let Some(last) = page.last() {
+                after = last.seq;
+            }
+            seen.extend(page);
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::join!(writes, follow);
+    seen.extend(c.changes_after(after, 1000, None).await.unwrap());
+    assert!(seen.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut ids: Vec<&str> = seen.iter().map(|ch| ch.entity.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 100, "every product write was seen once");
+}
+
+async fn edge_logs_are_stored_once(c: &dyn Catalog) {
+    let log = |text: &str| SearchLog {
+        tenant: "default".into(),
+        query_type: "text".into(),
+        query_text: Some(text.into()),
+        query_image_url: None,
+        results_count: 1,
+        execution_time_ms: 2.0,
+        user_id: None,
+        session_id: None,
+        created_at: now(),
+    };
+    let batch = vec![(1, log("edge once")), (2, log("edge once")), (5, log("edge once"))];
+    assert_eq!(c.accept_edge_logs("edge-1", &batch).await.unwrap(), 5);
+    // Sent again (the answer was lost), and overlapping with new ones.
+    assert_eq!(c.accept_edge_logs("edge-1", &batch).await.unwrap(), 5);
+    let more = vec![(5, log("edge once")), (6, log("edge once"))];
+    assert_eq!(c.accept_edge_logs("edge-1", &more).await.unwrap(), 6);
+    // Another edge numbers on its own.
+    assert_eq!(c.accept_edge_logs("edge-2", &batch[..1]).await.unwrap(), 1);
+    let stats = c
+        .query_stats("default", QueryStatsKind::Top, now() - Duration::hours(1), 10)
+        .await
+        .unwrap();
+    let once = stats.iter().find(|s| s.query_text == "edge once").unwrap();
+    assert_eq!(once.count, 5);
+}
+
+async fn generations_are_recorded(c: &dyn Catalog) {
+    use super::replica::IndexGeneration;
+    assert_eq!(c.current_generation().await.unwrap(), None);
+    let g = |id: i64, dims: i64| IndexGeneration {
+        id,
+        model: "/models/clip".into(),
+        model_id: format!("clip@{id}"),
+        dims,
+    };
+    c.record_generation(&g(3, 512)).await.unwrap();
+    assert_eq!(c.current_generation().await.unwrap(), Some(g(3, 512)));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    c.record_generation(&g(4, 768)).await.unwrap();
+    assert_eq!(c.current_generation().await.unwrap(), Some(g(4, 768)));
+}

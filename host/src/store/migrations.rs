@@ -41,6 +41,11 @@ pub const SQLITE: &[Migration] = &[
         name: "tenant_limits",
         sql: include_str!("../../../migrations/sqlite/0006_tenant_limits.sql"),
     },
+    Migration {
+        version: 7,
+        name: "change_feed",
+        sql: include_str!("../../../migrations/sqlite/0007_change_feed.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -73,6 +78,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 6,
         name: "tenant_limits",
         sql: include_str!("../../../migrations/postgres/0006_tenant_limits.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "change_feed",
+        sql: include_str!("../../../migrations/postgres/0007_change_feed.sql"),
     },
 ];
 

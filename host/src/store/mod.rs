@@ -14,6 +14,7 @@ use crate::model::{Product, ProductFields};
 
 pub mod migrations;
 pub mod postgres;
+pub mod replica;
 pub mod sqlite;
 pub mod vectors;
 
@@ -213,7 +214,15 @@ pub struct ProductPage {
 /// The catalog: every read and write is scoped to one tenant.
 #[async_trait]
 pub trait Catalog:
-    TenantStore + ProductStore + JobStore + SearchLogStore + PluginStore + Send + Sync + 'static
+    TenantStore
+    + ProductStore
+    + JobStore
+    + SearchLogStore
+    + PluginStore
+    + replica::ReplicationStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`, for health reports and logs.
     fn backend(&self) -> &'static str;

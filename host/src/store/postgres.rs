@@ -19,6 +19,7 @@ use tokio_postgres::types::{FromSql, ToSql};
 use super::ErrorKind;
 use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
+use super::replica::{Change, ChangeKind, IndexGeneration, ReplicationStore};
 use super::{
     ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, NewPluginVersion, PluginRecord,
     PoolStatus, ProductPage, QueryStat, QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant, with_p95,
@@ -473,16 +474,7 @@ impl TenantStore for PostgresCatalog {
             .query_opt(&st, &[&id])
             .await
             .map_err(map_err)?
-            .map(|r| {
-                Ok(ApiKeyRecord {
-                    id: r.col(0)?,
-                    tenant: r.col(1)?,
-                    secret_hash: r.col(2)?,
-                    scopes: r.col(3)?,
-                    label: r.col(4)?,
-                    created_at: r.col(5)?,
-                })
-            })
+            .map(|r| key_from_row(&r))
             .transpose()?)
     }
 
@@ -1065,32 +1057,7 @@ impl SearchLogStore for PostgresCatalog {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO search_logs (tenant, query_type, query_text, query_image_url, results_count,
-                                          execution_time_ms, user_id, session_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .await
-            .map_err(map_err)?;
-        for l in logs {
-            tx.execute(
-                &st,
-                &[
-                    &l.tenant,
-                    &l.query_type,
-                    &l.query_text,
-                    &l.query_image_url,
-                    &l.results_count,
-                    &l.execution_time_ms,
-                    &l.user_id,
-                    &l.session_id,
-                    &l.created_at,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        }
+        insert_logs(&tx, logs.iter()).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -1298,6 +1265,230 @@ impl PluginStore for PostgresCatalog {
     }
 }
 
+async fn insert_logs<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    logs: impl Iterator<Item = &'a SearchLog>,
+) -> StoreResult<()> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO search_logs (tenant, query_type, query_text, query_image_url, results_count,
+                                      execution_time_ms, user_id, session_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .await
+        .map_err(map_err)?;
+    for l in logs {
+        tx.execute(
+            &st,
+            &[
+                &l.tenant,
+                &l.query_type,
+                &l.query_text,
+                &l.query_image_url,
+                &l.results_count,
+                &l.execution_time_ms,
+                &l.user_id,
+                &l.session_id,
+                &l.created_at,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Any fixed number: the lock that numbers the change feed (one numberer
+/// at a time across every origin process).
+const CHANGE_NUMBERING_LOCK: i64 = 0x7669_7472_696e_6501;
+
+fn key_from_row(r: &Row) -> StoreResult<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: r.col(0)?,
+        tenant: r.col(1)?,
+        secret_hash: r.col(2)?,
+        scopes: r.col(3)?,
+        label: r.col(4)?,
+        created_at: r.col(5)?,
+    })
+}
+
+impl PostgresCatalog {
+    /// Numbers the changes committed since the last call, in one statement
+    /// under a transaction-scoped advisory lock: every row it numbers was
+    /// committed before it started, so a row committed later gets a higher
+    /// number, and a follower never skips a change.
+    async fn number_changes(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_NUMBERING_LOCK])
+            .await
+            .map_err(map_err)?;
+        tx.execute(
+            "UPDATE changes SET seq = nextval('change_seq')
+             WHERE id IN (SELECT id FROM changes WHERE seq IS NULL ORDER BY id)",
+            &[],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+#[async_trait]
+impl ReplicationStore for PostgresCatalog {
+    async fn feed_head(&self) -> StoreResult<i64> {
+        self.number_changes().await?;
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM changes", &[])
+            .await
+            .map_err(map_err)?;
+        row.col(0)
+    }
+
+    async fn changes_after(
+        &self,
+        after: i64,
+        limit: u32,
+        tenants: Option<&[String]>,
+    ) -> StoreResult<Vec<Change>> {
+        self.number_changes().await?;
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(
+                "SELECT seq, kind, tenant, entity FROM changes
+                 WHERE seq > $1 AND ($3::TEXT[] IS NULL OR tenant = ANY($3))
+                 ORDER BY seq LIMIT $2",
+            )
+            .await
+            .map_err(map_err)?;
+        client
+            .query(&st, &[&after, &i64::from(limit), &tenants])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| {
+                let kind: String = r.col(1)?;
+                Ok(Change {
+                    seq: r.col(0)?,
+                    kind: ChangeKind::parse(&kind)
+                        .ok_or_else(|| StoreError::other(format!("corrupt change kind {kind:?}")))?,
+                    tenant: r.col(2)?,
+                    entity: r.col(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn all_api_keys(&self, tenants: Option<&[String]>) -> StoreResult<Vec<ApiKeyRecord>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(
+                "SELECT id, tenant, secret_hash, scopes, label, created_at FROM api_keys
+                 WHERE $1::TEXT[] IS NULL OR tenant = ANY($1) ORDER BY id",
+            )
+            .await
+            .map_err(map_err)?;
+        client
+            .query(&st, &[&tenants])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(key_from_row)
+            .collect()
+    }
+
+    async fn record_generation(&self, g: &IndexGeneration) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO index_generations (id, model, model_id, dims, created_at) VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (id) DO UPDATE SET model = excluded.model, model_id = excluded.model_id,
+                     dims = excluded.dims, created_at = excluded.created_at",
+                &[&g.id, &g.model, &g.model_id, &(g.dims as i32)],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn current_generation(&self) -> StoreResult<Option<IndexGeneration>> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                "SELECT id, model, model_id, dims FROM index_generations ORDER BY created_at DESC, id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(map_err)?
+            .map(|r| {
+                Ok(IndexGeneration {
+                    id: r.col(0)?,
+                    model: r.col(1)?,
+                    model_id: r.col(2)?,
+                    dims: i64::from(r.col::<i32>(3)?),
+                })
+            })
+            .transpose()
+    }
+
+    async fn accept_edge_logs(&self, edge: &str, logs: &[(i64, SearchLog)]) -> StoreResult<i64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        // The row lock orders two deliveries of one edge's batch.
+        tx.execute(
+            "INSERT INTO replica_edges (edge, last_log_seq, updated_at) VALUES ($1, 0, now())
+             ON CONFLICT (edge) DO NOTHING",
+            &[&edge],
+        )
+        .await
+        .map_err(map_err)?;
+        let last: i64 = tx
+            .query_one(
+                "SELECT last_log_seq FROM replica_edges WHERE edge = $1 FOR UPDATE",
+                &[&edge],
+            )
+            .await
+            .map_err(map_err)?
+            .col(0)?;
+        insert_logs(&tx, logs.iter().filter(|(seq, _)| *seq > last).map(|(_, l)| l)).await?;
+        let now_last = logs.iter().map(|(seq, _)| *seq).fold(last, i64::max);
+        tx.execute(
+            "UPDATE replica_edges SET last_log_seq = $2, updated_at = now() WHERE edge = $1",
+            &[&edge, &now_last],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(now_last)
+    }
+
+    async fn products_after_row(
+        &self,
+        after: i64,
+        limit: u32,
+        tenants: Option<&[String]>,
+    ) -> StoreResult<Vec<(i64, Product)>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&format!(
+                "SELECT {PRODUCT_COLUMNS} FROM products
+                 WHERE id > $1 AND ($3::TEXT[] IS NULL OR tenant = ANY($3))
+                 ORDER BY id LIMIT $2"
+            ))
+            .await
+            .map_err(map_err)?;
+        client
+            .query(&st, &[&after, &i64::from(limit), &tenants])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(product_from_row)
+            .collect()
+    }
+}
+
 const JOB_COLUMNS: &str = "id, kind, tenant, payload, status, attempts, max_attempts, run_after, \
      lease_owner, lease_expires_at, progress_done, progress_total, last_error, result, created_at, updated_at";
 
@@ -1389,7 +1580,7 @@ pub(crate) mod testing {
 
     mod contract {
         use super::{PostgresCatalog, TestSchema, test_database_url};
-        contract_parts!(tenants_and_keys, products, jobs, search_logs, plugins);
+        contract_parts!(tenants_and_keys, products, jobs, search_logs, plugins, replication);
     }
 
     #[tokio::test]
@@ -1403,7 +1594,7 @@ pub(crate) mod testing {
         let (a, b) = (a.unwrap(), b.unwrap());
         let report = a.migrate().await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(b.list_tenants().await.unwrap().len(), 1);
         drop((a, b));
         schema.drop_schema().await;

@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::ErrorKind;
 use super::ON_CONFLICT_REPLACE;
 use super::migrations::{self, MigrationReport};
+use super::replica::{Change, ChangeKind, IndexGeneration, ReplicaBatch, ReplicaState, ReplicationStore};
 use super::{
     ApiKeyRecord, Catalog, IndexUpdate, Job, JobOutcome, JobStatus, NewJob, NewPluginVersion, PluginRecord,
     PoolStatus, ProductPage, QueryStat, QueryStatsKind, SearchLog, StoreError, StoreResult, Tenant,
@@ -517,22 +518,11 @@ impl TenantStore for SqliteCatalog {
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
         let id = id.to_owned();
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT id, tenant, secret_hash, scopes, label, created_at FROM api_keys WHERE id = ?1",
-            )
-            .map_err(map_err)?
-            .query_row([id], |r| {
-                Ok(ApiKeyRecord {
-                    id: r.get(0)?,
-                    tenant: r.get(1)?,
-                    secret_hash: r.get(2)?,
-                    scopes: string_list_from_json(&r.get::<_, String>(3)?).map_err(conversion)?,
-                    label: r.get(4)?,
-                    created_at: parse_time(&r.get::<_, String>(5)?)?,
-                })
-            })
-            .optional()
-            .map_err(map_err)
+            c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))
+                .map_err(map_err)?
+                .query_row([id], key_from_row)
+                .optional()
+                .map_err(map_err)
         })
         .await
     }
@@ -1189,29 +1179,7 @@ impl SearchLogStore for SqliteCatalog {
         let logs = logs.to_vec();
         self.write(move |c| {
             let tx = c.transaction().map_err(map_err)?;
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "INSERT INTO search_logs (tenant, query_type, query_text, query_image_url, results_count,
-                                                  execution_time_ms, user_id, session_id, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    )
-                    .map_err(map_err)?;
-                for l in &logs {
-                    st.execute(params![
-                        l.tenant,
-                        l.query_type,
-                        l.query_text,
-                        l.query_image_url,
-                        l.results_count,
-                        l.execution_time_ms,
-                        l.user_id,
-                        l.session_id,
-                        format_time(&l.created_at),
-                    ])
-                    .map_err(map_err)?;
-                }
-            }
+            insert_logs(&tx, logs.iter())?;
             tx.commit().map_err(map_err)
         })
         .await
@@ -1434,6 +1402,448 @@ impl PluginStore for SqliteCatalog {
     }
 }
 
+fn insert_logs<'a>(c: &Connection, logs: impl Iterator<Item = &'a SearchLog>) -> StoreResult<()> {
+    let mut st = c
+        .prepare_cached(
+            "INSERT INTO search_logs (tenant, query_type, query_text, query_image_url, results_count,
+                                      execution_time_ms, user_id, session_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(map_err)?;
+    for l in logs {
+        st.execute(params![
+            l.tenant,
+            l.query_type,
+            l.query_text,
+            l.query_image_url,
+            l.results_count,
+            l.execution_time_ms,
+            l.user_id,
+            l.session_id,
+            format_time(&l.created_at),
+        ])
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// `tenants` as a JSON array for `json_each` (NULL: every tenant).
+fn tenants_param(tenants: Option<&[String]>) -> Option<String> {
+    tenants.map(|t| Value::from(t.to_vec()).to_string())
+}
+
+const KEY_COLUMNS: &str = "id, tenant, secret_hash, scopes, label, created_at";
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        secret_hash: r.get(2)?,
+        scopes: string_list_from_json(&r.get::<_, String>(3)?).map_err(conversion)?,
+        label: r.get(4)?,
+        created_at: parse_time(&r.get::<_, String>(5)?)?,
+    })
+}
+
+#[async_trait]
+impl ReplicationStore for SqliteCatalog {
+    async fn feed_head(&self) -> StoreResult<i64> {
+        self.read(|c| {
+            c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")
+                .map_err(map_err)?
+                .query_row([], |r| r.get(0))
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn changes_after(
+        &self,
+        after: i64,
+        limit: u32,
+        tenants: Option<&[String]>,
+    ) -> StoreResult<Vec<Change>> {
+        let tenants = tenants_param(tenants);
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT seq, kind, tenant, entity FROM changes
+                     WHERE seq > ?1 AND (?3 IS NULL OR tenant IN (SELECT value FROM json_each(?3)))
+                     ORDER BY seq LIMIT ?2",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![after, limit, tenants], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok(Change {
+                        seq: r.get(0)?,
+                        kind: ChangeKind::parse(&kind)
+                            .ok_or_else(|| conversion(format!("change kind {kind:?}")))?,
+                        tenant: r.get(2)?,
+                        entity: r.get(3)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn all_api_keys(&self, tenants: Option<&[String]>) -> StoreResult<Vec<ApiKeyRecord>> {
+        let tenants = tenants_param(tenants);
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys
+                     WHERE ?1 IS NULL OR tenant IN (SELECT value FROM json_each(?1)) ORDER BY id"
+                ))
+                .map_err(map_err)?;
+            let rows = st.query_map([tenants], key_from_row).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn record_generation(&self, g: &IndexGeneration) -> StoreResult<()> {
+        let g = g.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO index_generations (id, model, model_id, dims, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET model = excluded.model, model_id = excluded.model_id,
+                     dims = excluded.dims, created_at = excluded.created_at",
+                params![g.id, g.model, g.model_id, g.dims, format_time(&now())],
+            )
+            .map(|_| ())
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn current_generation(&self) -> StoreResult<Option<IndexGeneration>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, model, model_id, dims FROM index_generations ORDER BY created_at DESC, id DESC LIMIT 1",
+            )
+            .map_err(map_err)?
+            .query_row([], |r| {
+                Ok(IndexGeneration {
+                    id: r.get(0)?,
+                    model: r.get(1)?,
+                    model_id: r.get(2)?,
+                    dims: r.get(3)?,
+                })
+            })
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn accept_edge_logs(&self, edge: &str, logs: &[(i64, SearchLog)]) -> StoreResult<i64> {
+        let (edge, logs) = (edge.to_owned(), logs.to_vec());
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let last: i64 = tx
+                .query_row(
+                    "SELECT last_log_seq FROM replica_edges WHERE edge = ?1",
+                    [&edge],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?
+                .unwrap_or(0);
+            insert_logs(&tx, logs.iter().filter(|(seq, _)| *seq > last).map(|(_, l)| l))?;
+            let now_last = logs.iter().map(|(seq, _)| *seq).fold(last, i64::max);
+            tx.execute(
+                "INSERT INTO replica_edges (edge, last_log_seq, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (edge) DO UPDATE SET last_log_seq = excluded.last_log_seq,
+                     updated_at = excluded.updated_at",
+                params![edge, now_last, format_time(&now())],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            Ok(now_last)
+        })
+        .await
+    }
+
+    async fn products_after_row(
+        &self,
+        after: i64,
+        limit: u32,
+        tenants: Option<&[String]>,
+    ) -> StoreResult<Vec<(i64, Product)>> {
+        let tenants = tenants_param(tenants);
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {PRODUCT_COLUMNS} FROM products
+                     WHERE id > ?1 AND (?3 IS NULL OR tenant IN (SELECT value FROM json_each(?3)))
+                     ORDER BY id LIMIT ?2"
+                ))
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![after, limit, tenants], product_from_row)
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+}
+
+/// An edge's replica: the catalog it serves from, written only by the
+/// replication follower (`crate::replica`).
+impl SqliteCatalog {
+    /// Where the replica stands; `None` before its first page.
+    pub async fn replica_state(&self) -> StoreResult<Option<ReplicaState>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT origin, seq, cursor, bootstrapped, updated_at, generation FROM replica_state WHERE id = 1",
+            )
+            .map_err(map_err)?
+            .query_row([], |r| {
+                Ok(ReplicaState {
+                    origin: r.get(0)?,
+                    seq: r.get(1)?,
+                    cursor: r.get(2)?,
+                    bootstrapped: r.get(3)?,
+                    updated_at: parse_time(&r.get::<_, String>(4)?)?,
+                    generation: r
+                        .get::<_, Option<String>>(5)?
+                        .map(|g| serde_json::from_str(&g).map_err(conversion))
+                        .transpose()?,
+                })
+            })
+                .optional()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    /// Writes `batch` and then `state`, in one transaction: after a crash
+    /// the replica holds either the page and its position or neither.
+    /// Tenants go first (keys and products refer to them). The changes
+    /// the replica's own triggers record are dropped: an edge serves no feed.
+    pub async fn apply_replica(&self, batch: ReplicaBatch, state: ReplicaState) -> StoreResult<()> {
+        self.write(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            for t in &batch.tenants {
+                tx.prepare_cached(
+                    "INSERT INTO tenants (id, name, created_at, limits) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, limits = excluded.limits",
+                )
+                .map_err(map_err)?
+                .execute(params![
+                    t.tenant.id,
+                    t.tenant.name,
+                    format_time(&t.tenant.created_at),
+                    t.limits.to_string()
+                ])
+                .map_err(map_err)?;
+            }
+            for k in &batch.keys {
+                tx.prepare_cached(
+                    "INSERT INTO api_keys (id, tenant, secret_hash, scopes, label, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant,
+                         secret_hash = excluded.secret_hash, scopes = excluded.scopes,
+                         label = excluded.label, created_at = excluded.created_at",
+                )
+                .map_err(map_err)?
+                .execute(params![
+                    k.id,
+                    k.tenant,
+                    k.secret_hash,
+                    Value::from(k.scopes.clone()).to_string(),
+                    k.label,
+                    format_time(&k.created_at)
+                ])
+                .map_err(map_err)?;
+            }
+            for id in &batch.keys_gone {
+                tx.prepare_cached("DELETE FROM api_keys WHERE id = ?1")
+                    .map_err(map_err)?
+                    .execute([id])
+                    .map_err(map_err)?;
+            }
+            for p in &batch.products {
+                let conv = Converted::new(&p.fields);
+                let f = &p.fields;
+                tx.prepare_cached(
+                    "INSERT INTO products (tenant, external_id, title, description, category, price,
+                         currency, image_url, tags, in_stock, metadata, index_status, index_error,
+                         version, created_at, updated_at, image_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                     ON CONFLICT (tenant, external_id) DO UPDATE SET
+                         title = excluded.title, description = excluded.description,
+                         category = excluded.category, price = excluded.price,
+                         currency = excluded.currency, image_url = excluded.image_url,
+                         tags = excluded.tags, in_stock = excluded.in_stock,
+                         metadata = excluded.metadata, index_status = excluded.index_status,
+                         index_error = excluded.index_error, version = excluded.version,
+                         created_at = excluded.created_at, updated_at = excluded.updated_at,
+                         image_key = excluded.image_key",
+                )
+                .map_err(map_err)?
+                .execute(params![
+                    p.tenant,
+                    p.external_id,
+                    f.title,
+                    f.description,
+                    f.category,
+                    conv.price,
+                    f.currency,
+                    f.image_url,
+                    conv.tags,
+                    f.in_stock,
+                    conv.metadata,
+                    p.index_status.as_str(),
+                    p.index_error,
+                    p.version,
+                    format_time(&p.created_at),
+                    format_time(&p.updated_at),
+                    p.image_key
+                ])
+                .map_err(map_err)?;
+            }
+            for (tenant, id) in &batch.products_gone {
+                tx.prepare_cached("DELETE FROM products WHERE tenant = ?1 AND external_id = ?2")
+                    .map_err(map_err)?
+                    .execute([tenant, id])
+                    .map_err(map_err)?;
+            }
+            for (tenant, name, versions) in &batch.plugins {
+                tx.execute(
+                    "DELETE FROM plugins WHERE tenant = ?1 AND name = ?2",
+                    params![tenant, name],
+                )
+                .map_err(map_err)?;
+                for v in versions {
+                    if v.active {
+                        // Another plugin of this world may still be active
+                        // here until its own change arrives.
+                        tx.execute(
+                            "UPDATE plugins SET active = 0 WHERE tenant = ?1 AND world = ?2 AND active = 1",
+                            params![tenant, v.world],
+                        )
+                        .map_err(map_err)?;
+                    }
+                    tx.execute(
+                        &format!("INSERT INTO plugins ({PLUGIN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                        params![
+                            tenant,
+                            name,
+                            v.version,
+                            v.world,
+                            v.digest,
+                            v.size_bytes,
+                            v.active,
+                            Value::Object(v.params.clone()).to_string(),
+                            v.memory_mb,
+                            format_time(&v.created_at),
+                            v.activated_at.as_ref().map(format_time)
+                        ],
+                    )
+                    .map_err(map_err)?;
+                }
+                // Cached plugin lists and result pages are keyed by it.
+                tx.execute(
+                    "UPDATE tenants SET generation = generation + 1 WHERE id = ?1",
+                    [tenant],
+                )
+                .map_err(map_err)?;
+            }
+            tx.execute("DELETE FROM changes", []).map_err(map_err)?;
+            tx.prepare_cached(
+                "INSERT INTO replica_state (id, origin, seq, cursor, bootstrapped, updated_at, generation)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET origin = excluded.origin, seq = excluded.seq,
+                     cursor = excluded.cursor, bootstrapped = excluded.bootstrapped,
+                     updated_at = excluded.updated_at, generation = excluded.generation",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                state.origin,
+                state.seq,
+                state.cursor,
+                state.bootstrapped,
+                format_time(&state.updated_at),
+                state
+                    .generation
+                    .as_ref()
+                    .map(|g| serde_json::to_string(g).unwrap_or_default())
+            ])
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    /// The edge's search-log outbox: logs recorded here after `after`, with
+    /// their row numbers, oldest first.
+    pub async fn search_logs_after(&self, after: i64, limit: u32) -> StoreResult<Vec<(i64, SearchLog)>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, tenant, query_type, query_text, query_image_url, results_count,
+                            execution_time_ms, user_id, session_id, created_at
+                     FROM search_logs WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![after, limit], |r| {
+                    Ok((
+                        r.get(0)?,
+                        SearchLog {
+                            tenant: r.get(1)?,
+                            query_type: r.get(2)?,
+                            query_text: r.get(3)?,
+                            query_image_url: r.get(4)?,
+                            results_count: r.get(5)?,
+                            execution_time_ms: r.get(6)?,
+                            user_id: r.get(7)?,
+                            session_id: r.get(8)?,
+                            created_at: parse_time(&r.get::<_, String>(9)?)?,
+                        },
+                    ))
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    /// Drops the outbox's logs up to `seq` (the origin has them).
+    pub async fn delete_search_logs_through(&self, seq: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM search_logs WHERE id <= ?1", [seq])
+                .map(|_| ())
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    /// Empties the replica (a new bootstrap: another origin, or a feed the
+    /// origin no longer holds): products, keys and plugins go; tenants stay
+    /// (nothing removes a tenant) and are rewritten by the bootstrap.
+    pub async fn clear_replica(&self) -> StoreResult<()> {
+        self.write(|c| {
+            c.execute_batch(
+                "BEGIN IMMEDIATE;
+                 DELETE FROM products; DELETE FROM api_keys; DELETE FROM plugins;
+                 DELETE FROM replica_state; DELETE FROM changes;
+                 COMMIT;",
+            )
+            .map_err(map_err)
+        })
+        .await
+    }
+}
+
 const JOB_COLUMNS: &str = "id, kind, tenant, payload, status, attempts, max_attempts, run_after, \
      lease_owner, lease_expires_at, progress_done, progress_total, last_error, result, created_at, updated_at";
 
@@ -1485,7 +1895,7 @@ mod tests {
 
     mod contract {
         use super::open;
-        contract_parts!(tenants_and_keys, products, jobs, search_logs, plugins);
+        contract_parts!(tenants_and_keys, products, jobs, search_logs, plugins, replication);
     }
 
     #[tokio::test]
@@ -1495,7 +1905,7 @@ mod tests {
         drop(cat);
         let report = SqliteCatalog::migrate(&path).await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5, 6, 7]);
         // Reopening applies nothing and keeps the default tenant exactly once.
         let cat = SqliteCatalog::open(&path, 1).await.unwrap();
         let tenants = cat.list_tenants().await.unwrap();
