@@ -19,7 +19,9 @@ use crate::store::vectors::contract::cosine;
 pub const QUERY: &str = "red leather handbag";
 
 mod relevance;
+mod replica;
 pub use relevance::{HybridBenchOptions, RelevanceOptions, hybrid, relevance};
+pub use replica::{ReplicaBenchOptions, replica};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -805,6 +805,73 @@ pub fn print_summary(s: &Summary, what: &str) {
     }
 }
 
+/// An edge's replication state from its `/health/dependencies` (no key
+/// needed), and whether it is ready; with `wait`, polled (with a progress
+/// bar of the bootstrap) until it is.
+pub async fn edge_status(
+    url: &str,
+    wait: bool,
+    progress: bool,
+) -> anyhow::Result<(crate::api::types::ReplicaView, bool)> {
+    let client = Client::new(url, None)?;
+    let bar = progress_bar(0, progress && wait);
+    bar.set_message("bootstrap");
+    loop {
+        let deps: crate::api::types::Dependencies = client
+            .send(reqwest::Method::GET, "/health/dependencies", None::<&()>)
+            .await?;
+        let view = deps
+            .dependencies
+            .get("replica")
+            .and_then(|d| d.replica.clone())
+            .with_context(|| format!("{} is not an edge replica (no `replica` dependency)", client.base))?;
+        let ready = client
+            .http
+            .get(format!("{}/health/ready", client.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        bar.set_length(view.bootstrap_total.max(view.bootstrap_products));
+        bar.set_position(view.bootstrap_products);
+        if view.bootstrapped {
+            bar.set_message("following");
+        }
+        if !wait || ready {
+            bar.finish_and_clear();
+            return Ok((view, ready));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn print_edge_status(v: &crate::api::types::ReplicaView, ready: bool) {
+    let phase = if v.bootstrapped {
+        "following the origin".to_owned()
+    } else {
+        format!(
+            "bootstrapping: {} of {} products",
+            v.bootstrap_products, v.bootstrap_total
+        )
+    };
+    println!("edge: {phase}; {}", if ready { "ready" } else { "not ready" });
+    println!(
+        "position: sequence {} of {} ({} behind)",
+        v.applied_seq, v.head_seq, v.lag_sequences
+    );
+    match v.staleness_secs {
+        Some(s) => println!("staleness: {s:.1} s (limit {} s)", v.max_staleness_secs),
+        None => println!("staleness: not yet caught up (limit {} s)", v.max_staleness_secs),
+    }
+    println!(
+        "origin: {}",
+        if v.origin_reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        }
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,7 @@ pub struct Settings {
     pub search: SearchSettings,
     pub plugins: PluginsSettings,
     pub log: LogSettings,
+    pub edge: EdgeSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +98,101 @@ pub struct PluginsSettings {
     pub candidates: usize,
     /// Use wasmtime's pooling allocator when the machine allows it.
     pub pooling: bool,
+}
+
+/// The edge role (DESIGN.md "Roles"): with `origin_url` set this node is a
+/// read replica of that origin.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSettings {
+    /// The origin's base URL (`https://origin.example:8080`); unset: this
+    /// node is an origin.
+    pub origin_url: Option<String>,
+    /// A key of the origin with the `replicate` scope.
+    pub key: Option<SecretString>,
+    /// Lag beyond which the edge reports itself not ready.
+    pub max_staleness_secs: u64,
+    /// Replicate only these tenants (empty: every tenant).
+    pub tenants: Vec<String>,
+    /// Products per snapshot page while bootstrapping (1 to 2,000): what
+    /// one page holds in memory, and how much a crash makes the edge fetch
+    /// again.
+    pub bootstrap_page_size: u32,
+}
+
+impl fmt::Debug for EdgeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EdgeSettings")
+            .field("origin_url", &self.origin_url.as_deref().map(redact_url))
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("max_staleness_secs", &self.max_staleness_secs)
+            .field("tenants", &self.tenants)
+            .field("bootstrap_page_size", &self.bootstrap_page_size)
+            .finish()
+    }
+}
+
+impl EdgeSettings {
+    /// Whether this node is an edge replica.
+    pub fn is_edge(&self) -> bool {
+        self.origin_url.is_some()
+    }
+
+    fn validate(&self, catalog_url: bool, vectors_url: bool) -> Result<(), ConfigError> {
+        let Some(url) = &self.origin_url else {
+            if self.key.is_some() || !self.tenants.is_empty() {
+                return Err(ConfigError::invalid(
+                    "edge.origin_url",
+                    "edge.key and edge.tenants need edge.origin_url",
+                ));
+            }
+            return Ok(());
+        };
+        let parsed = url::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if parsed.is_none() {
+            return Err(ConfigError::invalid(
+                "edge.origin_url",
+                "must be an http:// or https:// URL of the origin",
+            ));
+        }
+        if self
+            .key
+            .as_ref()
+            .is_none_or(|k| k.expose_secret().trim().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "edge.key",
+                "an edge needs a key of the origin with the `replicate` scope",
+            ));
+        }
+        if !(1..=2000).contains(&self.bootstrap_page_size) {
+            return Err(ConfigError::invalid(
+                "edge.bootstrap_page_size",
+                "must be between 1 and 2000",
+            ));
+        }
+        if self.max_staleness_secs == 0 {
+            return Err(ConfigError::invalid(
+                "edge.max_staleness_secs",
+                "must be at least 1",
+            ));
+        }
+        for t in &self.tenants {
+            crate::model::validate_tenant_id(t)
+                .map_err(|e| ConfigError::invalid("edge.tenants", e.message))?;
+        }
+        for (set, key) in [(catalog_url, "catalog.url"), (vectors_url, "vectors.url")] {
+            if set {
+                return Err(ConfigError::invalid(
+                    key,
+                    "an edge keeps its replica in data_dir (SQLite and Qdrant Edge): leave it unset",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -654,6 +750,8 @@ impl Settings {
             }
             _ => {}
         }
+        self.edge
+            .validate(self.catalog.url.is_some(), self.vectors.url.is_some())?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod media;
 pub mod model;
 pub mod plugins;
+pub mod replica;
 pub mod search;
 pub mod server;
 pub mod store;

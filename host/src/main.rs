@@ -96,6 +96,21 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Show an edge replica's replication state: bootstrap progress, lag
+    /// behind its origin, staleness, whether the origin answers. With
+    /// --wait, follow the bootstrap with a progress bar until the edge is
+    /// ready.
+    EdgeStatus {
+        /// Base URL of the edge.
+        #[arg(long, env = "VITRINE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Follow until the edge is ready.
+        #[arg(long)]
+        wait: bool,
+        /// Print the state as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a benchmark and print its figures as JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -180,6 +195,26 @@ enum BenchCommand {
         /// default: batch jobs of 64.
         #[arg(long)]
         single: bool,
+    },
+    /// Replication: an origin and an edge as two processes on a populated
+    /// catalog: bootstrap products/s and bytes per product on the wire,
+    /// follow lag p50/p99 under sustained writes at the origin, and edge
+    /// search p99 against the origin's in paired rounds.
+    Replica {
+        /// Checkpoint directory; default: a random-weight ViT-B/32.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 100_000)]
+        products: usize,
+        #[arg(long, default_value_t = 100)]
+        writes_per_second: u32,
+        #[arg(long, default_value_t = 30)]
+        write_secs: u64,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Searches per side per round.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
     },
     /// Fairness: a tenant's search p50/p99 while another tenant hammers
     /// the server (held by its own rate limit), against the same tenant
@@ -316,6 +351,27 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::EdgeStatus { url, wait, json } = &cli.command {
+        let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        return match block_on(vitrine::cli::edge_status(url, *wait, progress)) {
+            Ok((view, ready)) => {
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&view).unwrap_or_default());
+                } else {
+                    vitrine::cli::print_edge_status(&view, ready);
+                }
+                if ready {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("vitrine: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Command::Bench(bench) = &cli.command {
         return run_bench(bench);
     }
@@ -344,7 +400,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => vitrine::server::run(settings).await?,
             Command::Migrate => migrate(&settings).await?,
-            Command::Bench(_) | Command::Import { .. } | Command::Reindex { .. } | Command::Demo { .. } => {}
+            Command::Bench(_)
+            | Command::Import { .. }
+            | Command::Reindex { .. }
+            | Command::Demo { .. }
+            | Command::EdgeStatus { .. } => {}
         }
         Ok(())
     });
@@ -583,6 +643,21 @@ fn run_bench(bench: &BenchCommand) -> ExitCode {
                     *threads,
                 ))
             }),
+        BenchCommand::Replica {
+            model,
+            products,
+            writes_per_second,
+            write_secs,
+            rounds,
+            queries,
+        } => block_on(vitrine::bench::replica(&vitrine::bench::ReplicaBenchOptions {
+            model: model.as_deref(),
+            products: *products,
+            writes_per_second: *writes_per_second,
+            write_secs: *write_secs,
+            rounds: *rounds,
+            queries: *queries,
+        })),
         BenchCommand::Fairness {
             model,
             products,

@@ -95,6 +95,7 @@ pub fn app_state(
         metrics: telemetry::metrics_handle(),
         limits: Limits::from_settings(settings),
         images,
+        edge: None,
     }
 }
 
@@ -154,7 +155,24 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         (Some(cert), Some(key)) => Some(crate::tls::Tls::new(cert, key)?),
         _ => None,
     };
-    let catalog = open_catalog(&settings).await?;
+    // An edge keeps its replica in an SQLite catalog of its own, written by
+    // the follower (settings.validate refused catalog.url on an edge).
+    let edge_config = crate::replica::EdgeConfig::from_settings(&settings.edge);
+    let replica_catalog = match &edge_config {
+        Some(e) => {
+            tracing::info!(origin = %redact_url(&e.origin_url), tenants = ?e.tenants, "role: edge replica");
+            let path = settings.data_dir.join("catalog.sqlite3");
+            std::fs::create_dir_all(&settings.data_dir)?;
+            Some(Arc::new(
+                store::sqlite::SqliteCatalog::open(&path, settings.catalog.max_connections).await?,
+            ))
+        }
+        None => None,
+    };
+    let catalog: Arc<dyn Catalog> = match &replica_catalog {
+        Some(c) => c.clone(),
+        None => open_catalog(&settings).await?,
+    };
     crate::media::decode::configure(
         settings.media.decode_budget_pixels,
         Duration::from_millis(settings.media.decode_wait_ms),
@@ -190,13 +208,22 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         blobs: blobs.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let follower_stop = stop_rx.clone();
     // The model loads in the background: the catalog API serves meanwhile,
     // and readiness reports the encoder until it is up. Indexing starts once
     // it is.
-    let background = tokio::spawn(async move {
-        load_into(indexing.encoder.clone(), source, options, batch).await;
-        indexing.run(stop_rx).await;
-    });
+    // On an edge the follower loads the model the origin names, and no jobs
+    // run (its vectors come from the origin).
+    let edge_encoder = edge_config.as_ref().map(|_| (options.clone(), batch));
+    let background = if edge_config.is_none() {
+        tokio::spawn(async move {
+            load_into(indexing.encoder.clone(), source, options, batch).await;
+            indexing.run(stop_rx).await;
+        })
+    } else {
+        tracing::info!(configured = %source, "encoder.model is not used on an edge: it loads the origin's model");
+        tokio::spawn(async {})
+    };
     let plugins = Arc::new(PluginRegistry::new(
         plugin_host(&settings, blobs)?,
         catalog.clone(),
@@ -206,7 +233,53 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     let warming = plugins.clone();
     tokio::spawn(async move { warming.warm_active().await });
     let host = plugins.host().clone();
-    let state = app_state(&settings, catalog, encoder, vectors, fetcher, plugins);
+    let mut state = app_state(
+        &settings,
+        catalog,
+        encoder.clone(),
+        vectors.clone(),
+        fetcher,
+        plugins,
+    );
+    let follower = match (edge_config, replica_catalog, edge_encoder) {
+        (Some(config), Some(catalog), Some((encoder_options, batch))) => {
+            let status = Arc::new(crate::replica::ReplicaStatus::new(Duration::from_secs(
+                settings.edge.max_staleness_secs,
+            )));
+            // A forwarded request may take as long as the origin allows.
+            let forward_timeout = Duration::from_secs(settings.server.request_timeout_secs + 5);
+            state.edge = Some(Arc::new(crate::replica::EdgeRole {
+                status: status.clone(),
+                forwarder: crate::replica::forward::Forwarder::new(&config.origin_url, forward_timeout),
+            }));
+            let edge_id = crate::replica::outbox::edge_id(&settings.data_dir)?;
+            let outbox = crate::replica::outbox::Outbox {
+                config: config.clone(),
+                catalog: catalog.clone(),
+                client: crate::replica::Follower::client(Duration::from_secs(30)),
+                edge: edge_id,
+            };
+            tokio::spawn(outbox.run(follower_stop.clone()));
+            let follower = crate::replica::Follower {
+                config,
+                catalog,
+                vectors,
+                auth: state.auth.clone(),
+                policies: state.policies.clone(),
+                plugins: state.search.plugins().clone(),
+                encoder,
+                encoder_options,
+                batch,
+                data_dir: settings.data_dir.clone(),
+                status,
+                // A long poll lasts 2 s: an origin that stops answering is
+                // noticed within this.
+                client: crate::replica::Follower::client(Duration::from_secs(15)),
+            };
+            Some(tokio::spawn(follower.run(follower_stop)))
+        }
+        _ => None,
+    };
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
@@ -232,8 +305,12 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         tls,
     )
     .await;
-    // Stop claiming jobs; unfinished ones go back to the queue.
+    // Stop claiming jobs (unfinished ones go back to the queue) and
+    // following the origin.
     let _ = stop_tx.send(true);
+    if let Some(f) = follower {
+        let _ = tokio::time::timeout(grace, f).await;
+    }
     if tokio::time::timeout(grace, background).await.is_err() {
         tracing::warn!("the job runner did not stop in time; its leases will expire");
     }

@@ -98,6 +98,7 @@ pub fn register_all() {
         "HTTP request latency in seconds, by route, method and status"
     );
     describe_gauge!(HTTP_CONNECTIONS, "open client connections");
+    crate::replica::describe_metrics();
     describe_counter!(
         RATE_LIMITED,
         "requests refused by a rate limit (429), by policy: search, write, token, ip"

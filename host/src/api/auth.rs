@@ -30,10 +30,20 @@ pub enum Scope {
     Write,
     Plugins,
     Admin,
+    /// Reading the change feed and snapshot of every tenant (edge
+    /// replicas). Only the admin issues it, and a tenant key's `admin`
+    /// scope does not cover it.
+    Replicate,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::Search, Scope::Write, Scope::Plugins, Scope::Admin];
+    pub const ALL: [Scope; 5] = [
+        Scope::Search,
+        Scope::Write,
+        Scope::Plugins,
+        Scope::Admin,
+        Scope::Replicate,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +51,7 @@ impl Scope {
             Scope::Write => "write",
             Scope::Plugins => "plugins",
             Scope::Admin => "admin",
+            Scope::Replicate => "replicate",
         }
     }
 
@@ -83,7 +94,7 @@ impl Principal {
                         "this key does not belong to the requested tenant",
                     ));
                 }
-                if scopes.contains(&scope) || scopes.contains(&Scope::Admin) {
+                if scopes.contains(&scope) || (scopes.contains(&Scope::Admin) && scope != Scope::Replicate) {
                     Ok(())
                 } else {
                     Err(ApiError::forbidden(
@@ -117,6 +128,19 @@ impl Principal {
         match self.require(tenant, Scope::Search) {
             Err(e) if e.code == ErrorCode::InsufficientScope => self.require(tenant, Scope::Write),
             other => other,
+        }
+    }
+
+    /// Allows the admin key and keys with the `replicate` scope (which
+    /// read every tenant).
+    pub fn require_replicate(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Tenant { scopes, .. } if scopes.contains(&Scope::Replicate) => Ok(()),
+            Principal::Tenant { .. } | Principal::Token(_) => Err(ApiError::forbidden(
+                ErrorCode::InsufficientScope,
+                "this key lacks the `replicate` scope",
+            )),
         }
     }
 
@@ -195,6 +219,12 @@ impl Authenticator {
             self.keys.insert(id.to_owned(), record.clone()).await;
         }
         Ok(record.filter(|_| !self.revoked.contains_key(id)))
+    }
+
+    /// Reads a changed key from the catalog again on its next use (an
+    /// edge replica applied a change to it).
+    pub async fn refresh_key(&self, id: &str) {
+        self.keys.invalidate(id).await;
     }
 
     /// Forgets a revoked key at once (other nodes within the cache time).

@@ -38,6 +38,7 @@ use super::types::ErrorBody;
         (name = "plugins", description = "Tenant WebAssembly components"),
         (name = "jobs", description = "Background jobs"),
         (name = "admin", description = "Operator endpoints (admin key)"),
+        (name = "replication", description = "The change feed and snapshot edge replicas follow (a key with the `replicate` scope)"),
         (name = "health", description = "Probes and metrics (no key)"),
         (name = "page", description = "The search page and this reference (no key)")
     ),

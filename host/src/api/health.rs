@@ -39,7 +39,62 @@ struct Probe {
 async fn probe_all(state: &AppState) -> Vec<Probe> {
     let (catalog, encoder, vectors) =
         tokio::join!(probe_catalog(state), probe_encoder(state), probe_vectors(state));
-    vec![catalog, encoder, vectors]
+    let mut probes = vec![catalog, encoder, vectors];
+    if let Some(edge) = &state.edge {
+        probes.push(probe_replica(&edge.status));
+    }
+    probes
+}
+
+/// An edge's replica is ready once bootstrapped and no staler than
+/// `edge.max_staleness_secs`.
+fn probe_replica(status: &crate::replica::ReplicaStatus) -> Probe {
+    let error = if !status.bootstrapped() {
+        Some(format!(
+            "bootstrapping from the origin ({} products so far)",
+            status.bootstrap_products()
+        ))
+    } else if status.fresh() {
+        None
+    } else {
+        Some(match status.staleness() {
+            Some(s) => format!(
+                "the replica is {:.0} s stale (more than {} s){}",
+                s.as_secs_f64(),
+                status.max_staleness.as_secs(),
+                if status.origin_reachable() {
+                    ""
+                } else {
+                    "; the origin is unreachable"
+                }
+            ),
+            None => "not yet caught up with the origin".to_owned(),
+        })
+    };
+    Probe {
+        name: "replica",
+        backend: "origin",
+        ok: error.is_none(),
+        latency: Duration::ZERO,
+        error,
+    }
+}
+
+fn replica_view(status: &crate::replica::ReplicaStatus) -> super::types::ReplicaView {
+    super::types::ReplicaView {
+        bootstrapped: status.bootstrapped(),
+        bootstrap_products: status.bootstrap_products(),
+        bootstrap_total: status.bootstrap_total(),
+        bootstrap_secs: status.bootstrap_secs(),
+        applied_seq: status.applied(),
+        head_seq: status.head(),
+        lag_sequences: status.lag_sequences(),
+        staleness_secs: status
+            .staleness()
+            .map(|s| (s.as_secs_f64() * 10.0).round() / 10.0),
+        max_staleness_secs: status.max_staleness.as_secs(),
+        origin_reachable: status.origin_reachable(),
+    }
 }
 
 fn timed_out() -> String {
@@ -122,6 +177,7 @@ fn probe_view(p: &Probe) -> Dependency {
         backend: p.backend.to_string(),
         latency_ms: (p.latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         error: p.error.as_ref().map(ToString::to_string),
+        replica: None,
     }
 }
 
@@ -169,7 +225,13 @@ pub async fn dependencies(State(state): State<AppState>) -> Json<Dependencies> {
     Json(Dependencies {
         dependencies: probes
             .iter()
-            .map(|p| (p.name.to_owned(), probe_view(p)))
+            .map(|p| {
+                let mut view = probe_view(p);
+                if p.name == "replica" {
+                    view.replica = state.edge.as_ref().map(|e| replica_view(&e.status));
+                }
+                (p.name.to_owned(), view)
+            })
             .collect(),
     })
 }
@@ -196,6 +258,9 @@ const COUNTS_EVERY: Duration = Duration::from_secs(5);
 /// time leaves its gauges as they were.
 async fn refresh_gauges(state: &AppState) {
     use crate::telemetry::{CATALOG_POOL, JOB_KINDS, JOBS, QUEUE_STATUSES, VECTORS};
+    if let Some(edge) = &state.edge {
+        edge.status.export();
+    }
     static LAST: parking_lot::Mutex<Option<Instant>> = parking_lot::Mutex::new(None);
     let pool = state.catalog.pool_status();
     for (name, value) in [

@@ -40,6 +40,7 @@ pub mod page;
 pub mod plugins;
 pub mod products;
 pub mod quotas;
+pub mod replication;
 pub mod search;
 pub mod tenants;
 pub mod token;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Uploaded product images and their thumbnails.
     pub images: Arc<images::ImageStore>,
+    /// Set on an edge replica: its replication state and its way to the origin.
+    pub edge: Option<Arc<crate::replica::EdgeRole>>,
 }
 
 /// Request limits taken from settings.
@@ -140,6 +143,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::cancel))
         .routes(routes!(admin::reindex))
         .routes(routes!(admin::vectors))
+        .routes(routes!(replication::feed))
+        .routes(routes!(replication::snapshot))
+        .routes(routes!(replication::search_logs))
+        .routes(routes!(replication::plugin_component))
         .routes(routes!(page::index))
         .routes(routes!(page::script))
         .routes(routes!(page::style))
@@ -212,9 +219,32 @@ pub fn router(state: AppState) -> Router {
                 }))
                 .layer(cors(&limits.cors_allowed_origins))
                 .layer(middleware::from_fn(refuse_odd_bytes))
-                .layer(middleware::from_fn_with_state(limits.request_timeout, deadline)),
+                .layer(middleware::from_fn_with_state(limits.request_timeout, deadline))
+                .layer(middleware::from_fn_with_state(state.clone(), edge_role)),
         )
         .with_state(state)
+}
+
+/// On an edge: answers the search path here (saying how stale the replica
+/// is) and forwards everything else to the origin (`replica::forward`).
+async fn edge_role(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(edge) = state.edge.clone() else {
+        return next.run(req).await;
+    };
+    if !crate::replica::forward::served_locally(req.method(), req.uri().path()) {
+        return edge.forwarder.forward(req).await;
+    }
+    let mut response = next.run(req).await;
+    let staleness = edge
+        .status
+        .staleness()
+        .map_or_else(|| "unknown".to_owned(), |s| format!("{:.1}", s.as_secs_f64()));
+    if let Ok(v) = HeaderValue::from_str(&staleness) {
+        response
+            .headers_mut()
+            .insert(crate::replica::forward::STALENESS_HEADER, v);
+    }
+    response
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

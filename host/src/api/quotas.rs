@@ -62,6 +62,12 @@ impl TenantPolicies {
         Ok(limits)
     }
 
+    /// Reads the tenant's limits from the catalog again on next use (an
+    /// edge replica applied a change to them).
+    pub async fn forget(&self, tenant: &str) {
+        self.cache.invalidate(tenant).await;
+    }
+
     /// Stores new limits; `false` for an unknown tenant.
     pub async fn set(&self, catalog: &dyn Catalog, tenant: &str, limits: &TenantLimits) -> ApiResult<bool> {
         let value = serde_json::to_value(limits).map_err(|_| ApiError::internal())?;

@@ -227,6 +227,10 @@ pub async fn create_key(
 ) -> ApiResult<impl IntoResponse> {
     authorize_tenant(&state, &principal, &tenant, Scope::Admin).await?;
     let scopes = parse_scopes(&scopes)?;
+    // `replicate` reads every tenant: only the admin hands it out.
+    if scopes.iter().any(|s| s == Scope::Replicate.as_str()) {
+        principal.require_admin()?;
+    }
     if let Some(l) = &label
         && (l.chars().count() > MAX_LABEL_CHARS || l.chars().any(char::is_control))
     {

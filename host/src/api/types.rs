@@ -975,4 +975,254 @@ pub struct Dependency {
     pub latency_ms: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// On an edge, the `replica` entry: where the replica stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaView>,
+}
+
+/// Where an edge's replica stands against its origin.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaView {
+    /// The bootstrap has finished; the edge follows the feed.
+    pub bootstrapped: bool,
+    /// Products the bootstrap has applied.
+    pub bootstrap_products: u64,
+    /// Products the origin had when the bootstrap started.
+    pub bootstrap_total: u64,
+    /// Seconds the bootstrap took (when this process ran all of it).
+    pub bootstrap_secs: Option<f64>,
+    /// Every change up to this sequence is applied.
+    pub applied_seq: i64,
+    /// The origin's latest sequence as last seen.
+    pub head_seq: i64,
+    pub lag_sequences: i64,
+    /// Seconds since the edge last knew it held the origin's state; null:
+    /// never yet.
+    pub staleness_secs: Option<f64>,
+    pub max_staleness_secs: u64,
+    pub origin_reachable: bool,
+}
+
+// ---------------------------------------------------------------- replication
+
+/// The version of the replication protocol (API.md "Replication"); a
+/// follower refuses pages of another.
+pub const REPLICATION_PROTOCOL: u32 = 1;
+
+/// `GET /v1/replication/feed`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedQuery {
+    /// Changes after this sequence number (the last one applied).
+    #[param(minimum = 0)]
+    pub after: i64,
+    /// At most this many changes (1 to 1,000; default 500).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// With nothing after `after`, wait up to this long for a change
+    /// (milliseconds, at most 10,000; default 0: answer at once).
+    #[param(minimum = 0, maximum = 10000)]
+    pub wait_ms: Option<u64>,
+    /// Only these tenants (comma-separated ids); every tenant when absent.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}(,[a-z0-9][a-z0-9_-]{0,62}){0,999}$")]
+    pub tenants: Option<String>,
+}
+
+/// `GET /v1/replication/snapshot`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotQuery {
+    /// The `next` of the previous page; absent for the first page.
+    #[param(pattern = "^[0-9]{1,19}\\.[0-9]{1,19}$")]
+    pub cursor: Option<String>,
+    /// Products per page (1 to 2,000; default 500).
+    #[param(minimum = 1, maximum = 2000)]
+    pub limit: Option<u32>,
+    /// Only these tenants (comma-separated ids); every tenant when absent.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}(,[a-z0-9][a-z0-9_-]{0,62}){0,999}$")]
+    pub tenants: Option<String>,
+}
+
+/// What an entity of the feed is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKindName {
+    Tenant,
+    Key,
+    Product,
+    Plugin,
+}
+
+/// A tenant as a replica keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaTenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    /// Rate limits, quotas and search defaults, as `GET /v1/tenants/{t}` shows them.
+    #[schema(value_type = Object)]
+    pub limits: Value,
+}
+
+/// An API key as a replica keeps it: the SHA-256 of its secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaKey {
+    pub id: String,
+    pub tenant: String,
+    pub secret_hash: String,
+    pub scopes: Vec<String>,
+    pub label: Option<String>,
+    pub created_at: String,
+}
+
+/// A product's stored vectors: little-endian f32, base64 (standard alphabet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaVectors {
+    pub image: String,
+    pub text: Option<String>,
+}
+
+/// A product with everything search and hydration need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaProduct {
+    pub tenant: String,
+    #[serde(flatten)]
+    pub view: ProductView,
+    pub version: i64,
+    pub image_key: Option<String>,
+    /// The vectors the origin searches this product by; present while the
+    /// product is indexed.
+    pub vectors: Option<ReplicaVectors>,
+}
+
+/// One version of a tenant's plugin, as a replica keeps it; the component
+/// is fetched by digest (`GET /v1/replication/plugins/{t}/{digest}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaPluginVersion {
+    pub version: i64,
+    pub world: crate::plugins::World,
+    pub digest: String,
+    pub size_bytes: i64,
+    pub active: bool,
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+    pub memory_mb: Option<i64>,
+    pub created_at: String,
+    pub activated_at: Option<String>,
+}
+
+/// Every version of one plugin (none: the plugin was removed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaPlugin {
+    pub tenant: String,
+    pub name: String,
+    pub versions: Vec<ReplicaPluginVersion>,
+}
+
+/// One change: the entity's state when the origin served it. The field of
+/// its kind is null when the entity no longer exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChangeEntry {
+    pub seq: i64,
+    pub kind: ChangeKindName,
+    pub tenant: String,
+    /// The tenant id, key id, product external id or plugin name.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_record: Option<ReplicaTenant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<ReplicaKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<Box<ReplicaProduct>>,
+    /// A plugin change: every version the plugin has now (empty: removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<ReplicaPlugin>,
+}
+
+/// A page of the change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FeedPage {
+    pub protocol: u32,
+    /// The highest sequence number at the origin.
+    pub head: i64,
+    /// Every change up to here is covered by this page: ask `after=last` next.
+    pub last: i64,
+    /// The index generation the vectors in this page come from; when it
+    /// changes, a follower rebuilds its index from the snapshot.
+    pub generation: crate::store::replica::IndexGeneration,
+    /// The latest change of each entity changed in `(after, last]`, in
+    /// sequence order.
+    pub changes: Vec<ChangeEntry>,
+}
+
+/// A page of the bootstrap snapshot: tenants and keys come on the first
+/// page, products by catalog order on every page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotPage {
+    pub protocol: u32,
+    /// Follow the feed after this sequence once the last page is applied.
+    pub seq: i64,
+    /// The cursor of the next page; null on the last.
+    pub next: Option<String>,
+    /// Products in the snapshot's tenants when it started (first page
+    /// only): what a bootstrap's progress is measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// The index generation the vectors come from (the same on every page
+    /// of one snapshot, or the snapshot must start over).
+    pub generation: crate::store::replica::IndexGeneration,
+    pub tenants: Vec<ReplicaTenant>,
+    pub keys: Vec<ReplicaKey>,
+    pub plugins: Vec<ReplicaPlugin>,
+    pub products: Vec<ReplicaProduct>,
+}
+
+/// `POST /v1/replication/search-logs`: an edge hands over the search logs it
+/// recorded. `seq` is the edge's own increasing number for each log; the
+/// origin stores each `(edge, seq)` once, however often a batch is sent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeLogs {
+    /// The edge's id (kept in its data directory).
+    #[schema(pattern = "^[A-Za-z0-9-]{1,64}$")]
+    pub edge: String,
+    /// At most 1,000, in increasing `seq` order.
+    #[schema(max_items = 1000)]
+    pub logs: Vec<EdgeLog>,
+}
+
+impl RequestBody for EdgeLogs {}
+
+/// One search recorded at an edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeLog {
+    #[schema(minimum = 1)]
+    pub seq: i64,
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub tenant: String,
+    /// `text`, `image` or `like`.
+    #[schema(pattern = "^(text|image|like)$")]
+    pub query_type: String,
+    #[schema(max_length = 4096)]
+    pub query_text: Option<String>,
+    #[schema(max_length = 4096)]
+    pub query_image_url: Option<String>,
+    #[schema(minimum = 0)]
+    pub results_count: i32,
+    #[schema(minimum = 0)]
+    pub execution_time_ms: f64,
+    #[schema(max_length = 4096)]
+    pub user_id: Option<String>,
+    #[schema(max_length = 4096)]
+    pub session_id: Option<String>,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// The edge may drop its logs up to `last_seq`: the origin has them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EdgeLogsAccepted {
+    pub last_seq: i64,
 }
