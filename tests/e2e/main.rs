@@ -10,6 +10,7 @@ mod hybrid;
 mod indexing;
 mod page;
 mod plugins;
+mod replica;
 mod schemathesis;
 mod search;
 mod trust;
