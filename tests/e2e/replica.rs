@@ -674,3 +674,71 @@ async fn an_edge_survives_kills_and_outages() {
     edge_server.terminate();
     assert_same_state(&admin.with_key(&key), edge_setup.data_dir(), dims).await;
 }
+
+/// An origin on PostgreSQL and a Qdrant server (when `QDRANT_URL` names
+/// one): the edge follows it the same way. The tenant's id is new on every
+/// run, since the server's collection outlives the test's schema.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_follows_an_origin_on_a_qdrant_server() {
+    let qdrant = match std::env::var("QDRANT_URL") {
+        Ok(q) if !q.is_empty() => q,
+        _ => {
+            eprintln!("skipped the Qdrant server origin: set QDRANT_URL to run it");
+            return;
+        }
+    };
+    let Some(pg) = crate::harness::PgSchema::create().await else {
+        return;
+    };
+    let catalog = Catalog::Postgres(Box::new(pg));
+    let mut setup = Setup::new(&catalog);
+    fast_jobs(&mut setup);
+    setup.env.push(("VITRINE__VECTORS__URL".to_owned(), qdrant));
+    let origin = setup.start();
+    let admin = Client::new(&origin, ADMIN_KEY);
+    let tenant = format!("q{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let key = tenant_key(&admin, &tenant, &["search", "write"]).await;
+    let shop = admin.with_key(&key);
+    let products: Vec<Value> = (0..30)
+        .map(|i| {
+            product(
+                &format!("p{i}"),
+                &format!("omicron widget {i}"),
+                "widgets",
+                i as f64,
+            )
+        })
+        .collect();
+    batch(&shop, &tenant, &products).await;
+    let replicate = replicate_key(&admin).await;
+    let edge_setup = edge_setup(&origin, &replicate, 500);
+    let edge_server = edge_setup.start();
+    let edge = Client::new(&edge_server, &key);
+    wait_ready(&edge, Duration::from_secs(30)).await;
+    for body in [
+        json!({"text": "omicron widget 7", "limit": 10}),
+        json!({"text": "widget", "mode": "keyword", "limit": 10}),
+    ] {
+        let at_origin = search(&shop, &tenant, body.clone()).await;
+        let at_edge = search(&edge, &tenant, body.clone()).await;
+        assert_eq!(scored(&at_origin), scored(&at_edge), "{body}");
+    }
+    let (s, r) = shop
+        .post(
+            &format!("/v1/tenants/{tenant}/products"),
+            &product("late", "sigma gadget", "widgets", 3.0),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    wait_for_job(&shop, r["job_id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    wait_until("new product at the edge", Duration::from_secs(2), || async {
+        found(&edge, &tenant, "sigma").await == ["late"]
+    })
+    .await;
+    let (_, v) = admin.get("/v1/admin/vectors").await;
+    let dims = v["dims"].as_u64().unwrap() as usize;
+    edge_server.terminate();
+    assert_same_state(&admin.with_key(&replicate), edge_setup.data_dir(), dims).await;
+    drop(origin);
+    catalog.cleanup().await;
+}

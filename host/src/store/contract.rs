@@ -1155,9 +1155,15 @@ async fn every_replicated_write_is_one_change_in_commit_order(c: &dyn Catalog) {
     c.create_tenant("feed-a", "A").await.unwrap();
     c.create_tenant("feed-b", "B").await.unwrap();
     let job = |t: &str| NewJob::new("index_product", t, json!({}));
-    c.create_product("feed-a", "p1", &fields("one"), &job("feed-a")).await.unwrap();
-    c.create_product("feed-b", "p1", &fields("other"), &job("feed-b")).await.unwrap();
-    c.update_product("feed-a", "p1", &fields("two"), None, None).await.unwrap();
+    c.create_product("feed-a", "p1", &fields("one"), &job("feed-a"))
+        .await
+        .unwrap();
+    c.create_product("feed-b", "p1", &fields("other"), &job("feed-b"))
+        .await
+        .unwrap();
+    c.update_product("feed-a", "p1", &fields("two"), None, None)
+        .await
+        .unwrap();
     let key = ApiKeyRecord {
         id: "feedkey".into(),
         tenant: "feed-a".into(),
@@ -1170,7 +1176,11 @@ async fn every_replicated_write_is_one_change_in_commit_order(c: &dyn Catalog) {
     assert!(c.delete_api_key("feed-a", "feedkey").await.unwrap());
     // A generation bump is not a replicated change; the limits are.
     c.bump_generation("feed-a").await.unwrap();
-    assert!(c.set_tenant_limits("feed-a", &json!({"quotas": {}})).await.unwrap());
+    assert!(
+        c.set_tenant_limits("feed-a", &json!({"quotas": {}}))
+            .await
+            .unwrap()
+    );
     assert!(c.delete_product("feed-a", "p1", &job("feed-a")).await.unwrap());
     let changes = c.changes_after(start, 100, None).await.unwrap();
     let got: Vec<(ChangeKind, &str, &str)> = changes
@@ -1211,9 +1221,17 @@ async fn every_replicated_write_is_one_change_in_commit_order(c: &dyn Catalog) {
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].1.fields.title, "other");
-    let after = c.products_after_row(rows[0].0, 100, Some(&["feed-b".to_owned()])).await.unwrap();
+    let after = c
+        .products_after_row(rows[0].0, 100, Some(&["feed-b".to_owned()]))
+        .await
+        .unwrap();
     assert!(after.is_empty());
-    assert!(c.all_api_keys(Some(&["feed-a".to_owned()])).await.unwrap().is_empty());
+    assert!(
+        c.all_api_keys(Some(&["feed-a".to_owned()]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Writers racing: every change gets a number, none is skipped by a
@@ -1268,7 +1286,11 @@ async fn edge_logs_are_stored_once(c: &dyn Catalog) {
         session_id: None,
         created_at: now(),
     };
-    let batch = vec![(1, log("edge once")), (2, log("edge once")), (5, log("edge once"))];
+    let batch = vec![
+        (1, log("edge once")),
+        (2, log("edge once")),
+        (5, log("edge once")),
+    ];
     assert_eq!(c.accept_edge_logs("edge-1", &batch).await.unwrap(), 5);
     // Sent again (the answer was lost), and overlapping with new ones.
     assert_eq!(c.accept_edge_logs("edge-1", &batch).await.unwrap(), 5);

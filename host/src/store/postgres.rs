@@ -1580,7 +1580,14 @@ pub(crate) mod testing {
 
     mod contract {
         use super::{PostgresCatalog, TestSchema, test_database_url};
-        contract_parts!(tenants_and_keys, products, jobs, search_logs, plugins, replication);
+        contract_parts!(
+            tenants_and_keys,
+            products,
+            jobs,
+            search_logs,
+            plugins,
+            replication
+        );
     }
 
     #[tokio::test]

@@ -1895,7 +1895,14 @@ mod tests {
 
     mod contract {
         use super::open;
-        contract_parts!(tenants_and_keys, products, jobs, search_logs, plugins, replication);
+        contract_parts!(
+            tenants_and_keys,
+            products,
+            jobs,
+            search_logs,
+            plugins,
+            replication
+        );
     }
 
     #[tokio::test]
