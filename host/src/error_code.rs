@@ -129,6 +129,7 @@ error_codes! {
     ReindexRequired = "reindex_required", SERVICE_UNAVAILABLE, "The vector index does not fit the encoder; an admin must reindex.";
     Timeout = "timeout", SERVICE_UNAVAILABLE, "The request ran past its deadline.";
     TooManyConnections = "too_many_connections", SERVICE_UNAVAILABLE, "The server holds as many connections as it allows.";
+    FeedAhead = "feed_ahead", CONFLICT, "A follower's position is past the origin's change feed (the origin's catalog was restored or replaced): bootstrap again.";
     OriginUnreachable = "origin_unreachable", BAD_GATEWAY, "This edge could not reach its origin to forward the request; searches still work here.";
 }
 

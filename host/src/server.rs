@@ -251,13 +251,12 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
             state.edge = Some(Arc::new(crate::replica::EdgeRole {
                 status: status.clone(),
                 forwarder: crate::replica::forward::Forwarder::new(&config.origin_url, forward_timeout),
+                tenants: config.tenants.clone(),
             }));
-            let edge_id = crate::replica::outbox::edge_id(&settings.data_dir)?;
             let outbox = crate::replica::outbox::Outbox {
                 config: config.clone(),
                 catalog: catalog.clone(),
                 client: crate::replica::Follower::client(Duration::from_secs(30)),
-                edge: edge_id,
             };
             tokio::spawn(outbox.run(follower_stop.clone()));
             let follower = crate::replica::Follower {

@@ -103,3 +103,10 @@ CREATE TABLE index_generations (
     dims       INTEGER NOT NULL,
     created_at TEXT NOT NULL
 );
+
+-- Edge side: this edge's id for its origin's search-log bookkeeping, kept
+-- with the outbox it numbers.
+CREATE TABLE replica_identity (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    edge TEXT NOT NULL
+);

@@ -241,6 +241,21 @@ async fn an_edge_follows_its_origin() {
         );
         let key = replicate_key(&admin).await;
         let replicator = admin.with_key(&key);
+        // A replicate key in a tenant: that tenant's admin cannot revoke it.
+        let in_a = new_key(&admin, "shop-a", &["replicate"]).await;
+        let in_a_id = in_a.split('_').nth(1).unwrap();
+        let (s, r) = a
+            .send(
+                Method::DELETE,
+                &format!("/v1/tenants/shop-a/keys/{in_a_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (s, r["error"]["code"].as_str()),
+            (403, Some("admin_required")),
+            "{r}"
+        );
         let shoes = ["boots", "sneakers", "sandals", "loafers", "slippers"];
         let products_a: Vec<Value> = (0..20)
             .map(|i| {
@@ -263,7 +278,8 @@ async fn an_edge_follows_its_origin() {
             })
             .collect();
         batch(&a, "shop-a", &products_a).await;
-        batch(&admin.with_key(&b_key), "shop-b", &products_b).await;
+        let b = admin.with_key(&b_key);
+        batch(&b, "shop-b", &products_b).await;
 
         let edge_setup = edge_setup(&origin, &key, 7);
         let edge_server = edge_setup.start();
@@ -441,6 +457,37 @@ async fn an_edge_follows_its_origin() {
                     .all(|h| h["product"]["category"] == "boots")
         })
         .await;
+
+        // An edge of shop-a only: other tenants' writes do not make it
+        // stale, and their searches are answered by the origin.
+        let mut only_a = crate::replica::edge_setup(&origin, &key, 500);
+        only_a
+            .env
+            .push(("VITRINE__EDGE__TENANTS".to_owned(), "[\"shop-a\"]".to_owned()));
+        let only_a_server = only_a.start();
+        let only_a_client = Client::new(&only_a_server, &a_key);
+        wait_ready(&only_a_client, Duration::from_secs(30)).await;
+        let (s, r) = b
+            .post(
+                "/v1/tenants/shop-b/products",
+                &product("b-late", "theta", "rain", 2.0),
+            )
+            .await;
+        assert_eq!(s, 201, "{r}");
+        wait_for_job(&b, r["job_id"].as_str().unwrap(), Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = replica(&only_a_client).await;
+        assert_eq!(r["lag_sequences"], 0, "{r}");
+        assert!(r["staleness_secs"].as_f64().unwrap() < 3.0, "{r}");
+        let via_origin = search(
+            &only_a_client.with_key(&b_key),
+            "shop-b",
+            json!({"text": "theta", "mode": "keyword"}),
+        )
+        .await;
+        assert_eq!(ids(&via_origin), ["b-late"]);
+        assert!(!found(&only_a_client, "shop-a", "alpha").await.is_empty());
+        drop(only_a_server);
 
         // The replica holds exactly the origin's state.
         let (_, v) = admin.get("/v1/admin/vectors").await;

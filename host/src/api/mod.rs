@@ -231,7 +231,7 @@ async fn edge_role(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some(edge) = state.edge.clone() else {
         return next.run(req).await;
     };
-    if !crate::replica::forward::served_locally(req.method(), req.uri().path()) {
+    if !edge.answers(req.method(), req.uri().path()) {
         return edge.forwarder.forward(req).await;
     }
     let mut response = next.run(req).await;

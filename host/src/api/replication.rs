@@ -160,6 +160,19 @@ pub async fn feed(
         }
     };
     let tenants = parse_tenants(q.tenants.as_deref())?;
+    // Every change up to here is in the pages read after it; with a
+    // tenant filter, a page that is not full covers up to here.
+    let head_before = state.catalog.feed_head().await?;
+    if q.after > head_before {
+        return Err(ApiError::new(
+            ErrorCode::FeedAhead,
+            format!(
+                "position {} is past the feed's head {head_before}: the origin's catalog was restored or replaced; bootstrap again",
+                q.after
+            ),
+        )
+        .with_details(serde_json::json!({"field": "after", "head": head_before})));
+    }
     let deadline = Instant::now() + Duration::from_millis(wait);
     let changes = loop {
         let changes = state
@@ -171,7 +184,12 @@ pub async fn feed(
         }
         tokio::time::sleep(POLL_EVERY.min(deadline.saturating_duration_since(Instant::now()))).await;
     };
-    let last = changes.last().map_or(q.after, |c| c.seq);
+    let full = changes.len() == limit as usize;
+    let last = match changes.last() {
+        Some(c) if full => c.seq,
+        Some(c) => c.seq.max(head_before),
+        None => q.after.max(head_before),
+    };
     let head = state.catalog.feed_head().await?.max(last);
     let generation = generation(&state).await?;
     let entries = entries(&state, latest_of_each(changes)).await?;
@@ -415,8 +433,8 @@ fn edge_log(i: usize, l: &EdgeLog) -> ApiResult<crate::store::SearchLog> {
         ("user_id", &l.user_id),
         ("session_id", &l.session_id),
     ] {
-        if v.as_ref().is_some_and(|s| s.len() > MAX_LOG_TEXT) {
-            return Err(bad(name, "at most 4096 bytes"));
+        if v.as_ref().is_some_and(|s| s.chars().count() > MAX_LOG_TEXT) {
+            return Err(bad(name, "at most 4096 characters"));
         }
     }
     if l.seq < 1 {

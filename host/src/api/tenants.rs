@@ -288,6 +288,14 @@ pub async fn delete_key(
     TenantItemPath(tenant, key_id): TenantItemPath,
 ) -> ApiResult<StatusCode> {
     authorize_tenant(&state, &principal, &tenant, Scope::Admin).await?;
+    // A `replicate` key serves every tenant's edges: only the admin, who
+    // issued it, takes it back.
+    if let Some(k) = state.catalog.get_api_key(&key_id).await?
+        && k.tenant == tenant
+        && k.scopes.iter().any(|s| s == Scope::Replicate.as_str())
+    {
+        principal.require_admin()?;
+    }
     let deleted = state.catalog.delete_api_key(&tenant, &key_id).await?;
     // Its search tokens go with it.
     state.auth.forget_key(&key_id).await;

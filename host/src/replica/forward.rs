@@ -37,6 +37,15 @@ pub fn served_locally(method: &Method, path: &str) -> bool {
     }
 }
 
+/// The tenant of a search path (`/v1/tenants/{t}/search[/image]`).
+pub fn search_tenant(path: &str) -> Option<&str> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    match (segments.next(), segments.next(), segments.next(), segments.next()) {
+        (Some("v1"), Some("tenants"), Some(t), Some("search")) => Some(t),
+        _ => None,
+    }
+}
+
 /// Headers that belong to one connection, not to the request.
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
@@ -170,5 +179,9 @@ mod tests {
         ] {
             assert!(!served_locally(&m, p), "{m} {p}");
         }
+        assert_eq!(search_tenant("/v1/tenants/shop/search"), Some("shop"));
+        assert_eq!(search_tenant("/v1/tenants/shop/search/image"), Some("shop"));
+        assert_eq!(search_tenant("/v1/embed"), None);
+        assert_eq!(search_tenant("/health/ready"), None);
     }
 }

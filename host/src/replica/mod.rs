@@ -63,6 +63,7 @@ pub fn describe_metrics() {
     describe_counter!(BYTES_RECEIVED, "bytes received from the origin");
     describe_gauge!(BOOTSTRAP_PRODUCTS, "products the bootstrap has applied");
     describe_counter!(outbox::LOGS_DELIVERED, "search logs delivered to the origin");
+    describe_counter!(outbox::LOGS_REFUSED, "search logs the origin refused, dropped");
 }
 
 /// What the rest of the edge knows of its replica (health, headers,
@@ -186,6 +187,25 @@ impl ReplicaStatus {
 pub struct EdgeRole {
     pub status: Arc<ReplicaStatus>,
     pub forwarder: forward::Forwarder,
+    /// `edge.tenants`: searches of other tenants go to the origin.
+    pub tenants: Vec<String>,
+}
+
+impl EdgeRole {
+    /// Whether this edge answers a request itself: the search path, of a
+    /// tenant it replicates, once its bootstrap is done (before that, and
+    /// for other tenants, the origin answers).
+    pub fn answers(&self, method: &axum::http::Method, path: &str) -> bool {
+        if !forward::served_locally(method, path) {
+            return false;
+        }
+        match forward::search_tenant(path) {
+            None => true,
+            Some(t) => {
+                self.status.bootstrapped() && (self.tenants.is_empty() || self.tenants.iter().any(|x| x == t))
+            }
+        }
+    }
 }
 
 /// The edge's settings, checked (`config::EdgeSettings`).
@@ -459,6 +479,9 @@ impl Follower {
                     ));
                 }
                 let mut batch = ReplicaBatch::default();
+                for t in &page.tenants {
+                    batch.tenants.push(wire::tenant_from_wire(t).map_err(protocol)?);
+                }
                 let points = self.products(&page.products, &mut batch)?;
                 total += points.len();
                 if points.iter().any(|p| p.vector.len() != dims) {
@@ -493,7 +516,12 @@ impl Follower {
                 let mut state = state.clone();
                 state.generation = Some(target.clone());
                 state.updated_at = now();
-                self.apply(ReplicaBatch::default(), state).await?;
+                // Pages cached (and ETags given) before the switch end.
+                let bump = ReplicaBatch {
+                    bump_generations: true,
+                    ..ReplicaBatch::default()
+                };
+                self.apply(bump, state).await?;
                 tracing::info!(
                     generation = target.id,
                     points,
@@ -521,7 +549,19 @@ impl Follower {
                 self.clear(index).await?;
                 return self.bootstrap_page(index, None, None).await;
             }
-            None => return self.bootstrap_page(index, None, None).await,
+            None => {
+                // A fresh bootstrap starts from an empty index: points left
+                // by an attempt that died before its first page was
+                // recorded may belong to products deleted since.
+                let leftovers = index
+                    .count(None)
+                    .await
+                    .map_err(|e| FollowError::Local(e.to_string()))?;
+                if leftovers > 0 {
+                    self.clear(index).await?;
+                }
+                return self.bootstrap_page(index, None, None).await;
+            }
         };
         if state.bootstrapped {
             self.follow(index, &state).await
@@ -531,21 +571,20 @@ impl Follower {
         }
     }
 
-    /// Empties the replica before following another origin.
+    /// Empties the replica (another origin, a feed it is ahead of, a
+    /// generation switch mid-bootstrap, a fresh bootstrap over leftovers):
+    /// an empty generation of the index goes live, then the catalog is
+    /// emptied.
     async fn clear(&self, index: &dyn VectorIndex) -> Result<(), FollowError> {
         let local = |e: String| FollowError::Local(e);
-        use crate::store::TenantStore;
-        for t in self
-            .catalog
-            .list_tenants()
+        let g = index
+            .begin_generation(index.dims())
             .await
-            .map_err(|e| local(e.to_string()))?
-        {
-            index
-                .delete_tenant(&t.id)
-                .await
-                .map_err(|e| local(e.to_string()))?;
-        }
+            .map_err(|e| local(e.to_string()))?;
+        index
+            .commit_generation(g)
+            .await
+            .map_err(|e| local(e.to_string()))?;
         self.catalog
             .clear_replica()
             .await
@@ -554,11 +593,10 @@ impl Follower {
         Ok(())
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<T, FollowError> {
+    /// A GET to the origin with the replicate key: the answer's bytes
+    /// (counted), or why there are none.
+    async fn fetch(&self, path: &str, query: &[(&str, String)]) -> Result<bytes::Bytes, FollowError> {
+        let unreachable = |e: reqwest::Error| FollowError::Unreachable(e.without_url().to_string());
         let response = self
             .client
             .get(format!("{}{path}", self.config.origin_url))
@@ -566,12 +604,9 @@ impl Follower {
             .query(query)
             .send()
             .await
-            .map_err(|e| FollowError::Unreachable(e.without_url().to_string()))?;
+            .map_err(unreachable)?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| FollowError::Unreachable(e.without_url().to_string()))?;
+        let bytes = response.bytes().await.map_err(unreachable)?;
         metrics::counter!(BYTES_RECEIVED).increment(bytes.len() as u64);
         if !status.is_success() {
             let body = String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned();
@@ -580,6 +615,15 @@ impl Follower {
                 body,
             });
         }
+        Ok(bytes)
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, FollowError> {
+        let bytes = self.fetch(path, query).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| FollowError::Protocol(format!("unreadable answer from {path}: {e}")))
     }
@@ -699,7 +743,13 @@ impl Follower {
         if let Some(t) = self.config.tenants_param() {
             query.push(("tenants", t));
         }
-        let page: FeedPage = self.get("/v1/replication/feed", &query).await?;
+        let page: FeedPage = match self.get("/v1/replication/feed", &query).await {
+            Err(FollowError::Refused { status: 409, body }) => {
+                tracing::error!(answer = %body, "this replica is ahead of the origin's feed: bootstrapping anew");
+                return self.clear(index).await;
+            }
+            other => other?,
+        };
         Self::check_protocol(page.protocol)?;
         if state.generation.as_ref() != Some(&page.generation) {
             // This page's vectors are the new generation's: rebuild first,
@@ -791,28 +841,9 @@ impl Follower {
                 if blobs.get(&key).await.is_ok() {
                     continue;
                 }
-                let response = self
-                    .client
-                    .get(format!(
-                        "{}/v1/replication/plugins/{tenant}/{}",
-                        self.config.origin_url, v.digest
-                    ))
-                    .bearer_auth(self.config.key.expose_secret())
-                    .send()
-                    .await
-                    .map_err(|e| FollowError::Unreachable(e.without_url().to_string()))?;
-                let status = response.status();
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| FollowError::Unreachable(e.without_url().to_string()))?;
-                metrics::counter!(BYTES_RECEIVED).increment(bytes.len() as u64);
-                if !status.is_success() {
-                    return Err(FollowError::Refused {
-                        status: status.as_u16(),
-                        body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
-                    });
-                }
+                let bytes = self
+                    .fetch(&format!("/v1/replication/plugins/{tenant}/{}", v.digest), &[])
+                    .await?;
                 let digest: String = sha2::Sha256::digest(&bytes)
                     .iter()
                     .map(|b| format!("{b:02x}"))

@@ -1324,9 +1324,13 @@ impl PostgresCatalog {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_NUMBERING_LOCK])
             .await
             .map_err(map_err)?;
+        // Numbered in insertion order (a tenant before its first product):
+        // nextval runs over the ordered rows, then the numbers are written.
         tx.execute(
-            "UPDATE changes SET seq = nextval('change_seq')
-             WHERE id IN (SELECT id FROM changes WHERE seq IS NULL ORDER BY id)",
+            "UPDATE changes SET seq = numbered.seq
+             FROM (SELECT id, nextval('change_seq') AS seq
+                   FROM (SELECT id FROM changes WHERE seq IS NULL ORDER BY id) AS pending) AS numbered
+             WHERE changes.id = numbered.id",
             &[],
         )
         .await

@@ -145,6 +145,9 @@ pub struct ReplicaBatch {
     /// `(tenant, name, every version)`: the plugin's versions are replaced
     /// by these (none: the plugin is removed).
     pub plugins: Vec<(String, String, Vec<super::PluginRecord>)>,
+    /// Bump every tenant's generation (cached pages and ETags end): the
+    /// index switched generations.
+    pub bump_generations: bool,
 }
 
 impl ReplicaBatch {

@@ -1645,6 +1645,24 @@ impl SqliteCatalog {
                 ])
                 .map_err(map_err)?;
             }
+            // A key, product or plugin may come before its tenant's own
+            // change (another page of the feed, a tenant made while a
+            // snapshot was read): a stand-in row, which the tenant's change
+            // overwrites, keeps the references valid.
+            let owners = batch
+                .keys
+                .iter()
+                .map(|k| &k.tenant)
+                .chain(batch.products.iter().map(|p| &p.tenant))
+                .chain(batch.plugins.iter().map(|(t, _, _)| t));
+            for t in owners {
+                tx.prepare_cached(
+                    "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?1, ?2) ON CONFLICT (id) DO NOTHING",
+                )
+                .map_err(map_err)?
+                .execute(params![t, format_time(&now())])
+                .map_err(map_err)?;
+            }
             for k in &batch.keys {
                 tx.prepare_cached(
                     "INSERT INTO api_keys (id, tenant, secret_hash, scopes, label, created_at)
@@ -1757,6 +1775,10 @@ impl SqliteCatalog {
                 )
                 .map_err(map_err)?;
             }
+            if batch.bump_generations {
+                tx.execute("UPDATE tenants SET generation = generation + 1", [])
+                    .map_err(map_err)?;
+            }
             tx.execute("DELETE FROM changes", []).map_err(map_err)?;
             tx.prepare_cached(
                 "INSERT INTO replica_state (id, origin, seq, cursor, bootstrapped, updated_at, generation)
@@ -1813,6 +1835,22 @@ impl SqliteCatalog {
                 })
                 .map_err(map_err)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    /// This edge's id for its origin, made once and kept in the catalog
+    /// beside the outbox it numbers (a new catalog restarts the numbers, so
+    /// it gets a new id).
+    pub async fn edge_id(&self) -> StoreResult<String> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO replica_identity (id, edge) VALUES (1, ?1) ON CONFLICT (id) DO NOTHING",
+                [uuid::Uuid::new_v4().to_string()],
+            )
+            .map_err(map_err)?;
+            c.query_row("SELECT edge FROM replica_identity WHERE id = 1", [], |r| r.get(0))
+                .map_err(map_err)
         })
         .await
     }
