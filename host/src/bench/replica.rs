@@ -199,9 +199,7 @@ pub async fn replica(o: &ReplicaBenchOptions<'_>) -> anyhow::Result<Value> {
                     }
                     let done = Instant::now();
                     let head: Option<Value> = match http
-                        .get(format!(
-                            "{origin_base}/v1/replication/feed?after=9000000000000000000&limit=1"
-                        ))
+                        .get(format!("{origin_base}/v1/replication/feed?after=0&limit=1"))
                         .bearer_auth(&key)
                         .send()
                         .await
@@ -261,7 +259,7 @@ pub async fn replica(o: &ReplicaBenchOptions<'_>) -> anyhow::Result<Value> {
             )
         })
         .collect();
-    for t in texts.iter().take(20) {
+    for t in texts.iter().take(100) {
         timed_search(&http, &origin_base, t).await?;
         timed_search(&http, &edge_base, t).await?;
     }
