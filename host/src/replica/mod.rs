@@ -577,14 +577,7 @@ impl Follower {
     /// emptied.
     async fn clear(&self, index: &dyn VectorIndex) -> Result<(), FollowError> {
         let local = |e: String| FollowError::Local(e);
-        let g = index
-            .begin_generation(index.dims())
-            .await
-            .map_err(|e| local(e.to_string()))?;
-        index
-            .commit_generation(g)
-            .await
-            .map_err(|e| local(e.to_string()))?;
+        empty_generation(index, index.dims()).await?;
         self.catalog
             .clear_replica()
             .await
@@ -891,14 +884,7 @@ impl Follower {
         let service = self.load_model(target).await.map_err(local)?;
         let dims = usize::try_from(target.dims).map_err(|e| FollowError::Protocol(e.to_string()))?;
         if index.dims() != dims {
-            let g = index
-                .begin_generation(dims)
-                .await
-                .map_err(|e| local(e.to_string()))?;
-            index
-                .commit_generation(g)
-                .await
-                .map_err(|e| local(e.to_string()))?;
+            empty_generation(index, dims).await?;
         }
         self.encoder.set(EncoderState::Ready(service));
         Ok(())
@@ -964,6 +950,14 @@ impl Follower {
             self.auth.forget_key(id).await;
         }
     }
+}
+
+/// Makes an empty generation of `dims` live (the replica is being emptied
+/// or takes another dimension).
+async fn empty_generation(index: &dyn VectorIndex, dims: usize) -> Result<(), FollowError> {
+    let local = |e: crate::store::vectors::VectorError| FollowError::Local(e.to_string());
+    let g = index.begin_generation(dims).await.map_err(local)?;
+    index.commit_generation(g).await.map_err(local)
 }
 
 fn protocol(e: wire::WireError) -> FollowError {

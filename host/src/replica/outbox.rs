@@ -139,7 +139,7 @@ impl Outbox {
             .map_err(|e| e.without_url().to_string())?;
         let status = response.status();
         let sent_last = logs.last().map_or(0, |(seq, _)| *seq);
-        if status == reqwest::StatusCode::BAD_REQUEST || status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+        if !status.is_success() {
             let text: String = response
                 .text()
                 .await
@@ -147,6 +147,10 @@ impl Outbox {
                 .chars()
                 .take(300)
                 .collect();
+            if status != reqwest::StatusCode::BAD_REQUEST && status != reqwest::StatusCode::PAYLOAD_TOO_LARGE
+            {
+                return Err(format!("the origin answered {status}: {text}"));
+            }
             if logs.len() > 1 {
                 return Ok(Delivered::Refused);
             }
@@ -159,16 +163,6 @@ impl Outbox {
                 .await
                 .map_err(|e| e.to_string())?;
             return Ok(Delivered::Stored { more: true });
-        }
-        if !status.is_success() {
-            let text: String = response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
-            return Err(format!("the origin answered {status}: {text}"));
         }
         let accepted: EdgeLogsAccepted = response.json().await.map_err(|e| e.without_url().to_string())?;
         if accepted.last_seq > sent_last {
