@@ -135,7 +135,8 @@ async fn tenant_record(state: &AppState, id: &str) -> ApiResult<Option<TenantRec
     get, path = "/v1/replication/feed", operation_id = "replication_feed",
     summary = "The change feed edge replicas follow", tag = "replication",
     params(FeedQuery),
-    responses((status = 200, description = "Changes after `after`, each with its entity's state now", body = FeedPage)),
+    responses((status = 200, description = "Changes after `after`, each with its entity's state now", body = FeedPage),
+        (status = 409, description = "`after` is past the feed's head (`feed_ahead`): the origin's catalog was restored or replaced; bootstrap again", body = super::types::ErrorBody)),
     security(("bearer" = ["replicate"]))
 )]
 pub async fn feed(
