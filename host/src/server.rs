@@ -216,6 +216,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     // run (its vectors come from the origin).
     let edge_encoder = edge_config.as_ref().map(|_| (options.clone(), batch));
     let background = if edge_config.is_none() {
+        tokio::spawn(crate::replica::compact_feed(catalog.clone(), stop_rx.clone()));
         tokio::spawn(async move {
             load_into(indexing.encoder.clone(), source, options, batch).await;
             indexing.run(stop_rx).await;

@@ -43,6 +43,12 @@ pub const CHANGES_APPLIED: &str = "vitrine_replica_changes_applied_total";
 pub const BYTES_RECEIVED: &str = "vitrine_replica_bytes_received_total";
 /// Products applied by the bootstrap so far.
 pub const BOOTSTRAP_PRODUCTS: &str = "vitrine_replica_bootstrap_products";
+/// At an origin: superseded changes its compaction deleted.
+pub const CHANGES_COMPACTED: &str = "vitrine_replica_changes_compacted_total";
+/// How often an origin compacts its change feed, and how many changes one
+/// transaction of it looks at (SQLite has one writer: short transactions).
+const COMPACT_EVERY: Duration = Duration::from_secs(30);
+const COMPACT_SPAN: i64 = 5_000;
 
 /// How long the origin may hold a long poll.
 const WAIT: Duration = Duration::from_secs(2);
@@ -64,6 +70,44 @@ pub fn describe_metrics() {
     describe_gauge!(BOOTSTRAP_PRODUCTS, "products the bootstrap has applied");
     describe_counter!(outbox::LOGS_DELIVERED, "search logs delivered to the origin");
     describe_counter!(outbox::LOGS_REFUSED, "search logs the origin refused, dropped");
+    describe_counter!(
+        CHANGES_COMPACTED,
+        "superseded changes an origin deleted from its change feed"
+    );
+}
+
+/// At an origin: keeps the change feed about as large as the number of
+/// entities, by deleting every change a later change of the same entity
+/// supersedes (`ReplicationStore::compact_changes`), from the start at
+/// start-up, then what was added since, every `COMPACT_EVERY`, until `stop`.
+pub async fn compact_feed(catalog: Arc<dyn crate::store::Catalog>, mut stop: watch::Receiver<bool>) {
+    let mut at = 0;
+    while !*stop.borrow() {
+        loop {
+            match catalog.compact_changes(at, COMPACT_SPAN).await {
+                Ok((through, deleted)) => {
+                    metrics::counter!(CHANGES_COMPACTED).increment(deleted);
+                    if through <= at {
+                        break;
+                    }
+                    at = through;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "compacting the change feed failed; trying again later");
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(COMPACT_EVERY) => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// What the rest of the edge knows of its replica (health, headers,

@@ -1147,6 +1147,72 @@ pub async fn replication(c: &dyn Catalog) {
     concurrent_writes_are_numbered_without_holes(c).await;
     edge_logs_are_stored_once(c).await;
     generations_are_recorded(c).await;
+    superseded_changes_are_compacted(c).await;
+}
+
+/// Compaction keeps each entity's latest change only, and a follower at any
+/// position still sees every entity changed after it, at the same number.
+async fn superseded_changes_are_compacted(c: &dyn Catalog) {
+    use std::collections::BTreeMap;
+    c.create_tenant("compact", "Compact").await.unwrap();
+    let start = c.feed_head().await.unwrap();
+    let job = || NewJob::new("index_product", "compact", json!({}));
+    for id in ["p1", "p2", "p3"] {
+        c.create_product("compact", id, &fields("one"), &job())
+            .await
+            .unwrap();
+    }
+    for title in ["two", "three"] {
+        c.update_product("compact", "p1", &fields(title), None, None)
+            .await
+            .unwrap();
+    }
+    assert!(c.delete_product("compact", "p2", &job()).await.unwrap());
+    c.update_product("compact", "p3", &fields("two"), None, None)
+        .await
+        .unwrap();
+    let head = c.feed_head().await.unwrap();
+    let only = Some(&["compact".to_owned()][..]);
+    let before = c.changes_after(start, 1000, only).await.unwrap();
+    assert_eq!(before.len(), 7);
+    // Entity → the number of its latest change after `pos`.
+    let latest = |changes: &[super::replica::Change], pos: i64| {
+        let mut m = BTreeMap::new();
+        for ch in changes.iter().filter(|ch| ch.seq > pos) {
+            m.insert((ch.kind.as_str(), ch.entity.clone()), ch.seq);
+        }
+        m
+    };
+    // In small spans, as the origin's loop does with larger ones.
+    let mut at = 0;
+    let mut deleted = 0;
+    loop {
+        let (through, n) = c.compact_changes(at, 2).await.unwrap();
+        assert!(through >= at && through <= head);
+        deleted += n;
+        if through == at {
+            break;
+        }
+        at = through;
+    }
+    assert_eq!(at, head);
+    assert!(deleted >= 4, "p1 twice, p2 and p3 once were superseded");
+    let after = c.changes_after(start, 1000, only).await.unwrap();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(c.feed_head().await.unwrap(), head);
+    for pos in std::iter::once(start).chain(before.iter().map(|ch| ch.seq)) {
+        assert_eq!(latest(&after, pos), latest(&before, pos), "a follower at {pos}");
+    }
+    // Nothing left to compact; a later write is compacted by a later pass.
+    assert_eq!(c.compact_changes(head, 100).await.unwrap(), (head, 0));
+    c.update_product("compact", "p1", &fields("four"), None, None)
+        .await
+        .unwrap();
+    let newer = c.feed_head().await.unwrap();
+    assert_eq!(c.compact_changes(head, 100).await.unwrap(), (newer, 1));
+    let last = c.changes_after(start, 1000, only).await.unwrap();
+    assert_eq!(last.len(), 3);
+    assert_eq!(last.last().unwrap().seq, newer);
 }
 
 async fn every_replicated_write_is_one_change_in_commit_order(c: &dyn Catalog) {

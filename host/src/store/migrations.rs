@@ -46,6 +46,11 @@ pub const SQLITE: &[Migration] = &[
         name: "change_feed",
         sql: include_str!("../../../migrations/sqlite/0007_change_feed.sql"),
     },
+    Migration {
+        version: 8,
+        name: "change_compaction",
+        sql: include_str!("../../../migrations/sqlite/0008_change_compaction.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -83,6 +88,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 7,
         name: "change_feed",
         sql: include_str!("../../../migrations/postgres/0007_change_feed.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "change_compaction",
+        sql: include_str!("../../../migrations/postgres/0008_change_compaction.sql"),
     },
 ];
 

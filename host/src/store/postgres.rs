@@ -1468,6 +1468,29 @@ impl ReplicationStore for PostgresCatalog {
         Ok(now_last)
     }
 
+    async fn compact_changes(&self, after: i64, span: i64) -> StoreResult<(i64, u64)> {
+        // Only numbered changes take part: one numbered later is considered
+        // by a later pass.
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "WITH bound AS (SELECT LEAST(COALESCE(MAX(seq), 0), $2) AS through FROM changes),
+                 gone AS (
+                     DELETE FROM changes AS old USING changes AS new, bound
+                     WHERE new.seq > $1 AND new.seq <= bound.through
+                       AND old.kind = new.kind AND old.tenant = new.tenant
+                       AND old.entity = new.entity AND old.seq < new.seq
+                     RETURNING old.id)
+                 SELECT (SELECT through FROM bound)::BIGINT, (SELECT COUNT(*) FROM gone)::BIGINT",
+                &[&after, &after.saturating_add(span.max(1))],
+            )
+            .await
+            .map_err(map_err)?;
+        let through: i64 = row.col(0)?;
+        let deleted: i64 = row.col(1)?;
+        Ok((through.max(after), deleted.max(0) as u64))
+    }
+
     async fn products_after_row(
         &self,
         after: i64,
@@ -1605,7 +1628,13 @@ pub(crate) mod testing {
         let (a, b) = (a.unwrap(), b.unwrap());
         let report = a.migrate().await.unwrap();
         assert!(report.applied.is_empty());
-        assert_eq!(report.already_applied, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(
+            report.already_applied,
+            super::super::migrations::POSTGRES
+                .iter()
+                .map(|m| m.version)
+                .collect::<Vec<_>>()
+        );
         assert_eq!(b.list_tenants().await.unwrap().len(), 1);
         drop((a, b));
         schema.drop_schema().await;

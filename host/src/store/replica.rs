@@ -106,6 +106,15 @@ pub trait ReplicationStore: Send + Sync {
     /// edge's last number now stored.
     async fn accept_edge_logs(&self, edge: &str, logs: &[(i64, super::SearchLog)]) -> StoreResult<i64>;
 
+    /// Deletes the changes superseded by a later change of the same entity
+    /// numbered in `(after, through]`, `through` being `after + span` or the
+    /// head, whichever is lower. The feed serves an entity's state as it is
+    /// when read, so a follower at any position still reaches the entity's
+    /// latest change and ends in the same state: the table stays about as
+    /// large as the number of entities instead of growing with every write.
+    /// Returns `through` and how many changes were deleted.
+    async fn compact_changes(&self, after: i64, span: i64) -> StoreResult<(i64, u64)>;
+
     /// Products of every tenant after catalog row `after`, by row, with
     /// their row numbers (the bootstrap's cursor).
     async fn products_after_row(
