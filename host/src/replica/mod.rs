@@ -87,7 +87,13 @@ pub async fn compact_feed(catalog: Arc<dyn crate::store::Catalog>, mut stop: wat
             match catalog.compact_changes(at, COMPACT_SPAN).await {
                 Ok((through, deleted)) => {
                     metrics::counter!(CHANGES_COMPACTED).increment(deleted);
-                    if through <= at {
+                    if through < at {
+                        // The head went back (the catalog was restored):
+                        // what it holds now is compacted from the start.
+                        at = 0;
+                        continue;
+                    }
+                    if through == at {
                         break;
                     }
                     at = through;

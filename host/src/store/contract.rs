@@ -1205,6 +1205,8 @@ async fn superseded_changes_are_compacted(c: &dyn Catalog) {
     }
     // Nothing left to compact; a later write is compacted by a later pass.
     assert_eq!(c.compact_changes(head, 100).await.unwrap(), (head, 0));
+    // A position past the head (a restored catalog) answers the head.
+    assert_eq!(c.compact_changes(head + 1_000, 10).await.unwrap(), (head, 0));
     c.update_product("compact", "p1", &fields("four"), None, None)
         .await
         .unwrap();

@@ -1488,7 +1488,7 @@ impl ReplicationStore for PostgresCatalog {
             .map_err(map_err)?;
         let through: i64 = row.col(0)?;
         let deleted: i64 = row.col(1)?;
-        Ok((through.max(after), deleted.max(0) as u64))
+        Ok((through, deleted.max(0) as u64))
     }
 
     async fn products_after_row(

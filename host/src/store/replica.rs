@@ -112,7 +112,8 @@ pub trait ReplicationStore: Send + Sync {
     /// when read, so a follower at any position still reaches the entity's
     /// latest change and ends in the same state: the table stays about as
     /// large as the number of entities instead of growing with every write.
-    /// Returns `through` and how many changes were deleted.
+    /// Returns `through` and how many changes were deleted; `through` is
+    /// below `after` when the head is (the catalog was restored).
     async fn compact_changes(&self, after: i64, span: i64) -> StoreResult<(i64, u64)>;
 
     /// Products of every tenant after catalog row `after`, by row, with

@@ -1587,7 +1587,7 @@ impl ReplicationStore for SqliteCatalog {
                 )
                 .map_err(map_err)?;
             tx.commit().map_err(map_err)?;
-            Ok((through.max(after), deleted as u64))
+            Ok((through, deleted as u64))
         })
         .await
     }
