@@ -143,6 +143,14 @@ async fn assert_logged_once(origin: &Client, tenant: &str, text: &str, n: i64) {
 }
 
 /// The origin's state as its snapshot shows it: product → (fields, vectors).
+/// A counter's value in Prometheus text (0 before its first increment).
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn origin_state(replicator: &Client) -> BTreeMap<(String, String), (Value, Option<Value>)> {
     let mut out = BTreeMap::new();
     let mut cursor: Option<String> = None;
@@ -375,6 +383,24 @@ async fn an_edge_follows_its_origin() {
                 && found(&edge_a, "shop-a", "gamma").await.is_empty()
         })
         .await;
+        // A change that leaves the point as it was (metadata only) is
+        // applied without rewriting the point.
+        let unchanged = counter(&edge.metrics().await, "vitrine_replica_points_unchanged_total");
+        let (s, r) = a
+            .send(
+                Method::PATCH,
+                "/v1/tenants/shop-a/products/new-1",
+                Some(&json!({"metadata": {"note": "restocked"}})),
+            )
+            .await;
+        assert_eq!((s, &r["job_id"]), (200, &Value::Null), "{r}");
+        wait_until(
+            "metadata-only change at the edge",
+            Duration::from_secs(2),
+            || async { counter(&edge.metrics().await, "vitrine_replica_points_unchanged_total") > unchanged },
+        )
+        .await;
+        assert_eq!(found(&edge_a, "shop-a", "delta").await, ["new-1"]);
         let (s, _) = a
             .send(Method::DELETE, "/v1/tenants/shop-a/products/new-1", None)
             .await;

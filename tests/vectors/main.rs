@@ -47,6 +47,7 @@ contract_test!(
     text_leg,
     hybrid_fusion,
     malformed_keywords,
+    get_points_and_same_point,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,6 +436,7 @@ mod server {
         text_leg,
         hybrid_fusion,
         malformed_keywords,
+        get_points_and_same_point,
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -239,12 +239,16 @@ pub async fn replica(o: &ReplicaBenchOptions<'_>) -> anyhow::Result<Value> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     lags.sort_by(f64::total_cmp);
+    // Metadata-only writes leave the edge's points where they are, as the
+    // origin's: its index stays as fast as the origin's.
+    let unchanged = metric(&http, &edge_base, crate::replica::POINTS_UNCHANGED).await?;
     let follow = json!({
         "writes_per_second": o.writes_per_second,
         "writes_measured": lags.len(),
         "lag_ms_p50": percentile(&lags, 50.0),
         "lag_ms_p99": percentile(&lags, 99.0),
         "lag_ms_max": lags.last().copied().unwrap_or(0.0),
+        "points_left_unchanged": unchanged,
         "probe_every_ms": "about 5 (one /health/dependencies read per probe)",
     });
     eprintln!("{follow}");

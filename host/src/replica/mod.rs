@@ -28,7 +28,7 @@ use crate::encoder::{Encoder, EncoderOptions, ModelSource};
 use crate::model::now;
 use crate::store::replica::{IndexGeneration, ReplicaBatch, ReplicaState};
 use crate::store::sqlite::SqliteCatalog;
-use crate::store::vectors::{SharedVectors, VectorIndex, VectorPoint};
+use crate::store::vectors::{SharedVectors, VectorIndex, VectorPoint, same_point};
 
 /// Replication lag, seconds since the edge last knew it held everything
 /// the origin had.
@@ -43,6 +43,9 @@ pub const CHANGES_APPLIED: &str = "vitrine_replica_changes_applied_total";
 pub const BYTES_RECEIVED: &str = "vitrine_replica_bytes_received_total";
 /// Products applied by the bootstrap so far.
 pub const BOOTSTRAP_PRODUCTS: &str = "vitrine_replica_bootstrap_products";
+/// Product changes whose point the index already held as it was (a
+/// metadata-only change, say): the point is left where it is.
+pub const POINTS_UNCHANGED: &str = "vitrine_replica_points_unchanged_total";
 /// At an origin: superseded changes its compaction deleted.
 pub const CHANGES_COMPACTED: &str = "vitrine_replica_changes_compacted_total";
 /// How often an origin compacts its change feed, and how many changes one
@@ -70,6 +73,10 @@ pub fn describe_metrics() {
     describe_gauge!(BOOTSTRAP_PRODUCTS, "products the bootstrap has applied");
     describe_counter!(outbox::LOGS_DELIVERED, "search logs delivered to the origin");
     describe_counter!(outbox::LOGS_REFUSED, "search logs the origin refused, dropped");
+    describe_counter!(
+        POINTS_UNCHANGED,
+        "product changes applied without rewriting the point the index held as it was"
+    );
     describe_counter!(
         CHANGES_COMPACTED,
         "superseded changes an origin deleted from its change feed"
@@ -849,6 +856,7 @@ impl Follower {
         }
         self.fetch_components(&batch).await?;
         let points = self.products(&products, &mut batch)?;
+        let points = self.changed_points(index, points).await?;
         // Deletes first: a product deleted and created again in this page
         // is listed once, with its state now.
         for (tenant, ids) in group(&gone) {
@@ -959,6 +967,49 @@ impl Follower {
             }
             batch.products.push(product);
         }
+        Ok(points)
+    }
+
+    /// Leaves out the points the index already holds as they are. A change
+    /// that touched neither a product's vectors nor its keywords nor its
+    /// filter fields (its metadata, say) then leaves its point in its
+    /// indexed segment, as the origin leaves its own: rewriting it would
+    /// move it into the unindexed appendable segment, which every search
+    /// scans. Compared with the index rather than the replica's catalog,
+    /// since a page writes the index first: after a crash between the two
+    /// the index already holds the page's points.
+    async fn changed_points(
+        &self,
+        index: &dyn VectorIndex,
+        points: Vec<VectorPoint>,
+    ) -> Result<Vec<VectorPoint>, FollowError> {
+        if points.is_empty() {
+            return Ok(points);
+        }
+        let pairs: Vec<(String, String)> = points
+            .iter()
+            .map(|p| (p.tenant.clone(), p.product_id.clone()))
+            .collect();
+        let mut stored = std::collections::HashMap::new();
+        for (tenant, ids) in group(&pairs) {
+            for p in index
+                .get_points(&tenant, &ids)
+                .await
+                .map_err(|e| FollowError::Local(e.to_string()))?
+            {
+                stored.insert((p.tenant.clone(), p.product_id.clone()), p);
+            }
+        }
+        let before = points.len();
+        let points: Vec<VectorPoint> = points
+            .into_iter()
+            .filter(|p| {
+                !stored
+                    .get(&(p.tenant.clone(), p.product_id.clone()))
+                    .is_some_and(|s| same_point(s, p))
+            })
+            .collect();
+        metrics::counter!(POINTS_UNCHANGED).increment((before - points.len()) as u64);
         Ok(points)
     }
 

@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{
     FacetField, FacetQuery, Fusion, Keywords, PointPayload, ScoredPoint, VectorError, VectorFilter,
-    VectorIndex, VectorPoint, VectorQuery, Weights, keywords,
+    VectorIndex, VectorPoint, VectorQuery, Weights, keywords, same_point,
 };
 
 /// Tolerance for float scores: engines score in f32 (SIMD, different
@@ -1082,6 +1082,61 @@ pub async fn text_leg(idx: &dyn VectorIndex) {
     assert!(cosine(&image, &points[0].vector) > 1.0 - EPS);
     assert!(cosine(&text.unwrap(), points[0].text_vector.as_ref().unwrap()) > 1.0 - EPS);
     assert_eq!(idx.get_vectors("t2", "boot-1").await.unwrap(), None);
+}
+
+/// `get_points` answers what was written (vectors normalised), only of the
+/// tenant asked, leaving unknown ids out; `same_point` takes a stored point
+/// for what was written and tells it from every kind of change.
+pub async fn get_points_and_same_point(idx: &dyn VectorIndex) {
+    let dims = idx.dims();
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut points = text_points(&mut rng, "t1", dims);
+    points[1].text_vector = None;
+    points[2].keywords = Keywords::default();
+    points[3].payload = PointPayload::default();
+    let other = text_points(&mut rng, "t2", dims);
+    idx.upsert(points.clone()).await.unwrap();
+    idx.upsert(other.clone()).await.unwrap();
+    let mut ids: Vec<String> = points.iter().map(|p| p.product_id.clone()).collect();
+    ids.push("missing".into());
+    let mut stored = idx.get_points("t1", &ids).await.unwrap();
+    stored.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+    points.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+    assert_eq!(stored.len(), points.len());
+    for (s, p) in stored.iter().zip(&points) {
+        assert_eq!((s.tenant.as_str(), &s.product_id), ("t1", &p.product_id));
+        assert_eq!(s.payload, p.payload);
+        assert_eq!(s.keywords, p.keywords);
+        assert_eq!(s.text_vector.is_some(), p.text_vector.is_some());
+        assert!(cosine(&s.vector, &p.vector) > 1.0 - EPS);
+        assert!(same_point(s, p), "{} reads back changed", p.product_id);
+        // Scaled, a vector is the same under cosine distance.
+        let mut c = p.clone();
+        c.vector.iter_mut().for_each(|x| *x *= 3.0);
+        assert!(same_point(s, &c));
+        let changes: Vec<Box<dyn Fn(&mut VectorPoint)>> = vec![
+            Box::new(|c| c.vector[0] += 0.01),
+            Box::new(|c| c.payload.in_stock = !c.payload.in_stock),
+            Box::new(|c| c.payload.tags.push("new".into())),
+            Box::new(|c| c.payload.price = Some(c.payload.price.unwrap_or(1.0) * 2.0)),
+            Box::new(|c| c.text_vector = c.text_vector.is_none().then(|| vec![1.0; c.vector.len()])),
+            Box::new(|c| c.keywords = keywords::document("t1", "another text")),
+            Box::new(|c| c.tenant = "t2".into()),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut c = p.clone();
+            change(&mut c);
+            assert!(!same_point(s, &c), "change {i} of {} not seen", p.product_id);
+        }
+    }
+    assert!(idx.get_points("t3", &ids).await.unwrap().is_empty());
+    assert!(idx.get_points("t1", &[]).await.unwrap().is_empty());
+    let theirs = idx.get_points("t2", &ids[..2]).await.unwrap();
+    assert_eq!(theirs.len(), 2);
+    for s in &theirs {
+        assert_eq!(s.tenant, "t2");
+        assert!(other.iter().any(|o| same_point(s, o)));
+    }
 }
 
 /// Fused searches: relative fusion equals its definition over the legs'

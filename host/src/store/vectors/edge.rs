@@ -55,9 +55,10 @@ use qdrant_edge::{
 
 use super::{
     F_CATEGORY, F_CURRENCY, F_IN_STOCK, F_PRICE, F_PRODUCT_ID, F_TAGS, F_TENANT, FacetCounts, FacetField,
-    FacetQuery, Fusion, Generation, Layout, Leg, PointPayload, PriceBucket, RRF_K, ScoredPoint, V_IMAGE,
-    V_KEYWORDS, V_TEXT, VectorError, VectorFilter, VectorIndex, VectorPoint, VectorQuery, check_facets,
-    check_keywords, check_query, check_vector, decode_payload_map, fuse_relative, payload_map, point_uuid,
+    FacetQuery, Fusion, Generation, Keywords, Layout, Leg, PointPayload, PriceBucket, RRF_K, ScoredPoint,
+    V_IMAGE, V_KEYWORDS, V_TEXT, VectorError, VectorFilter, VectorIndex, VectorPoint, VectorQuery,
+    check_facets, check_keywords, check_query, check_vector, decode_payload_map, fuse_relative, payload_map,
+    point_uuid,
 };
 
 const VECTORS_DIR: &str = "vectors";
@@ -528,6 +529,53 @@ impl VectorIndex for EdgeIndex {
                 .next()
                 .and_then(|r| r.vector)
                 .and_then(dense_vectors))
+        })
+        .await
+    }
+
+    async fn get_points(
+        &self,
+        tenant: &str,
+        product_ids: &[String],
+    ) -> Result<Vec<VectorPoint>, VectorError> {
+        if product_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<PointId> = product_ids
+            .iter()
+            .map(|p| PointId::Uuid(point_uuid(tenant, p)))
+            .collect();
+        let tenant = tenant.to_owned();
+        self.blocking(move |inner| {
+            let live = inner.live.read();
+            let records = live
+                .shard
+                .retrieve(
+                    &ids,
+                    Some(WithPayloadInterface::Bool(true)),
+                    Some(WithVector::Bool(true)),
+                )
+                .map_err(op_err)?;
+            drop(live);
+            Ok(records
+                .into_iter()
+                .filter_map(|r| {
+                    let Payload(m) = r.payload?;
+                    if m.get(F_TENANT).and_then(serde_json::Value::as_str) != Some(tenant.as_str()) {
+                        return None;
+                    }
+                    let (product_id, payload) = decode_payload_map(&m);
+                    let (vector, text_vector, keywords) = stored_vectors(r.vector?)?;
+                    Some(VectorPoint {
+                        tenant: tenant.clone(),
+                        product_id,
+                        vector,
+                        text_vector,
+                        keywords,
+                        payload,
+                    })
+                })
+                .collect())
         })
         .await
     }
@@ -1092,6 +1140,23 @@ fn dense_vectors(v: VectorStructInternal) -> Option<(Vec<f32>, Option<Vec<f32>>)
         }
         VectorStructInternal::MultiDense(_) => None,
     }
+}
+
+/// A stored point's image (or only) vector, text vector and keyword vector.
+fn stored_vectors(v: VectorStructInternal) -> Option<(Vec<f32>, Option<Vec<f32>>, Keywords)> {
+    let mut v = v;
+    let keywords = match &mut v {
+        VectorStructInternal::Named(named) => match named.remove(V_KEYWORDS) {
+            Some(VectorInternal::Sparse(s)) => Keywords {
+                indices: s.indices,
+                values: s.values,
+            },
+            _ => Keywords::default(),
+        },
+        _ => Keywords::default(),
+    };
+    let (image, text) = dense_vectors(v)?;
+    Some((image, text, keywords))
 }
 
 fn json_path(name: &str) -> Result<JsonPath, VectorError> {

@@ -594,6 +594,13 @@ pub trait VectorIndex: Send + Sync + 'static {
             .await?
             .map(|(image, _)| image))
     }
+    /// The stored points of these products in the live generation, in no
+    /// particular order; ids the tenant has no point for are left out.
+    /// Vectors come back as stored (unit length, by cosine distance). An
+    /// edge replica compares them with what its origin sends, to leave a
+    /// point that did not change where it is (in its indexed segment).
+    async fn get_points(&self, tenant: &str, product_ids: &[String])
+    -> Result<Vec<VectorPoint>, VectorError>;
     /// Every product id of one tenant in the live generation, in no
     /// particular order (a reindex uses it to drop vectors whose product is
     /// gone).
@@ -675,6 +682,34 @@ pub(crate) fn decode_payload_map(m: &serde_json::Map<String, serde_json::Value>)
             in_stock: m.get(F_IN_STOCK).and_then(Value::as_bool).unwrap_or(false),
         },
     )
+}
+
+/// Whether a stored point (from [`VectorIndex::get_points`]) already holds
+/// what writing `new` would store: the same payload and keyword vector,
+/// and the same vectors up to the rounding of normalising them again.
+pub fn same_point(stored: &VectorPoint, new: &VectorPoint) -> bool {
+    /// A component of a unit vector moves by a few ulps (about 1e-8) when
+    /// it is normalised again; any real change is far larger.
+    const TOLERANCE: f32 = 1e-6;
+    fn close(stored: &[f32], new: &[f32]) -> bool {
+        let norm = new.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        stored.len() == new.len()
+            && norm > 0.0
+            && stored
+                .iter()
+                .zip(new)
+                .all(|(s, n)| (f64::from(*s) - f64::from(*n) / norm).abs() <= f64::from(TOLERANCE))
+    }
+    stored.tenant == new.tenant
+        && stored.product_id == new.product_id
+        && stored.payload == new.payload
+        && stored.keywords == new.keywords
+        && close(&stored.vector, &new.vector)
+        && match (&stored.text_vector, &new.text_vector) {
+            (None, None) => true,
+            (Some(s), Some(n)) => close(s, n),
+            _ => false,
+        }
 }
 
 /// The vector has the index's dimension and only finite components.

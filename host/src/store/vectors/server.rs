@@ -35,10 +35,10 @@ use serde_json::Value;
 
 use super::{
     COLLECTION, F_CATEGORY, F_CURRENCY, F_IN_STOCK, F_PRICE, F_PRODUCT_ID, F_TAGS, F_TENANT, FacetCounts,
-    FacetField, FacetQuery, Fusion, Generation, Layout, Leg, PointPayload, PriceBucket, RRF_K, ScoredPoint,
-    V_IMAGE, V_KEYWORDS, V_TEXT, VectorError, VectorFilter, VectorIndex, VectorPoint, VectorQuery,
-    check_facets, check_keywords, check_query, check_vector, decode_payload_map, fuse_relative, payload_map,
-    point_uuid,
+    FacetField, FacetQuery, Fusion, Generation, Keywords, Layout, Leg, PointPayload, PriceBucket, RRF_K,
+    ScoredPoint, V_IMAGE, V_KEYWORDS, V_TEXT, VectorError, VectorFilter, VectorIndex, VectorPoint,
+    VectorQuery, check_facets, check_keywords, check_query, check_vector, decode_payload_map, fuse_relative,
+    payload_map, point_uuid,
 };
 
 /// Points per upsert request: well under the server's 32 MiB gRPC message
@@ -782,6 +782,58 @@ impl VectorIndex for QdrantIndex {
                 let image = dense(v.get_vector()).or_else(|| dense(v.get_vector_by_name(V_IMAGE)))?;
                 Some((image, dense(v.get_vector_by_name(V_TEXT))))
             }))
+    }
+
+    async fn get_points(
+        &self,
+        tenant: &str,
+        product_ids: &[String],
+    ) -> Result<Vec<VectorPoint>, VectorError> {
+        if product_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<PointId> = product_ids
+            .iter()
+            .map(|p| PointId::from(point_uuid(tenant, p).to_string()))
+            .collect();
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(&self.alias, ids)
+                    .with_payload(true)
+                    .with_vectors(true),
+            )
+            .await
+            .map_err(client_err)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                let m: serde_json::Map<String, Value> =
+                    p.payload.into_iter().map(|(k, v)| (k, v.into_json())).collect();
+                if m.get(F_TENANT).and_then(Value::as_str) != Some(tenant) {
+                    return None;
+                }
+                let (product_id, payload) = decode_payload_map(&m);
+                let v = p.vectors?;
+                let vector = dense(v.get_vector()).or_else(|| dense(v.get_vector_by_name(V_IMAGE)))?;
+                let keywords = match v.get_vector_by_name(V_KEYWORDS) {
+                    Some(vector_output::Vector::Sparse(s)) => Keywords {
+                        indices: s.indices,
+                        values: s.values,
+                    },
+                    _ => Keywords::default(),
+                };
+                Some(VectorPoint {
+                    tenant: tenant.to_owned(),
+                    product_id,
+                    vector,
+                    text_vector: dense(v.get_vector_by_name(V_TEXT)),
+                    keywords,
+                    payload,
+                })
+            })
+            .collect())
     }
 
     async fn product_ids(&self, tenant: &str) -> Result<Vec<String>, VectorError> {
