@@ -1114,7 +1114,8 @@ pub async fn get_points_and_same_point(idx: &dyn VectorIndex) {
         let mut c = p.clone();
         c.vector.iter_mut().for_each(|x| *x *= 3.0);
         assert!(same_point(s, &c));
-        let changes: Vec<Box<dyn Fn(&mut VectorPoint)>> = vec![
+        type Change = Box<dyn Fn(&mut VectorPoint)>;
+        let changes: Vec<Change> = vec![
             Box::new(|c| c.vector[0] += 0.01),
             Box::new(|c| c.payload.in_stock = !c.payload.in_stock),
             Box::new(|c| c.payload.tags.push("new".into())),
