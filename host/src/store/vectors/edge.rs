@@ -1143,8 +1143,7 @@ fn dense_vectors(v: VectorStructInternal) -> Option<(Vec<f32>, Option<Vec<f32>>)
 }
 
 /// A stored point's image (or only) vector, text vector and keyword vector.
-fn stored_vectors(v: VectorStructInternal) -> Option<(Vec<f32>, Option<Vec<f32>>, Keywords)> {
-    let mut v = v;
+fn stored_vectors(mut v: VectorStructInternal) -> Option<(Vec<f32>, Option<Vec<f32>>, Keywords)> {
     let keywords = match &mut v {
         VectorStructInternal::Named(named) => match named.remove(V_KEYWORDS) {
             Some(VectorInternal::Sparse(s)) => Keywords {

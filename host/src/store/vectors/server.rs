@@ -28,7 +28,7 @@ use qdrant_client::qdrant::{
     PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, PrefetchQueryBuilder, Query,
     QueryBatchPoints, QueryPoints, QueryPointsBuilder, Range, Rrf, ScrollPointsBuilder, SparseVectorParams,
     SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
-    VectorsConfigBuilder, facet_value, vector_output, vectors_config,
+    VectorsConfigBuilder, VectorsOutput, facet_value, vector_output, vectors_config,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::Value;
@@ -516,6 +516,12 @@ fn dense(v: Option<vector_output::Vector>) -> Option<Vec<f32>> {
     }
 }
 
+/// The image (or only) vector and the text vector of a stored point.
+fn dense_vectors(v: &VectorsOutput) -> Option<(Vec<f32>, Option<Vec<f32>>)> {
+    let image = dense(v.get_vector()).or_else(|| dense(v.get_vector_by_name(V_IMAGE)))?;
+    Some((image, dense(v.get_vector_by_name(V_TEXT))))
+}
+
 fn decode_payload(payload: HashMap<String, qdrant_client::qdrant::Value>) -> (String, PointPayload) {
     let map: serde_json::Map<String, Value> = payload.into_iter().map(|(k, v)| (k, v.into_json())).collect();
     decode_payload_map(&map)
@@ -778,10 +784,7 @@ impl VectorIndex for QdrantIndex {
             .into_iter()
             .next()
             .and_then(|p| p.vectors)
-            .and_then(|v| {
-                let image = dense(v.get_vector()).or_else(|| dense(v.get_vector_by_name(V_IMAGE)))?;
-                Some((image, dense(v.get_vector_by_name(V_TEXT))))
-            }))
+            .and_then(|v| dense_vectors(&v)))
     }
 
     async fn get_points(
@@ -816,7 +819,7 @@ impl VectorIndex for QdrantIndex {
                 }
                 let (product_id, payload) = decode_payload_map(&m);
                 let v = p.vectors?;
-                let vector = dense(v.get_vector()).or_else(|| dense(v.get_vector_by_name(V_IMAGE)))?;
+                let (vector, text_vector) = dense_vectors(&v)?;
                 let keywords = match v.get_vector_by_name(V_KEYWORDS) {
                     Some(vector_output::Vector::Sparse(s)) => Keywords {
                         indices: s.indices,
@@ -828,7 +831,7 @@ impl VectorIndex for QdrantIndex {
                     tenant: tenant.to_owned(),
                     product_id,
                     vector,
-                    text_vector: dense(v.get_vector_by_name(V_TEXT)),
+                    text_vector,
                     keywords,
                     payload,
                 })
